@@ -1,0 +1,182 @@
+"""Every error bulkfetch raises, in one tree.
+
+::
+
+    BulkfetchError                  anything bulkfetch raises on purpose
+    ├── UsageError                  a flag, rate, path or key the user gave is unusable    (exit 2)
+    ├── ManifestError               the manifest is invalid; holds every Problem found     (exit 2)
+    ├── LedgerError                 the ledger cannot be used as it is
+    │   ├── LedgerCorrupt           a bad record in the middle, or not a bulkfetch ledger
+    │   ├── LedgerVersionError      written by a newer bulkfetch; never overwritten
+    │   └── LedgerLocked            another run holds the ledger right now
+    ├── StorageError                writing a result or the ledger failed (disk full, fsync)
+    └── ApiError                    the EOS API answered something other than what we asked for
+        ├── AuthError               401/403: the key is refused; the whole run stops
+        ├── RateLimited             429: the lane pauses; never a job's fault (retryable)
+        ├── TaskGone                404 on a task: expired or never existed; create it again
+        ├── TaskFailed              the task itself failed on EOS's side (server's message kept)
+        ├── BadRequest              other 4xx on create: this job's parameters are wrong
+        └── TransientError          connection errors, timeouts, 5xx, truncated or wrong
+                                    bodies: retried with back-off within the job's budget
+
+Retry decisions read ``retryable``; nothing compares exact exception types to decide
+whether to try again. Messages never contain the API key or a URL that carries it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ApiError",
+    "AuthError",
+    "BadRequest",
+    "BulkfetchError",
+    "LedgerCorrupt",
+    "LedgerError",
+    "LedgerLocked",
+    "LedgerVersionError",
+    "ManifestError",
+    "Problem",
+    "RateLimited",
+    "StorageError",
+    "TaskFailed",
+    "TaskGone",
+    "TransientError",
+    "UsageError",
+]
+
+
+class BulkfetchError(Exception):
+    """Base of everything bulkfetch raises on purpose.
+
+    ``retryable`` says whether doing the same thing again later may succeed.
+    """
+
+    retryable: bool = False
+
+
+class UsageError(BulkfetchError):
+    """Raised when an option, rate, path or key given by the user cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a manifest, located precisely enough to fix it.
+
+    ``where`` is a human location such as ``line 12`` or ``feature 3``; ``field`` is the
+    parameter name (dotted for nested places such as ``geometry.coordinates``), or ``""``
+    when the problem is the whole record.
+    """
+
+    file: str
+    where: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        place = f"{self.file}: {self.where}"
+        if self.field:
+            place += f": {self.field}"
+        return f"{place}: {self.message}"
+
+
+class ManifestError(BulkfetchError):
+    """Raised when a manifest cannot be read or fails validation.
+
+    It carries every problem found, not just the first, so one edit fixes them all.
+    """
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        shown = "\n".join(str(p) for p in problems[:50])
+        more = f"\n... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        super().__init__(shown + more)
+
+
+class LedgerError(BulkfetchError):
+    """Raised when the ledger cannot be used as it is."""
+
+
+class LedgerCorrupt(LedgerError):
+    """Raised when the ledger is not bulkfetch's, or a record other than the last is bad.
+
+    A torn *last* journal line is the trace of a crash and is dropped silently; damage
+    anywhere else is corruption, and bulkfetch stops rather than guess.
+    """
+
+
+class LedgerVersionError(LedgerError):
+    """Raised when the ledger was written by a newer format version; it is left untouched."""
+
+
+class LedgerLocked(LedgerError):
+    """Raised when another live process holds the ledger's lock.
+
+    The lock is an OS lock, released by the kernel when its holder dies, so a crashed
+    run never leaves it stuck.
+    """
+
+
+class StorageError(BulkfetchError):
+    """Raised when writing to disk fails: disk full, permission, fsync.
+
+    A failed fsync is not retried: the run stops, and the next run recovers.
+    """
+
+
+class ApiError(BulkfetchError):
+    """Raised when the EOS API answers something other than what was asked for.
+
+    ``status`` is the HTTP status when there was one; ``job`` the job key, if known.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, job: str = "") -> None:
+        self.status = status
+        self.job = job
+        super().__init__(message)
+
+
+class AuthError(ApiError):
+    """Raised on 401/403: the key is refused. Nothing else will work, so the run stops."""
+
+
+class RateLimited(ApiError):
+    """Raised on 429. ``retry_after`` is the server's wait in seconds, or None if not given.
+
+    Pauses the whole lane; never counts against a job's attempt budget.
+    """
+
+    retryable = True
+
+    def __init__(
+        self, message: str, *, retry_after: float | None, status: int | None = 429, job: str = ""
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, status=status, job=job)
+
+
+class TaskGone(ApiError):
+    """Raised on 404 for a task: it expired or never existed. The job is created again."""
+
+    retryable = True
+
+
+class TaskFailed(ApiError):
+    """Raised when EOS reports the task failed. The server's message is kept verbatim.
+
+    Not retried within a run: the same parameters will fail the same way.
+    """
+
+
+class BadRequest(ApiError):
+    """Raised on a 4xx other than 401/403/404/429 at creation: the job's parameters are wrong."""
+
+
+class TransientError(ApiError):
+    """Raised on connection errors, timeouts, 5xx, and truncated or malformed bodies.
+
+    Retried with exponential back-off and jitter within the job's attempt budget.
+    """
+
+    retryable = True
