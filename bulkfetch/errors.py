@@ -11,7 +11,8 @@
     │   └── LedgerLocked            another run holds the ledger right now
     ├── StorageError                writing a result or the ledger failed (disk full, fsync)
     └── ApiError                    the EOS API answered something other than what we asked for
-        ├── AuthError               401/403: the key is refused; the whole run stops
+        ├── AuthError               401/403: the key is refused; the whole run stops (fatal)
+        ├── EndpointError           the API URL is not a task API (404/405 on create) (fatal)
         ├── RateLimited             429: the lane pauses; never a job's fault (retryable)
         ├── TaskGone                404 on a task: expired or never existed; create it again
         ├── TaskFailed              the task itself failed on EOS's side (server's message kept)
@@ -19,7 +20,8 @@
         └── TransientError          connection errors, timeouts, 5xx, truncated or wrong
                                     bodies: retried with back-off within the job's budget
 
-Retry decisions read ``retryable``; nothing compares exact exception types to decide
+Retry decisions read ``retryable`` (may succeed later) and ``fatal`` (nothing else in the
+run can succeed either: stop it); nothing compares exact exception types to decide
 whether to try again. Messages never contain the API key or a URL that carries it.
 """
 
@@ -32,6 +34,7 @@ __all__ = [
     "AuthError",
     "BadRequest",
     "BulkfetchError",
+    "EndpointError",
     "LedgerCorrupt",
     "LedgerError",
     "LedgerLocked",
@@ -44,6 +47,7 @@ __all__ = [
     "TaskGone",
     "TransientError",
     "UsageError",
+    "first_error",
 ]
 
 
@@ -54,6 +58,7 @@ class BulkfetchError(Exception):
     """
 
     retryable: bool = False
+    fatal: bool = False
 
 
 class UsageError(BulkfetchError):
@@ -140,6 +145,17 @@ class ApiError(BulkfetchError):
 class AuthError(ApiError):
     """Raised on 401/403: the key is refused. Nothing else will work, so the run stops."""
 
+    fatal = True
+
+
+class EndpointError(ApiError):
+    """Raised when the API URL answers creation with 404/405: it is not the task API.
+
+    Unlike ``BadRequest`` this is no job's fault, and every job would fail the same way.
+    """
+
+    fatal = True
+
 
 class RateLimited(ApiError):
     """Raised on 429. ``retry_after`` is the server's wait in seconds, or None if not given.
@@ -180,3 +196,29 @@ class TransientError(ApiError):
     """
 
     retryable = True
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a user should see from a task group's failures.
+
+    Task groups gather every child's exception; the one that stopped the run is the
+    fatal one (bad key, full disk) and the rest are its knock-on effects.
+    """
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(reversed(exc.exceptions))
+        else:
+            leaves.append(exc)
+    for wanted in (
+        lambda e: isinstance(e, BulkfetchError) and e.fatal,
+        lambda e: isinstance(e, StorageError),
+        lambda e: isinstance(e, BulkfetchError),
+        lambda e: not isinstance(e, Exception),  # KeyboardInterrupt, SystemExit
+    ):
+        for exc in leaves:
+            if wanted(exc):
+                return exc
+    return leaves[0] if leaves else group

@@ -1,0 +1,67 @@
+"""bulkfetch: EOS "Download visual" images in bulk, at the API's rate limit, resumably.
+
+The package is the data flow, one module per stage, each depending only on those before:
+
+    manifest  (jobs in: read, validate, key)
+        -> scheduler  (pure decisions: what to create, which task to poll next, when)
+        -> client     (the EOS task API: create, status/result)
+        -> sink       (bytes to disk: streamed, checked, renamed into place)
+    ledger    beside them (each job's state, crash-safe, via durable)
+    limiter   the shared per-lane pacing; engine wires it all; api/cli on top.
+    simulator apart: a local EOS for the demo, the tests and users' own tests.
+"""
+
+__version__ = "0.1.0"
+
+from .api import RunResult, run, run_async  # noqa: E402
+from .config import ApiKey, Rate, RunConfig  # noqa: E402
+from .errors import (  # noqa: E402
+    ApiError,
+    AuthError,
+    BadRequest,
+    BulkfetchError,
+    EndpointError,
+    LedgerCorrupt,
+    LedgerError,
+    LedgerLocked,
+    LedgerVersionError,
+    ManifestError,
+    Problem,
+    RateLimited,
+    StorageError,
+    TaskFailed,
+    TaskGone,
+    TransientError,
+    UsageError,
+)
+from .manifest import Job, Manifest, load_manifest  # noqa: E402
+
+__all__ = [
+    "ApiError",
+    "ApiKey",
+    "AuthError",
+    "BadRequest",
+    "BulkfetchError",
+    "EndpointError",
+    "Job",
+    "LedgerCorrupt",
+    "LedgerError",
+    "LedgerLocked",
+    "LedgerVersionError",
+    "Manifest",
+    "ManifestError",
+    "Problem",
+    "Rate",
+    "RateLimited",
+    "RunConfig",
+    "RunResult",
+    "StorageError",
+    "TaskFailed",
+    "TaskGone",
+    "TransientError",
+    "UsageError",
+    "__version__",
+    "load_manifest",
+    "run",
+    "run_async",
+]

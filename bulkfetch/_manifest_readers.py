@@ -1,0 +1,269 @@
+"""Turn manifest bytes into raw records, one reader per format; no validation of values.
+
+Private to :mod:`bulkfetch.manifest`, which documents the formats. Each reader is a
+generator of :class:`Raw` records in file order: at most one ``defaults`` record, always
+first, then the jobs. Problems with the file as a whole (bad JSON, wrong top-level shape,
+bad UTF-8) are appended to the ``problems`` list given, as ``(where, field, message)``;
+a reader stops at such a problem only when nothing after it can be trusted.
+
+Readers keep nothing: the JSON Lines and CSV readers stream line by line, so memory is
+the jobs themselves (JSON and GeoJSON must be parsed whole; that is what the format is).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import orjson
+
+__all__ = ["READERS", "Raw", "read_csv", "read_geojson", "read_json", "read_jsonl"]
+
+Issue = tuple[str, str, str]  # (where, field, message)
+
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(slots=True)
+class Raw:
+    """One record as read: ``fields`` hold JSON values; ``problems`` are (field, message)."""
+
+    where: str
+    fields: dict[str, Any]
+    is_defaults: bool = False
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _json_error(exc: orjson.JSONDecodeError) -> str:
+    # orjson's message already says "line L column C"; keep only the reason for the place.
+    return "not valid JSON: " + str(exc).split(": line ")[0]
+
+
+def read_jsonl(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
+    """JSON Lines: one object a line; blank lines allowed; a first ``{"defaults": ...}`` line."""
+    seen_job = False
+    for n, line in enumerate(stream, 1):
+        if n == 1 and line.startswith(_BOM):
+            line = line[len(_BOM) :]
+        if not line.strip():
+            continue
+        where = f"line {n}"
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            problems.append((where, "", _json_error(exc)))
+            seen_job = True
+            continue
+        if not isinstance(obj, dict):
+            problems.append((where, "", f"expected a JSON object, got {_kind(obj)}"))
+            seen_job = True
+            continue
+        if "defaults" in obj:
+            if seen_job:
+                problems.append((where, "defaults", "defaults must be on the first non-blank line"))
+            elif len(obj) != 1:
+                problems.append((where, "", 'a defaults line holds only {"defaults": {...}}'))
+            else:
+                yield _defaults(where, obj["defaults"], problems)
+            seen_job = True
+            continue
+        seen_job = True
+        yield Raw(where, obj)
+
+
+def _defaults(where: str, value: object, problems: list[Issue]) -> Raw:
+    if not isinstance(value, dict):
+        problems.append((where, "defaults", f"expected an object, got {_kind(value)}"))
+        value = {}
+    return Raw(where, value, is_defaults=True)
+
+
+def _load_whole(data: bytes, problems: list[Issue]) -> object:
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        problems.append((f"line {exc.lineno}", "", _json_error(exc)))
+        return None
+
+
+def read_json(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
+    """JSON: a list of job objects, or ``{"defaults": {...}, "jobs": [...]}``."""
+    doc = _load_whole(stream.read(), problems)
+    if doc is None and problems:
+        return
+    jobs: object = doc
+    if isinstance(doc, dict):
+        for key in doc:
+            if key not in ("defaults", "jobs") and not key.startswith("_"):
+                problems.append(
+                    ("top level", key, "unknown member; expected 'defaults' and 'jobs'")
+                )
+        if "defaults" in doc:
+            yield _defaults("defaults", doc["defaults"], problems)
+        if "jobs" not in doc:
+            problems.append(("top level", "jobs", "missing: the list of jobs"))
+            return
+        jobs = doc["jobs"]
+    if not isinstance(jobs, list):
+        problems.append(("top level", "", f"expected a list of jobs, got {_kind(jobs)}"))
+        return
+    for n, obj in enumerate(jobs, 1):
+        if isinstance(obj, dict):
+            yield Raw(f"job {n}", obj)
+        else:
+            problems.append((f"job {n}", "", f"expected a JSON object, got {_kind(obj)}"))
+
+
+def read_geojson(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
+    """GeoJSON: a FeatureCollection; geometry is the AOI, properties the other fields."""
+    doc = _load_whole(stream.read(), problems)
+    if doc is None and problems:
+        return
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+        got = repr(doc.get("type"))[:40] if isinstance(doc, dict) else _kind(doc)
+        problems.append(("top level", "type", f"expected a GeoJSON FeatureCollection, got {got}"))
+        return
+    if "defaults" in doc:
+        yield _defaults("defaults", doc["defaults"], problems)
+    features = doc.get("features")
+    if not isinstance(features, list):
+        problems.append(("top level", "features", f"expected a list, got {_kind(features)}"))
+        return
+    for n, feat in enumerate(features, 1):
+        where = f"feature {n}"
+        if not isinstance(feat, dict) or feat.get("type") != "Feature":
+            problems.append((where, "", "expected a GeoJSON Feature object"))
+            continue
+        props = feat.get("properties")
+        if props is None:
+            props = {}
+        if not isinstance(props, dict):
+            problems.append((where, "properties", f"expected an object, got {_kind(props)}"))
+            continue
+        raw = Raw(where, dict(props))
+        if "geometry" in props:
+            raw.problems.append(
+                ("properties.geometry", "the area goes in the feature's geometry, not a property")
+            )
+        raw.fields["geometry"] = feat.get("geometry")
+        yield raw
+
+
+# CSV cells are text: each field's cell is coerced to the JSON type validation expects.
+_CSV_NUMBERS = frozenset({"px_size", "calibrate", "colors_limit"})
+_CSV_LISTS = frozenset({"colors", "thresholds"})
+_CSV_TRUE = frozenset({"true", "1"})
+_CSV_FALSE = frozenset({"false", "0"})
+_CSV_FIELD_LIMIT = 64 * 1024 * 1024  # a 10,000-vertex WKT cell is ~250 KB; csv's default is 128 KB
+
+
+def _coerce(name: str, cell: str) -> Any:
+    if name in _CSV_NUMBERS:
+        try:
+            value = orjson.loads(cell)
+        except orjson.JSONDecodeError:
+            value = None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number, got {cell[:40]!r}")
+        return value
+    if name == "pansharpening":
+        low = cell.lower()
+        if low in _CSV_TRUE or low in _CSV_FALSE:
+            return low in _CSV_TRUE
+        raise ValueError(f"expected true/false/1/0, got {cell[:40]!r}")
+    if name in _CSV_LISTS:
+        try:
+            value = orjson.loads(cell)
+        except orjson.JSONDecodeError:
+            value = None
+        if not isinstance(value, list):
+            raise ValueError(f'expected a JSON list such as ["a", "b"], got {cell[:40]!r}')
+        return value
+    return cell
+
+
+def read_csv(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
+    """CSV: a header row, then one job a row; empty cells mean "not given"."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    old_limit = csv.field_size_limit(_CSV_FIELD_LIMIT)
+    try:
+        yield from _read_csv_rows(text, problems)
+    finally:
+        csv.field_size_limit(old_limit)
+        text.detach()  # leave the caller's stream open; it closes it
+
+
+def _read_csv_rows(text: Iterable[str], problems: list[Issue]) -> Iterator[Raw]:
+    reader = csv.reader(text)
+    last = 0
+    header: list[str] | None = None
+    try:
+        for row in reader:
+            start, last = last + 1, reader.line_num
+            if header is None:
+                header = [h.strip() for h in row]
+                _check_header(header, problems)
+                continue
+            cells = [c.strip() for c in row]
+            if not any(cells):
+                continue  # blank line, or a spreadsheet's empty row
+            where = f"line {start}"
+            if len(cells) != len(header):
+                problems.append(
+                    (where, "", f"row has {len(cells)} cells; the header has {len(header)}")
+                )
+                continue
+            raw = Raw(where, {})
+            for name, cell in zip(header, cells, strict=True):
+                if not cell:
+                    continue
+                if not name:
+                    raw.problems.append(("", "a value under a column with no name"))
+                    continue
+                try:
+                    raw.fields[name] = _coerce(name, cell)
+                except ValueError as exc:
+                    raw.problems.append((name, str(exc)))
+            yield raw
+    except csv.Error as exc:
+        problems.append((f"line {last + 1}", "", f"not valid CSV: {exc}"))
+    except UnicodeDecodeError:
+        problems.append((f"line {last + 1}", "", "not valid UTF-8"))
+    if header is None:
+        problems.append(("line 1", "", "no header row"))
+
+
+def _check_header(header: list[str], problems: list[Issue]) -> None:
+    seen: set[str] = set()
+    for name in header:
+        if name and name in seen:
+            problems.append(("line 1", name, "column appears twice in the header"))
+        seen.add(name)
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    for types, word in (
+        (bool, "a boolean"),
+        (int | float, "a number"),
+        (str, "a string"),
+        (list, "a list"),
+        (dict, "an object"),
+    ):
+        if isinstance(value, types):
+            return word
+    return type(value).__name__
+
+
+READERS = {
+    ".jsonl": read_jsonl,
+    ".json": read_json,
+    ".geojson": read_geojson,
+    ".csv": read_csv,
+}

@@ -1,0 +1,201 @@
+"""The public entry points: one call runs a manifest, from Python or from the CLI.
+
+``run_async()`` is the whole run in the caller's event loop; ``run()`` wraps it for plain
+code. Both read and validate the manifest first (nothing is sent if it is invalid), take
+the ledger's lock, drive the engine, write the report if asked, and return a
+``RunResult`` whose ``exit_code`` is the one the CLI exits with:
+
+====  ==========================================================================
+0     every job of the manifest is done
+1     the run ended with some jobs failed (their reasons are in the ledger/report)
+2     bad usage or an invalid manifest: nothing was sent
+3     the API refused the key or the URL is not the task API: the run stopped
+4     a local storage problem (disk full, unwritable folder, damaged ledger)
+5     another run holds the ledger's lock
+130   interrupted by SIGINT; 143 by SIGTERM (everything is saved; run again)
+====  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .config import ApiKey, Rate, RunConfig, load_api_key
+from .engine import Counters, Run
+from .errors import (
+    BulkfetchError,
+    LedgerError,
+    LedgerLocked,
+    ManifestError,
+    StorageError,
+    UsageError,
+    first_error,
+)
+from .ledger import Ledger
+from .manifest import Manifest, load_manifest
+from .report import build_report, job_rows, write_report
+
+__all__ = ["RunResult", "run", "run_async"]
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_API, EXIT_STORAGE, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a run ended with. ``jobs`` has one row per manifest job (see the report)."""
+
+    exit_code: int
+    outcome: str
+    counters: Counters
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == EXIT_OK
+
+
+def _config(out: Path | str, options: Mapping[str, Any]) -> RunConfig:
+    opts = dict(options)
+    for name in ("create_rate", "status_rate"):
+        if isinstance(opts.get(name), str):
+            opts[name] = Rate.parse(opts[name])
+    for name in ("ledger", "report"):
+        if isinstance(opts.get(name), str):
+            opts[name] = Path(opts[name])
+    try:
+        return RunConfig(out=Path(out), **opts)
+    except TypeError as exc:
+        raise UsageError(str(exc)) from None
+
+
+async def run_async(
+    manifest: Manifest | Path | str,
+    *,
+    out: Path | str,
+    api_key: ApiKey | str | None = None,
+    handle_signals: bool = False,
+    config: RunConfig | None = None,
+    progress: Callable[[Run], Awaitable[None]] | None = None,
+    **options: Any,
+) -> RunResult:
+    """Run every job of ``manifest`` into ``out``; see ``RunConfig`` for ``options``.
+
+    The key defaults to the ``EOS_API_KEY`` environment variable. With ``handle_signals``,
+    SIGINT and SIGTERM stop the run cleanly (exit codes 130 and 143). ``progress`` is a
+    coroutine function given the engine while it runs (the CLI's progress display).
+    """
+    cfg = replace(config, out=Path(out)) if config is not None else _config(out, options)
+    key = api_key if isinstance(api_key, ApiKey) else None
+    if isinstance(api_key, str):
+        key = ApiKey(api_key)
+    if key is None:
+        key = load_api_key()
+    if not isinstance(manifest, Manifest):
+        manifest = load_manifest(Path(manifest))
+    try:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the output folder {cfg.out}: {exc.strerror}") from None
+    with Ledger.open(cfg.ledger_path) as ledger:
+        engine = Run(manifest, cfg, key, ledger)
+        stopped_by: list[int] = []
+        fatal: BulkfetchError | None = None
+        try:
+            try:
+                async with anyio.create_task_group() as tg:
+                    if handle_signals:
+                        tg.start_soon(_watch_signals, engine, stopped_by)
+                    if progress is not None:
+                        tg.start_soon(progress, engine)
+                    await engine.run()
+                    tg.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                raise first_error(group) from None
+        except BulkfetchError as exc:
+            if not exc.fatal and not isinstance(exc, StorageError):
+                raise
+            fatal = exc
+        code, outcome = _outcome(engine.counters, stopped_by, fatal)
+        rows = job_rows(manifest, ledger)
+        report = build_report(
+            manifest=manifest,
+            ledger=ledger,
+            counters=engine.counters.to_json(),
+            lanes={
+                "create": repr(engine.create_limiter),
+                "status": repr(engine.status_limiter),
+            },
+            outcome=outcome,
+        )
+    if cfg.report is not None:
+        write_report(cfg.report, report)
+    return RunResult(code, outcome, engine.counters, rows, report)
+
+
+def _outcome(
+    counters: Counters, stopped_by: list[int], fatal: BulkfetchError | None
+) -> tuple[int, str]:
+    if isinstance(fatal, StorageError):
+        return EXIT_STORAGE, f"stopped: {fatal}"
+    if fatal is not None:
+        return EXIT_API, f"stopped: {fatal}"
+    if stopped_by:
+        name = signal.Signals(stopped_by[0]).name
+        code = EXIT_SIGINT if stopped_by[0] == signal.SIGINT else EXIT_SIGTERM
+        return code, f"interrupted by {name}; run again to carry on"
+    if counters.failed:
+        return EXIT_FAILED, f"{counters.failed} of {counters.jobs} jobs failed"
+    if counters.done < counters.jobs:
+        return EXIT_FAILED, f"{counters.jobs - counters.done} jobs not finished"
+    return EXIT_OK, f"all {counters.jobs} jobs done"
+
+
+async def _watch_signals(engine: Run, stopped_by: list[int]) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if not stopped_by:
+                log.warning(
+                    "%s: stopping; created tasks are kept for the next run",
+                    signal.Signals(signum).name,
+                )
+                stopped_by.append(signum)
+                engine.stop()
+
+
+def run(
+    manifest: Manifest | Path | str,
+    *,
+    out: Path | str,
+    api_key: ApiKey | str | None = None,
+    **options: Any,
+) -> RunResult:
+    """``run_async`` for code without an event loop."""
+
+    async def main() -> RunResult:
+        return await run_async(manifest, out=out, api_key=api_key, **options)
+
+    return anyio.run(main)
+
+
+def exit_code_for(exc: BulkfetchError) -> int:
+    """The exit code for an error raised before or outside a run."""
+    if isinstance(exc, LedgerLocked):
+        return EXIT_LOCKED
+    if isinstance(exc, UsageError | ManifestError):
+        return EXIT_USAGE
+    if isinstance(exc, StorageError | LedgerError):
+        return EXIT_STORAGE
+    if exc.fatal:
+        return EXIT_API
+    return EXIT_FAILED

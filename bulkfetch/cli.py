@@ -1,0 +1,287 @@
+"""The ``bulkfetch`` command: a thin layer over ``bulkfetch.api`` and the simulator.
+
+Errors a user can fix are printed as one clear message (a manifest's as one line per
+problem) and exit with the code documented in ``bulkfetch.api``; never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import anyio
+import click
+import orjson
+
+from . import __version__
+from .api import EXIT_OK, exit_code_for, run_async
+from .config import DEFAULT_API_URL, Rate, RunConfig, load_api_key
+from .engine import Run
+from .errors import BulkfetchError, ManifestError, UsageError
+from .ledger import JobState, Ledger
+from .manifest import load_manifest
+from .report import build_report
+
+log = logging.getLogger("bulkfetch")
+
+__all__ = ["main"]
+
+
+class _RateType(click.ParamType):
+    name = "rate"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Rate:
+        if isinstance(value, Rate):
+            return value
+        try:
+            return Rate.parse(str(value))
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+RATE = _RateType()
+
+
+def _setup_logging(*, quiet: bool, verbose: int) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("bulkfetch")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _fail(exc: BulkfetchError) -> NoReturn:
+    if isinstance(exc, ManifestError):
+        n = len(exc.problems)
+        click.echo(f"bulkfetch: the manifest has {n} problem{'s' if n != 1 else ''}:", err=True)
+        click.echo(str(exc), err=True)
+        click.echo("nothing was sent.", err=True)
+    else:
+        click.echo(f"bulkfetch: error: {exc}", err=True)
+    sys.exit(exit_code_for(exc))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="bulkfetch")
+def cli() -> None:
+    """Download EOS "Download visual" images in bulk, at the API's rate limit, resumably."""
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the images (and, by default, the ledger).")
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path),
+              help="Ledger file [default: OUT/bulkfetch-ledger.json].")
+@click.option("--api-url", envvar="EOS_API_URL", default=DEFAULT_API_URL, show_default=True,
+              help="The task endpoint (env EOS_API_URL).")
+@click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Read the API key from this file instead of EOS_API_KEY.")
+@click.option("--create-rate", type=RATE, default="10/min", show_default=True,
+              help="Task creations allowed per key: N/s, N/min or N/h.")
+@click.option("--status-rate", type=RATE, default="10/min", show_default=True,
+              help="Status calls (downloads included) allowed per key.")
+@click.option("--learn-rates", is_flag=True,
+              help="Probe above the configured rates when the server allows it.")
+@click.option("--max-in-flight", type=click.IntRange(min=1),
+              help="Tasks created and not yet downloaded, at most [default: sized from the rates].")
+@click.option("--max-creates-per-job", "max_creates", type=click.IntRange(min=1), default=4,
+              show_default=True, help="Creations per job per run (expired tasks are recreated).")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a JSON summary of the run here.")
+@click.option("--retry-failed", is_flag=True, help="Try jobs that failed in earlier runs again.")
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")
+@click.option("--verbose", "-v", count=True, help="Log every poll.")
+@click.option("--progress-interval", type=click.FloatRange(min=1), default=60.0,
+              show_default=True, help="Seconds between progress lines when not on a terminal.")
+def run(
+    manifest: Path,
+    out: Path,
+    ledger: Path | None,
+    api_url: str,
+    api_key_file: Path | None,
+    create_rate: Rate,
+    status_rate: Rate,
+    learn_rates: bool,
+    max_in_flight: int | None,
+    max_creates: int,
+    report: Path | None,
+    retry_failed: bool,
+    quiet: bool,
+    verbose: int,
+    progress_interval: float,
+) -> None:
+    """Download every job of MANIFEST into OUT, carrying on from any earlier run.
+
+    Exit codes: 0 all done, 1 jobs failed, 2 bad usage or manifest, 3 key or URL refused,
+    4 storage problem, 5 ledger in use by another run, 130/143 interrupted.
+    """
+    _setup_logging(quiet=quiet, verbose=verbose)
+    config = RunConfig(
+        out=out,
+        ledger=ledger,
+        api_url=api_url,
+        create_rate=create_rate,
+        status_rate=status_rate,
+        learn_rates=learn_rates,
+        max_in_flight=max_in_flight,
+        max_creates=max_creates,
+        report=report,
+        retry_failed=retry_failed,
+    )
+    progress = None if quiet else _progress_for(sys.stderr.isatty(), progress_interval)
+    try:
+        key = load_api_key(api_key_file)
+        jobs = load_manifest(manifest)
+        result = anyio.run(_run_cli, jobs, config, key, progress)
+    except BulkfetchError as exc:
+        _fail(exc)
+    level = logging.INFO if result.exit_code == EXIT_OK else logging.WARNING
+    log.log(level, "%s (exit %d)", result.outcome, result.exit_code)
+    failed = [row for row in result.jobs if row["state"] == JobState.FAILED.value]
+    for row in failed[:20]:
+        log.warning("failed: %s %s %s: %s", row["key"][:12], row.get("view_id", ""),
+                    row.get("bm_type", ""), row.get("error", ""))
+    if len(failed) > 20:
+        log.warning("... and %d more failed jobs (see the report or 'bulkfetch status')",
+                    len(failed) - 20)
+    if not quiet:
+        click.echo(f"files in {out}", err=True)
+    sys.exit(result.exit_code)
+
+
+async def _run_cli(
+    jobs: Any, config: RunConfig, key: Any, progress: Callable[[Run], Awaitable[None]] | None
+) -> Any:
+    return await run_async(jobs, out=config.out, api_key=key, handle_signals=True,
+                           config=config, progress=progress)
+
+
+def _progress_for(tty: bool, interval: float) -> Callable[[Run], Awaitable[None]]:
+    async def bar(engine: Run) -> None:
+        from tqdm import tqdm
+
+        c = engine.counters
+        with tqdm(total=c.jobs, unit="job", dynamic_ncols=True, file=sys.stderr) as t:
+            while True:
+                t.n = c.done + c.failed
+                t.set_postfix_str(
+                    f"failed={c.failed} in-flight={len(engine.poller) + c.creating} "
+                    f"{_size(c.bytes)}", refresh=False)
+                t.refresh()
+                await anyio.sleep(0.5)
+
+    async def lines(engine: Run) -> None:
+        c = engine.counters
+        start = time.monotonic()
+        while True:
+            await anyio.sleep(interval)
+            finished = c.done + c.failed
+            fetched = c.done - c.skipped_done
+            elapsed = time.monotonic() - start
+            remaining = c.jobs - finished
+            eta = f", ETA {_duration(remaining * elapsed / fetched)}" if fetched else ""
+            log.info("progress: %d/%d done, %d failed, %d in flight, %s%s", c.done, c.jobs,
+                     c.failed, len(engine.poller) + c.creating, _size(c.bytes), eta)
+
+    return bar if tty else lines
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+@cli.command()
+@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+def status(ledger: Path | None, out: Path | None, as_json: bool) -> None:
+    """Show what a ledger holds (safe while a run is going on)."""
+    if ledger is None and out is None:
+        raise click.UsageError("give --ledger PATH or --out DIR")
+    path = ledger if ledger is not None else RunConfig(out=out or Path()).ledger_path
+    if not path.exists():
+        _fail(UsageError(f"no ledger at {path}"))
+    try:
+        with Ledger.open(path, readonly=True) as book:
+            report = build_report(manifest=None, ledger=book)
+    except BulkfetchError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"ledger {path}: {report['jobs']} jobs")
+    for state, n in report["states"].items():
+        if n:
+            click.echo(f"  {state:<9} {n}")
+    for reason, n in list(report["failures_by_reason"].items())[:10]:
+        click.echo(f"  failed x{n}: {reason}")
+
+
+@cli.command()
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+def validate(manifest: Path) -> None:
+    """Check MANIFEST without sending anything (exit 0 if valid, 2 if not)."""
+    try:
+        result = load_manifest(manifest)
+    except BulkfetchError as exc:
+        _fail(exc)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"{manifest}: {len(result.jobs)} valid jobs")
+
+
+@cli.command()
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("demo-output"), show_default=True)
+def demo(out: Path) -> None:
+    """Run the sample manifest against a simulator started in this process."""
+    from .demo import run_demo
+
+    _setup_logging(quiet=False, verbose=0)
+    try:
+        code = anyio.run(run_demo, out)
+    except BulkfetchError as exc:
+        _fail(exc)
+    sys.exit(code)
+
+
+def _add_simulator() -> None:
+    from .simulator.cli import simulate
+
+    cli.add_command(simulate)
+
+
+_add_simulator()
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        cli.main(prog_name="bulkfetch", standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(EXIT_OK)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""The EOS task API, as two calls: create a task, and ask for its status (or its file).
+
+``create()`` POSTs a Download visual body and returns the task's id and lifetime.
+``status()`` GETs the task and yields what the answer means:
+
+* ``Pending``: any status word that is not a failure (``created``, ``processing``, or a
+  word never seen before) — the task is not ready;
+* ``Ready``: the result, as a stream of bytes not yet read (the sink reads it), whether it
+  came in the answer itself, behind a redirect, or behind a URL in a JSON answer;
+* or an exception from ``errors``: ``TaskFailed`` with the server's message, ``TaskGone``
+  (404), ``RateLimited`` (429), ``AuthError`` (401/403), ``TransientError`` (5xx,
+  connection trouble, timeouts, bodies that are neither a status nor a result).
+
+The key travels only in the ``x-api-key`` header, never in a URL (URLs end up in logs and
+proxies), and never to another host: redirects are followed by hand, and the key is sent
+only while the target has the API's own scheme, host and port.
+
+The decisions (``parse_retry_after``, ``interpret_status``) are pure functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from . import __version__
+from .config import ApiKey
+from .errors import (
+    ApiError,
+    AuthError,
+    BadRequest,
+    EndpointError,
+    RateLimited,
+    TaskFailed,
+    TaskGone,
+    TransientError,
+)
+
+__all__ = [
+    "Client",
+    "Created",
+    "Failed",
+    "Pending",
+    "Ready",
+    "ResultUrl",
+    "interpret_status",
+    "parse_retry_after",
+]
+
+log = logging.getLogger(__name__)
+
+#: JSON answers are small; anything bigger claiming to be JSON is not a status.
+MAX_JSON = 1 << 20
+MAX_REDIRECTS = 5
+FAILED_WORDS = frozenset({"failed", "error", "failure", "cancelled", "canceled"})
+DONE_WORDS = frozenset({"done", "finished", "success", "succeeded", "completed", "complete"})
+#: Some gateways answer an over-limit request with another code and a message saying so.
+_RATE_WORDS = re.compile(r"rate.?limit|too many requests|limit exceeded|quota exceeded", re.I)
+URL_FIELDS = ("url", "result_url", "download_url", "result", "link", "href")
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    task_id: str
+    req_id: str
+    task_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    word: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResultUrl:
+    url: str
+
+
+@dataclass(slots=True)
+class Ready:
+    """A finished task's result, not yet read. ``head`` holds the bytes already peeked."""
+
+    response: aiohttp.ClientResponse
+    head: bytes
+    content_type: str
+    content_length: int | None
+
+    async def chunks(self, size: int = 1 << 20) -> AsyncIterator[bytes]:
+        """The whole body, ``head`` first, in pieces of at most about ``size`` bytes."""
+        if self.head:
+            yield self.head
+        try:
+            async for chunk in self.response.content.iter_chunked(size):
+                yield chunk
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _transient(exc, "while downloading the result") from None
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN, inf
+        return None
+    return max(0.0, seconds)
+
+
+def interpret_status(data: Any) -> Pending | Failed | ResultUrl:
+    """What a JSON answer to a status call means.
+
+    Failure is explicit (``task_type: error`` or a failure word); a URL with a done word (or
+    no word) points at the result; anything else, including words never seen, means "not
+    ready yet". A done word with no URL is not a result: it is a malformed answer.
+    """
+    if not isinstance(data, dict):
+        raise TransientError("status answer is JSON but not an object")
+    word = str(data.get("status", "")).strip().lower()
+    if str(data.get("task_type", "")).lower() == "error" or word in FAILED_WORDS:
+        return Failed(_error_message(data))
+    for name in URL_FIELDS:
+        url = data.get(name)
+        if isinstance(url, str) and url.startswith(("http://", "https://")):
+            return ResultUrl(url)
+    if word in DONE_WORDS:
+        raise TransientError(f"status answer says {word!r} but carries no result")
+    return Pending(word or "unknown")
+
+
+def _error_message(data: Mapping[str, Any]) -> str:
+    msg = data.get("error_message", data.get("error", data.get("message", "")))
+    if isinstance(msg, dict):
+        msg = msg.get("error", msg.get("message", msg))
+    text = msg if isinstance(msg, str) else orjson.dumps(msg).decode()
+    return text[:500] or "task failed (no message given)"
+
+
+def _transient(exc: BaseException, doing: str) -> TransientError:
+    # aiohttp's messages can quote URLs; ours never hold the key, but keep them short.
+    detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return TransientError(f"{type(exc).__name__} {doing}" + (f": {detail}" if detail else ""))
+
+
+def _same_origin(a: URL, b: URL) -> bool:
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+
+
+class Client:
+    """The EOS task API over one aiohttp session. Use as an async context manager."""
+
+    def __init__(self, api_url: str, key: ApiKey, *, timeout: float = 60.0) -> None:
+        self.api_url = URL(api_url.rstrip("/"))
+        if self.api_url.scheme not in ("http", "https") or not self.api_url.host:
+            raise ValueError("the API URL must be http(s)://host/...")
+        self._key = key
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=timeout, sock_read=timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Client:
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout,
+            headers={"User-Agent": f"bulkfetch/{__version__}"},
+            connector=aiohttp.TCPConnector(limit=32),
+            trust_env=True,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("use the Client inside 'async with'")
+        return self._session
+
+    def _headers(self, url: URL) -> dict[str, str]:
+        return {"x-api-key": self._key.reveal()} if _same_origin(url, self.api_url) else {}
+
+    async def create(self, body: Mapping[str, Any]) -> Created:
+        """Create one task. Raises BadRequest when EOS rejects the job's parameters."""
+        data = orjson.dumps(body)
+        headers = self._headers(self.api_url) | {"Content-Type": "application/json"}
+        try:
+            async with self.session.post(self.api_url, data=data, headers=headers) as resp:
+                raw = await resp.content.read(MAX_JSON)
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _transient(exc, "creating a task") from None
+        if status in (200, 201, 202):
+            return _parse_created(raw)
+        raise _error_for(status, raw, retry_after, creating=True)
+
+    @contextlib.asynccontextmanager
+    async def status(self, task_id: str) -> AsyncIterator[Pending | Failed | Ready]:
+        """Ask for a task's status; a finished task's answer is its file, left unread."""
+        url = self.api_url / task_id
+        async with contextlib.AsyncExitStack() as stack:
+            for _ in range(MAX_REDIRECTS + 1):
+                resp = await stack.enter_async_context(self._get(url))
+                if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                    url = url.join(URL(resp.headers["Location"]))
+                    if url.scheme not in ("http", "https"):
+                        raise TransientError("redirect to a non-HTTP location")
+                    continue
+                yield await self._answer(resp, stack)
+                return
+            raise TransientError(f"more than {MAX_REDIRECTS} redirects for a task's result")
+
+    @contextlib.asynccontextmanager
+    async def _get(self, url: URL) -> AsyncIterator[aiohttp.ClientResponse]:
+        try:
+            async with self.session.get(
+                url, headers=self._headers(url), allow_redirects=False
+            ) as resp:
+                yield resp
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _transient(exc, "asking for a task's status") from None
+
+    async def _answer(
+        self, resp: aiohttp.ClientResponse, stack: contextlib.AsyncExitStack
+    ) -> Pending | Failed | Ready:
+        try:
+            if resp.status != 200:
+                raw = await resp.content.read(MAX_JSON)
+                raise _error_for(resp.status, raw, resp.headers.get("Retry-After"))
+            head = await _peek(resp, 16)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _transient(exc, "reading a task's status") from None
+        ctype = resp.headers.get("Content-Type", "").lower()
+        if "json" in ctype or head.lstrip()[:1] in (b"{", b"["):
+            try:
+                rest = await resp.content.read(MAX_JSON)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise _transient(exc, "reading a task's status") from None
+            try:
+                answer = interpret_status(orjson.loads(head + rest))
+            except orjson.JSONDecodeError:
+                raise TransientError("status answer is neither an image nor valid JSON") from None
+            if isinstance(answer, ResultUrl):
+                target = URL(answer.url)
+                resp = await stack.enter_async_context(self._get(target))
+                if resp.status != 200:
+                    raw = await resp.content.read(MAX_JSON)
+                    raise _error_for(resp.status, raw, resp.headers.get("Retry-After"))
+                return await self._ready(resp)
+            return answer
+        if not head:
+            raise TransientError("status answer is an empty body")
+        return Ready(resp, head, ctype, resp.content_length)
+
+    async def _ready(self, resp: aiohttp.ClientResponse) -> Ready:
+        try:
+            head = await _peek(resp, 16)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _transient(exc, "downloading the result") from None
+        if not head:
+            raise TransientError("the result is an empty body")
+        ctype = resp.headers.get("Content-Type", "").lower()
+        return Ready(resp, head, ctype, resp.content_length)
+
+
+async def _peek(resp: aiohttp.ClientResponse, n: int) -> bytes:
+    """At least ``n`` bytes of the body (fewer only at its end), to tell JSON from image."""
+    head = b""
+    while len(head) < n:
+        chunk = await resp.content.readany()
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def _parse_created(raw: bytes) -> Created:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise TransientError("task creation answer is not JSON") from None
+    if not isinstance(data, dict):
+        raise TransientError("task creation answer is not a JSON object")
+    if str(data.get("task_type", "")).lower() == "error" or data.get("status") in FAILED_WORDS:
+        raise BadRequest(f"EOS refused the task: {_error_message(data)}")
+    task_id = data.get("task_id")
+    if not isinstance(task_id, str) or not task_id or "/" in task_id or len(task_id) > 200:
+        raise TransientError("task creation answer has no usable task_id")
+    timeout = data.get("task_timeout", 172800)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        timeout = 172800
+    req_id = data.get("req_id")
+    return Created(task_id, req_id if isinstance(req_id, str) else "", float(timeout))
+
+
+def _error_for(
+    status: int, raw: bytes, retry_after: str | None, *, creating: bool = False
+) -> ApiError:
+    text = _server_text(raw)
+    if status == 429 or (status >= 400 and _RATE_WORDS.search(text) and status not in (401, 403)):
+        return RateLimited(
+            f"rate limited (HTTP {status})", retry_after=parse_retry_after(retry_after)
+        )
+    if status in (401, 403):
+        return AuthError(
+            f"EOS refused the API key (HTTP {status}): check EOS_API_KEY or --api-key-file"
+            + (f"; server said: {text}" if text else ""),
+            status=status,
+        )
+    if status == 404 and not creating:
+        return TaskGone("the task is gone (expired or unknown to EOS)", status=status)
+    if status in (404, 405) and creating:
+        return EndpointError(
+            f"the API URL answered HTTP {status} to a task creation: check --api-url / EOS_API_URL",
+            status=status,
+        )
+    if status >= 500 or status in (408, 425):
+        return TransientError(f"server error (HTTP {status})" + (f": {text}" if text else ""))
+    if creating and 400 <= status < 500:
+        return BadRequest(
+            f"EOS refused the job's parameters (HTTP {status})" + (f": {text}" if text else ""),
+            status=status,
+        )
+    return TransientError(f"unexpected answer (HTTP {status})" + (f": {text}" if text else ""))
+
+
+def _server_text(raw: bytes) -> str:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw[:200].decode("utf-8", "replace").strip()
+    if isinstance(data, dict):
+        return _error_message(data)
+    return str(data)[:200]

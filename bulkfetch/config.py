@@ -1,0 +1,160 @@
+"""The few explicit objects a run is configured with: the key, the rates, the run options.
+
+``ApiKey`` wraps the secret so that nothing can print it by accident: its ``repr`` and
+``str`` are masked, and the raw value is only reachable through ``reveal()``, which the
+client calls at the one place it builds a request header.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError
+
+__all__ = [
+    "DEFAULT_API_URL",
+    "ApiKey",
+    "Rate",
+    "RunConfig",
+    "load_api_key",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://api-connect.eos.com/api/gdw/api"
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|min|minute|h|hr|hour)\s*$", re.I)
+_PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0}
+_PERIODS |= {"h": 3600.0, "hr": 3600.0, "hour": 3600.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """``count`` requests per ``period`` seconds, as the API counts them per key and lane."""
+
+    count: float
+    period: float
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        """Parse ``N/s``, ``N/min`` or ``N/h`` (N may have decimals)."""
+        m = _RATE.match(text)
+        if not m:
+            raise UsageError(f"rate {text!r} is not of the form N/s, N/min or N/h (e.g. 10/min)")
+        count = float(m.group(1))
+        if count <= 0:
+            raise UsageError(f"rate {text!r} must be more than zero")
+        return cls(count, _PERIODS[m.group(2).lower()])
+
+    @property
+    def interval(self) -> float:
+        """Seconds between requests when they are spread evenly."""
+        return self.period / self.count
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.period
+
+    def __str__(self) -> str:
+        unit = {1.0: "s", 60.0: "min", 3600.0: "h"}.get(self.period)
+        count = f"{self.count:g}"
+        return f"{count}/{unit}" if unit else f"{count}/{self.period:g}s"
+
+
+class ApiKey:
+    """The EOS API key. Never printed, logged, pickled or written anywhere."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        value = value.strip()
+        if not value:
+            raise UsageError("the API key is empty")
+        if any(c.isspace() or not c.isprintable() for c in value):
+            raise UsageError("the API key contains whitespace or control characters")
+        self._value = value
+
+    def reveal(self) -> str:
+        """The raw key, for the request header only."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "ApiKey('***')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("ApiKey cannot be pickled")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ApiKey) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def load_api_key(key_file: Path | None = None, *, env: str = "EOS_API_KEY") -> ApiKey:
+    """Read the key from ``key_file`` if given, else from the environment variable ``env``.
+
+    A key file readable by group or others gets a warning: it is a secret.
+    """
+    if key_file is not None:
+        try:
+            mode = key_file.stat().st_mode
+            text = key_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read the API key file {key_file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"the API key file {key_file} is not UTF-8 text") from None
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            log.warning(
+                "the API key file %s is readable by other users; run: chmod 600 %s",
+                key_file,
+                key_file,
+            )
+        return ApiKey(text)
+    value = os.environ.get(env, "")
+    if not value.strip():
+        raise UsageError(f"no API key: set {env} or pass --api-key-file")
+    return ApiKey(value)
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """Options of one run. Every bound is finite by default; nothing retries forever."""
+
+    out: Path
+    ledger: Path | None = None
+    api_url: str = DEFAULT_API_URL
+    create_rate: Rate = field(default_factory=lambda: Rate(10, 60.0))
+    status_rate: Rate = field(default_factory=lambda: Rate(10, 60.0))
+    #: Created-but-not-downloaded tasks at most; None sizes the window from the rates.
+    max_in_flight: int | None = None
+    retry_failed: bool = False
+    #: Creations per job before it fails (expiry and lost answers each cost one).
+    max_creates: int = 4
+    #: Transient failures per job before it fails.
+    max_errors: int = 8
+    #: Seconds before a task's deadline after which it is no longer polled.
+    deadline_margin: float = 60.0
+    #: Expected processing time before the first poll, until finished tasks teach better.
+    first_poll_after: float | None = None
+    #: Seconds for connect, and between bytes, of any request.
+    request_timeout: float = 60.0
+    #: Let the lanes probe above the configured rates when the server allows it.
+    learn_rates: bool = False
+    #: Retry back-off after a transient failure: base * 2**n seconds, with jitter, capped.
+    backoff_base: float = 2.0
+    backoff_cap: float = 300.0
+    #: Concurrent status calls at most (each may be a download in progress).
+    max_downloads: int = 8
+    report: Path | None = None
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.ledger if self.ledger is not None else self.out / "bulkfetch-ledger.json"

@@ -1,0 +1,457 @@
+"""The run: one process driving every job of a manifest through the EOS task API.
+
+Two lanes share the process, each behind its own ``Limiter``:
+
+* the **create lane** takes the next job to create, records the intent in the ledger
+  (``creating``), POSTs it, and records the task (``created``) as soon as the answer comes;
+* the **status lane** asks the ``Poller`` which task is most worth a status call now,
+  spends one slot on it, and, when the answer is the file, hands it to the ``Sink``.
+
+The decisions are the scheduler's; this module only carries them out and records every
+state change in the ledger before acting on it, so a run killed at any instant is resumed
+by the next one: created tasks are polled rather than created again, done files are not
+fetched again. No coroutine per job: a job is a record in the ledger and an entry in
+either the create queue or the poller.
+
+``Run.stop()`` (SIGINT/SIGTERM in the CLI) stops creating, lets a creation already sent
+finish for a moment so its task is not lost, and returns; everything is already saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from .client import Client, Failed, Pending
+from .config import ApiKey, RunConfig
+from .errors import ApiError, BulkfetchError, RateLimited, TaskGone, first_error
+from .ledger import JobRecord, JobState, Ledger
+from .limiter import Limiter
+from .manifest import Job, Manifest
+from .scheduler import Action, Poller, ProcessingModel, resume_action, window_size
+from .sink import Sink
+
+__all__ = ["Counters", "Run"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a creation already sent may take to answer after a stop, so its task is kept.
+GRACE_ON_STOP = 5.0
+DEFAULT_TASK_TIMEOUT = 172800.0
+
+
+@dataclass(slots=True)
+class Counters:
+    """What a run did, for progress, the report and the exit code."""
+
+    jobs: int = 0
+    done: int = 0
+    skipped_done: int = 0
+    failed: int = 0
+    creating: int = 0
+    create_calls: int = 0
+    status_calls: int = 0
+    create_429: int = 0
+    status_429: int = 0
+    not_ready: int = 0
+    transient_errors: int = 0
+    expired: int = 0
+    lost_creates: int = 0
+    bytes: int = 0
+    started: float = field(default_factory=time.time)
+    finished: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Run:
+    """One run of a manifest against the API, with its ledger open."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        config: RunConfig,
+        key: ApiKey,
+        ledger: Ledger,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.manifest = manifest
+        self.config = config
+        self.ledger = ledger
+        self.jobs: dict[str, Job] = {job.key: job for job in manifest.jobs}
+        self.sink = Sink(config.out)
+        self.client = Client(config.api_url, key, timeout=config.request_timeout)
+        self.create_limiter = Limiter("create", config.create_rate, learn=config.learn_rates)
+        self.status_limiter = Limiter("status", config.status_rate, learn=config.learn_rates)
+        self.model = ProcessingModel(
+            prior_median=config.first_poll_after or 2 * config.status_rate.interval
+        )
+        self.model.load(ledger.meta.get("processing"))
+        self.poller = Poller(
+            self.model,
+            margin=config.deadline_margin,
+            min_gap=config.status_rate.interval,
+        )
+        self.counters = Counters(jobs=len(self.jobs))
+        self.task_timeout = float(ledger.meta.get("task_timeout", DEFAULT_TASK_TIMEOUT))
+        self._clock = clock
+        self._queue: list[tuple[float, int, str]] = []  # (not before, seq, key) to create
+        self._seq: Iterator[int] = itertools.count()
+        self._creates: dict[str, int] = {}  # creations this run, per job
+        self._errors: dict[str, int] = {}  # transient failures this run, per job
+        self._wake = anyio.Event()
+        self._stopping = False
+        self._scope: anyio.CancelScope | None = None
+        self._create_scopes: set[anyio.CancelScope] = set()
+        self._downloads = anyio.Semaphore(config.max_downloads)
+
+    # -- setup -------------------------------------------------------------------
+
+    def plan(self) -> dict[Action, int]:
+        """Decide what to do with each job, from the ledger; nothing is sent."""
+        now = self._clock()
+        tally: dict[Action, int] = {}
+        for key, job in self.jobs.items():
+            record = self.ledger.get(key)
+            file_ok = record is not None and self.sink.file_ok(record.path, record.size)
+            action = resume_action(
+                record,
+                now=now,
+                file_ok=file_ok,
+                retry_failed=self.config.retry_failed,
+                margin=self.config.deadline_margin,
+            )
+            tally[action] = tally.get(action, 0) + 1
+            self._start_job(job, record, action, now)
+        return tally
+
+    def _start_job(self, job: Job, record: JobRecord | None, action: Action, now: float) -> None:
+        match action:
+            case Action.SKIP_DONE:
+                self.counters.done += 1
+                self.counters.skipped_done += 1
+            case Action.SKIP_FAILED:
+                self.counters.failed += 1
+            case Action.POLL:
+                assert record is not None
+                self.poller.add(job.key, created_at=record.created_at, deadline=record.deadline)
+            case Action.RECREATE_EXPIRED:
+                self.counters.expired += 1
+                log.info("%s: its task expired; creating again", _short(job))
+                self._enqueue(job.key, now)
+            case Action.RECREATE_LOST:
+                assert record is not None
+                self.counters.lost_creates += 1
+                self._put(
+                    record,
+                    state=JobState.PENDING,
+                    lost_creates=record.lost_creates + 1,
+                    reason="a creation's answer was lost when the last run stopped",
+                )
+                log.info("%s: creation answer was lost; creating again", _short(job))
+                self._enqueue(job.key, now)
+            case _:
+                if record is None:
+                    self._put(JobRecord(key=job.key, path=job.relative_path().as_posix()))
+                elif action is Action.CREATE and record.state is JobState.FAILED:
+                    self._put(record, state=JobState.PENDING, reason="")
+                self._enqueue(job.key, now)
+
+    # -- the run -----------------------------------------------------------------
+
+    async def run(self) -> Counters:
+        """Drive every job to done or failed, or until ``stop()``; returns the counters."""
+        removed = await anyio.to_thread.run_sync(self.sink.remove_partials)
+        if removed:
+            log.info("removed %d partial file(s) left by an earlier run", removed)
+        tally = self.plan()
+        log.info(
+            "%d jobs: %s",
+            len(self.jobs),
+            ", ".join(f"{n} {a.value}" for a, n in sorted(tally.items())) or "nothing to do",
+        )
+        try:
+            async with self.client, anyio.create_task_group() as tg:
+                self._scope = tg.cancel_scope
+                if not self._finished():
+                    tg.start_soon(self._create_lane, tg)
+                    tg.start_soon(self._status_lane, tg)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+        finally:
+            self.counters.finished = self._clock()
+            self._save_meta()
+        return self.counters
+
+    def stop(self) -> None:
+        """Stop creating and return promptly; created tasks stay in the ledger."""
+        self._stopping = True
+        grace = anyio.current_time() + GRACE_ON_STOP
+        for scope in self._create_scopes:
+            scope.deadline = min(scope.deadline, grace)
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _finished(self) -> bool:
+        return not self._queue and len(self.poller) == 0 and self.counters.creating == 0
+
+    def _notify(self) -> None:
+        self._wake.set()
+        self._wake = anyio.Event()
+        if self._finished() and self._scope is not None:
+            self._scope.cancel()
+
+    async def _wait(self, until: float) -> None:
+        """Sleep until ``until`` (clock time) or until something changes."""
+        delay = until - self._clock()
+        if delay > 0:
+            with anyio.move_on_after(min(delay, 3600.0)):
+                await self._wake.wait()
+
+    def window(self) -> int:
+        if self.config.max_in_flight is not None:
+            return self.config.max_in_flight
+        return window_size(
+            create_interval=self.create_limiter.interval,
+            status_interval=self.status_limiter.interval,
+            model=self.model,
+            task_timeout=self.task_timeout,
+            margin=self.config.deadline_margin,
+        )
+
+    async def _create_lane(self, tg: anyio.abc.TaskGroup) -> None:
+        while True:
+            now = self._clock()
+            in_flight = len(self.poller) + self.counters.creating
+            if not self._queue or in_flight >= self.window():
+                await self._wait(math.inf)
+                continue
+            if self._queue[0][0] > now:
+                await self._wait(self._queue[0][0])
+                continue
+            await self.create_limiter.acquire()
+            if not self._queue or self._queue[0][0] > self._clock():
+                self.create_limiter.release_unused()
+                continue
+            _, _, key = heapq.heappop(self._queue)
+            self.counters.creating += 1
+            tg.start_soon(self._create_one, key)
+
+    async def _create_one(self, key: str) -> None:
+        job = self.jobs[key]
+        record = self._record(key)
+        self._creates[key] = self._creates.get(key, 0) + 1
+        # The intent is durable before the request leaves: a crash from here on is seen
+        # by the next run as a creation whose answer may have been lost.
+        record = self._put(record, state=JobState.CREATING, creates=record.creates + 1)
+        self.counters.create_calls += 1
+        # Shielded: cancelling the run must not cut off an answer that is on its way, or
+        # the task would exist on EOS with nobody knowing its id. stop() shortens the
+        # deadline to a grace period instead.
+        scope = anyio.CancelScope(shield=True)
+        scope.deadline = anyio.current_time() + 2 * self.config.request_timeout
+        if self._stopping:
+            scope.deadline = anyio.current_time() + GRACE_ON_STOP
+        self._create_scopes.add(scope)
+        created = None
+        try:
+            with scope:
+                created = await self.client.create(job.api_body())
+            if created is None:
+                log.warning(
+                    "%s: no answer to a creation; the next run creates it again", _short(job)
+                )
+                return
+        except RateLimited as exc:
+            pause = self.create_limiter.rate_limited_by_server(exc.retry_after)
+            self.counters.create_429 += 1
+            self._creates[key] -= 1
+            self._put(record, state=JobState.PENDING, creates=record.creates - 1)
+            log.debug("create lane: 429, pausing %.3gs", pause)
+            self._enqueue(key, self._clock())
+            return
+        except ApiError as exc:
+            self._api_failure(key, record, exc, creating=True)
+            return
+        finally:
+            self._create_scopes.discard(scope)
+            self.counters.creating -= 1
+            self._notify()
+        self.create_limiter.succeeded()
+        now = self._clock()
+        if created.task_timeout != self.task_timeout:
+            self.task_timeout = created.task_timeout
+            self.ledger.set_meta("task_timeout", created.task_timeout)
+        self._put(
+            record,
+            state=JobState.CREATED,
+            task_id=created.task_id,
+            req_id=created.req_id,
+            created_at=now,
+            deadline=now + created.task_timeout,
+            reason="",
+        )
+        self.poller.add(key, created_at=now, deadline=now + created.task_timeout)
+        log.info("%s: created task %s", _short(job), created.task_id)
+        self._notify()
+
+    async def _status_lane(self, tg: anyio.abc.TaskGroup) -> None:
+        while True:
+            for key in self.poller.take_expired():
+                self._expired(key)
+            due = self.poller.earliest_due()
+            if due > self._clock():
+                await self._wait(due)
+                continue
+            await self.status_limiter.acquire()
+            key = self.poller.next_due(self._clock())
+            for expired in self.poller.take_expired():
+                self._expired(expired)
+            if key is None:
+                self.status_limiter.release_unused()
+                continue
+            await self._downloads.acquire()
+            tg.start_soon(self._poll_one, key)
+
+    async def _poll_one(self, key: str) -> None:
+        try:
+            await self._poll(key)
+        finally:
+            self._downloads.release()
+            self._notify()
+
+    async def _poll(self, key: str) -> None:
+        job = self.jobs[key]
+        record = self._record(key)
+        self.counters.status_calls += 1
+        try:
+            async with self.client.status(record.task_id) as answer:
+                self.status_limiter.succeeded()
+                now = self._clock()
+                if isinstance(answer, Pending):
+                    self.counters.not_ready += 1
+                    self.poller.not_ready(key, now=now)
+                    log.debug("%s: not ready (%s)", _short(job), answer.word)
+                    return
+                if isinstance(answer, Failed):
+                    self.poller.remove(key)
+                    self._fail(key, record, f"EOS task failed: {answer.message}", retryable=False)
+                    return
+                written = await self.sink.write(job.relative_path(), job.expected_kind, answer)
+        except RateLimited as exc:
+            pause = self.status_limiter.rate_limited_by_server(exc.retry_after)
+            self.counters.status_429 += 1
+            log.debug("status lane: 429, pausing %.3gs", pause)
+            self.poller.retry_later(key, at=self._clock())
+            return
+        except TaskGone:
+            self.poller.remove(key)
+            self._expired(key, why="EOS no longer knows the task (404)")
+            return
+        except ApiError as exc:
+            self._api_failure(key, record, exc, creating=False)
+            return
+        self.poller.remove(key)
+        self.model.observe(self._clock() - record.created_at)
+        self.counters.done += 1
+        self.counters.bytes += written.size
+        self._put(
+            record,
+            state=JobState.DONE,
+            path=written.path,
+            size=written.size,
+            sha256=written.sha256,
+            reason="",
+        )
+        log.info("%s: done, %s (%d bytes)", _short(job), written.path, written.size)
+
+    # -- outcomes ----------------------------------------------------------------
+
+    def _api_failure(self, key: str, record: JobRecord, exc: ApiError, *, creating: bool) -> None:
+        if exc.fatal:
+            raise exc
+        job = self.jobs[key]
+        if not exc.retryable:
+            if creating:
+                self._fail(key, record, str(exc), retryable=False)
+            else:
+                self.poller.remove(key)
+                self._fail(key, record, str(exc), retryable=False)
+            return
+        self.counters.transient_errors += 1
+        errors = self._errors.get(key, 0) + 1
+        self._errors[key] = errors
+        if errors > self.config.max_errors:
+            self.poller.remove(key)
+            self._fail(key, record, f"{errors - 1} retries failed; last: {exc}", retryable=True)
+            return
+        delay = _backoff(errors, self.config.backoff_base, self.config.backoff_cap)
+        log.info("%s: %s; retrying in %.3gs", _short(job), exc, delay)
+        if creating:
+            self._put(record, state=JobState.PENDING, errors=record.errors + 1, reason=str(exc))
+            self._enqueue(key, self._clock() + delay)
+        else:
+            self._put(record, errors=record.errors + 1, reason=str(exc))
+            self.poller.retry_later(key, at=self._clock() + delay)
+
+    def _expired(self, key: str, why: str = "the task expired before it could be fetched") -> None:
+        record = self._record(key)
+        self.counters.expired += 1
+        if self._creates.get(key, 0) >= self.config.max_creates:
+            self._fail(key, record, f"{why}, {self._creates[key]} times", retryable=True)
+            return
+        log.info("%s: %s; creating again", _short(self.jobs[key]), why)
+        self._put(record, state=JobState.PENDING, reason=why)
+        self._enqueue(key, self._clock())
+
+    def _fail(self, key: str, record: JobRecord, reason: str, *, retryable: bool) -> None:
+        self.counters.failed += 1
+        self._put(record, state=JobState.FAILED, reason=reason, retryable=retryable)
+        log.warning("%s: failed: %s", _short(self.jobs[key]), reason)
+
+    # -- bookkeeping -------------------------------------------------------------
+
+    def _enqueue(self, key: str, not_before: float) -> None:
+        heapq.heappush(self._queue, (not_before, next(self._seq), key))
+        self._notify()
+
+    def _record(self, key: str) -> JobRecord:
+        record = self.ledger.get(key)
+        if record is None:
+            record = JobRecord(key=key, path=self.jobs[key].relative_path().as_posix())
+        return record
+
+    def _put(self, record: JobRecord, **changes: Any) -> JobRecord:
+        changes["updated_at"] = self._clock()
+        updated = record.replace(**changes)
+        self.ledger.put(updated)
+        return updated
+
+    def _save_meta(self) -> None:
+        try:
+            self.ledger.set_meta("processing", self.model.to_json())
+        except BulkfetchError as exc:  # a full disk must not hide the run's own outcome
+            log.warning("could not save what this run learned: %s", exc)
+
+
+def _backoff(attempt: int, base: float, cap: float) -> float:
+    """Exponential back-off with full jitter in its upper half: base * 2**(n-1), capped."""
+    ceiling = min(cap, base * 2 ** (attempt - 1))
+    return ceiling * random.uniform(0.5, 1.0)
+
+
+def _short(job: Job) -> str:
+    return f"{job.key[:12]} {job.view_id} {job.bm_type}"

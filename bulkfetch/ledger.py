@@ -1,0 +1,454 @@
+"""The ledger: every job's state, durable at every instant.
+
+Contract: at any instant (``kill -9`` between any two syscalls) the files on disk load to a
+complete, valid state equal to the state after some prefix of the ``put``/``put_many``/
+``set_meta`` calls, and every call that returned is in it. A ``put_many`` is all or nothing.
+
+Files, for a ledger at ``PATH`` (e.g. ``out/bulkfetch-ledger.json``):
+
+``PATH`` — the snapshot, replaced atomically by :meth:`Ledger.compact`::
+
+    {"format": "bulkfetch-ledger", "version": 1, "seq": N,
+     "meta": {...}, "jobs": {key: record, ...}}
+
+    where ``record`` is :meth:`JobRecord.to_json`: the fields that differ from their default.
+
+``PATH.journal`` — changes since the snapshot, a :class:`~bulkfetch.durable.Journal` whose
+payloads are ``{"jobs": [record, ...]}`` (one ``put`` or ``put_many``) or
+``{"meta": [key, value]}``. On load, lines with ``seq <= N`` are skipped: they are left over
+from a compaction that crashed between writing the snapshot and truncating the journal. The
+first line after the snapshot must have ``seq N + 1``; a gap means lost changes (corrupt).
+
+``PATH.lock`` — the :class:`~bulkfetch.durable.FileLock` of the one run that may write.
+
+A file that is not bulkfetch's raises :class:`LedgerCorrupt`; a newer format version raises
+:class:`LedgerVersionError`; either way nothing is written. Any :class:`StorageError` marks the
+ledger broken: it refuses further writes and does not compact on close, and the next run
+recovers from the files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import gc
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Any, ClassVar
+
+import orjson
+
+from bulkfetch import durable
+from bulkfetch.errors import LedgerCorrupt, LedgerError, LedgerVersionError, StorageError
+
+__all__ = ["JobRecord", "JobState", "Ledger"]
+
+log = logging.getLogger(__name__)
+
+
+class JobState(enum.StrEnum):
+    PENDING = "pending"  # known, nothing sent (or to be created again)
+    CREATING = "creating"  # intent recorded before the POST; it may or may not have reached EOS
+    CREATED = "created"  # a task exists: task_id, req_id, created_at, deadline
+    DONE = "done"  # the file is complete: path, size, sha256
+    FAILED = "failed"  # reason, retryable
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """One job's state. Immutable: derive new states with :meth:`replace`."""
+
+    key: str
+    state: JobState = JobState.PENDING
+    path: str = ""  # result path, posix, relative to the output dir
+    task_id: str = ""
+    req_id: str = ""
+    created_at: float = 0.0  # unix time the task was created
+    deadline: float = 0.0  # unix time: created_at + task_timeout
+    size: int = 0
+    sha256: str = ""
+    reason: str = ""  # why it failed (or the last transient error)
+    retryable: bool = False  # whether the failure may pass if tried again later
+    creates: int = 0  # POSTs sent for this job, over all runs
+    lost_creates: int = 0  # POSTs whose answer never arrived (found CREATING on load)
+    errors: int = 0  # transient failures counted against the job
+    updated_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields that differ from their defaults (``key`` always), as JSON values."""
+        out: dict[str, Any] = {"key": self.key}
+        for name, default in _DEFAULTS:
+            value = getattr(self, name)
+            if value != default:
+                out[name] = value
+        if "state" in out:
+            out["state"] = str(out["state"])  # a plain str, as a reload gives
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, *, where: str) -> JobRecord:
+        """Build a record from :meth:`to_json` output; :class:`LedgerCorrupt` names ``where``."""
+        problem = _check(data)
+        if problem:
+            raise LedgerCorrupt(f"{where}: bad job record: {problem}")
+        return _build(data)
+
+    def replace(self, **changes: Any) -> JobRecord:
+        """A copy with ``changes``; ``updated_at`` is left as it is unless given."""
+        return dataclasses.replace(self, **changes)
+
+
+_DEFAULTS = tuple((f.name, f.default) for f in dataclasses.fields(JobRecord) if f.name != "key")
+_STATES = {str(s): s for s in JobState}
+_TYPES: dict[str, type] = {
+    "str": str,
+    "float": float,
+    "int": int,
+    "bool": bool,
+    "JobState": JobState,
+}
+# Field name -> its type; the annotations are strings (from __future__ import annotations).
+_KINDS = {f.name: _TYPES[str(f.type)] for f in dataclasses.fields(JobRecord)}
+
+
+def _check(data: Any) -> str:
+    """Why ``data`` is not a valid record in JSON form, or "" if it is.
+
+    Hot when loading 100,000 records, hence exact ``type() is`` tests (no bool for int).
+    """
+    if type(data) is not dict:
+        return f"expected an object, got {type(data).__name__}"
+    key = data.get("key")
+    if type(key) is not str or not key:
+        return "missing or empty key"
+    for name, value in data.items():
+        kind = _KINDS.get(name)
+        if kind is str or kind is bool:
+            ok = type(value) is kind
+        elif kind is float:
+            # JSON has no NaN or infinity (orjson would write null): x - x is 0 only if finite.
+            ok = type(value) in (float, int) and value - value == 0
+        elif kind is int:
+            ok = type(value) is int and value >= 0
+        elif kind is JobState:
+            ok = isinstance(value, str) and value in _STATES
+        else:
+            return f"unknown field {name!r}"
+        if not ok:
+            return f"bad value for {name!r}: {value!r}"
+    return ""
+
+
+def _build(data: dict[str, Any]) -> JobRecord:
+    """The record for ``data``, which :func:`_check` passed."""
+    if "state" in data:
+        data = {**data, "state": _STATES[data["state"]]}
+    return JobRecord(**data)
+
+
+def _record_json(record: JobRecord) -> dict[str, Any]:
+    """``record.to_json()`` after checking it would load again (a caller bug is a ValueError)."""
+    if not isinstance(record, JobRecord):
+        raise TypeError(f"expected a JobRecord, got {type(record).__name__}")
+    data = record.to_json()
+    problem = _check(data)
+    if problem:
+        raise ValueError(f"job {record.key!r}: {problem}")
+    return data
+
+
+class Ledger:
+    """The jobs' states, backed by a snapshot and a journal (see the module docstring).
+
+    Synchronous and not thread-safe: the async shell calls it from one thread.
+    """
+
+    FORMAT: ClassVar[str] = "bulkfetch-ledger"
+    VERSION: ClassVar[int] = 1
+    # Compact when the journal holds more than max(MIN, RATIO * jobs) records: O(1) amortised.
+    COMPACT_MIN_RECORDS: ClassVar[int] = 1024
+    COMPACT_RATIO: ClassVar[int] = 2
+    _READ_RETRIES: ClassVar[int] = 5
+
+    def __init__(self, path: Path, *, readonly: bool) -> None:
+        self.path = path
+        self.journal_path = path.with_name(path.name + ".journal")
+        self.lock_path = path.with_name(path.name + ".lock")
+        self.readonly = readonly
+        self._jobs: dict[str, JobRecord] = {}
+        self._json: dict[str, dict[str, Any]] = {}  # the records as written: compaction reuses
+        self._meta: dict[str, Any] = {}
+        self._seq = 0
+        self._snapshot_exists = False
+        self._scan = durable.JournalScan()
+        self._lock = durable.FileLock(self.lock_path, target=path)
+        self._journal: durable.Journal | None = None
+        self._broken = False
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool = False) -> Ledger:
+        """Open (and, writable, lock, create and recover) the ledger at ``path``."""
+        ledger = cls(path, readonly=readonly)
+        if readonly:
+            ledger._load_consistent()
+            return ledger
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ledger._lock.acquire()
+        try:
+            ledger._load()  # checks everything before the first write below
+            durable.remove_stale_temps(path)
+            ledger._journal = durable.Journal.open(
+                ledger.journal_path, base_seq=ledger._seq, scan=ledger._scan
+            )
+            ledger._scan = durable.JournalScan()
+            if not ledger._snapshot_exists:
+                ledger.compact()
+        except BaseException:
+            ledger._release()
+            raise
+        return ledger
+
+    # -- loading -------------------------------------------------------------------------
+
+    def _load_consistent(self) -> None:
+        # Without the lock, the running writer may compact between our reads of the snapshot
+        # and of the journal (a seq gap), or truncate and append while we read the journal
+        # (a bad middle line). Either changes the files' stamps: then read again.
+        for attempt in range(self._READ_RETRIES):
+            before = self._stamp()
+            try:
+                self._load()
+            except LedgerCorrupt:
+                if attempt == self._READ_RETRIES - 1 or self._stamp() == before:
+                    raise
+            else:
+                return
+
+    def _stamp(self) -> tuple[tuple[int, int, int] | None, ...]:
+        stamps: list[tuple[int, int, int] | None] = []
+        for path in (self.path, self.journal_path):
+            try:
+                st = path.stat()
+            except OSError:
+                stamps.append(None)
+            else:
+                stamps.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(stamps)
+
+    def _load(self) -> None:
+        # Loading allocates millions of objects and none is garbage: cyclic GC passes would
+        # only re-scan them (it halves the time to open a 100,000-job ledger).
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._load_files()
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def _load_files(self) -> None:
+        self._jobs, self._json, self._meta, self._seq = {}, {}, {}, 0
+        self._snapshot_exists = False
+        self._read_snapshot()
+        snapshot_seq = self._seq
+        self._scan = durable.Journal.scan(self.journal_path)
+        where = self.journal_path
+        for number, seq, payload in self._scan.entries:
+            if seq <= snapshot_seq:
+                continue  # already in the snapshot: a compaction crashed before truncating
+            if seq != self._seq + 1:
+                raise LedgerCorrupt(
+                    f"the ledger journal at {where} is corrupt at line {number}: seq {seq} "
+                    f"follows {self._seq}, so changes are missing (snapshot seq {snapshot_seq})"
+                )
+            self._apply(payload, number)
+            self._seq = seq
+        # Records are checked as read, but built once per key: the journal may repeat keys.
+        self._jobs = {key: _build(rec) for key, rec in self._json.items()}
+        if self._scan.torn and not self.readonly:
+            log.info(
+                "ledger %s: dropping a torn last journal line (%s)", self.path, self._scan.torn
+            )
+
+    def _read_snapshot(self) -> None:
+        path = self.path
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise LedgerError(f"cannot read the ledger at {path}: {exc}") from exc
+        not_ours = f"{path} is not a bulkfetch ledger"
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise LedgerCorrupt(f"{not_ours} (not JSON); move it away or choose another") from None
+        if not isinstance(data, dict) or data.get("format") != self.FORMAT:
+            raise LedgerCorrupt(f'{not_ours} (no "format": {self.FORMAT!r})')
+        version = data.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise LedgerCorrupt(f"{not_ours} (bad version {version!r})")
+        if version > self.VERSION:
+            raise LedgerVersionError(
+                f"the ledger at {path} was written by a newer bulkfetch "
+                f"(format version {version}); upgrade bulkfetch"
+            )
+        seq, meta, jobs = data.get("seq"), data.get("meta"), data.get("jobs")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise LedgerCorrupt(f"the ledger at {path} is corrupt: bad seq {seq!r}")
+        if not isinstance(meta, dict) or not isinstance(jobs, dict):
+            raise LedgerCorrupt(f'the ledger at {path} is corrupt: "meta" or "jobs" missing')
+        for key, rec in jobs.items():
+            problem = _check(rec) or (rec["key"] != key and f"holds the key {rec['key']!r}")
+            if problem:
+                raise LedgerCorrupt(f"{path}: job {key!r}: bad job record: {problem}")
+        self._json = jobs
+        self._meta = meta
+        self._seq = seq
+        self._snapshot_exists = True
+
+    def _apply(self, payload: Any, number: int) -> None:
+        if type(payload) is dict and len(payload) == 1:
+            if type(jobs := payload.get("jobs")) is list:
+                for rec in jobs:
+                    if problem := _check(rec):
+                        raise self._bad_line(number, f"bad job record: {problem}")
+                    self._json[rec["key"]] = rec
+                return
+            meta = payload.get("meta")
+            if type(meta) is list and len(meta) == 2 and type(meta[0]) is str:
+                self._meta[meta[0]] = meta[1]
+                return
+        raise self._bad_line(number, f"not a ledger change: {str(payload)[:200]}")
+
+    def _bad_line(self, number: int, problem: str) -> LedgerCorrupt:
+        where = f"the ledger journal at {self.journal_path} is corrupt at line {number}"
+        return LedgerCorrupt(f"{where}: {problem}")
+
+    # -- reading -------------------------------------------------------------------------
+
+    def get(self, key: str) -> JobRecord | None:
+        return self._jobs.get(key)
+
+    def records(self) -> Mapping[str, JobRecord]:
+        """A live read-only view of every record, by key."""
+        return MappingProxyType(self._jobs)
+
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        """Ledger-level data (run history, counters, learned stats); a read-only view."""
+        return MappingProxyType(self._meta)
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last change applied."""
+        return self._seq
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _writer(self) -> durable.Journal:
+        if self.readonly:
+            raise LedgerError(f"the ledger at {self.path} is open read-only")
+        if self._closed or self._journal is None:
+            raise LedgerError(f"the ledger at {self.path} is closed")
+        if self._broken:
+            raise StorageError(
+                f"writing the ledger at {self.path} failed earlier; run again to recover"
+            )
+        return self._journal
+
+    def _append(self, payload: Any) -> None:
+        journal = self._writer()
+        try:
+            self._seq = journal.append(payload)
+        except StorageError:
+            self._broken = True
+            raise
+
+    def put(self, record: JobRecord) -> None:
+        """Store ``record`` (replacing its key's); durable when this returns."""
+        self.put_many((record,))
+
+    def put_many(self, records: Iterable[JobRecord]) -> None:
+        """Store all ``records`` with one fsync, all or nothing; durable when this returns."""
+        pairs = [(r, _record_json(r)) for r in records]
+        if not pairs:
+            return
+        self._append({"jobs": [rec for _, rec in pairs]})
+        for record, rec in pairs:
+            if not isinstance(record.state, JobState):  # a caller passed state="done"
+                record = record.replace(state=_STATES[record.state])
+            self._json[record.key] = rec
+            self._jobs[record.key] = record
+        self._maybe_compact()
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store a ledger-level value (JSON-able); durable when this returns."""
+        # The round trip stores exactly what a reload will see (tuples become lists...).
+        value = orjson.loads(orjson.dumps(value))
+        self._append({"meta": [key, value]})
+        self._meta[key] = value
+        self._maybe_compact()
+
+    def _maybe_compact(self) -> None:
+        journal = self._writer()
+        if journal.count > max(self.COMPACT_MIN_RECORDS, self.COMPACT_RATIO * len(self._jobs)):
+            self.compact()
+
+    def compact(self) -> None:
+        """Write the whole state as a snapshot atomically, then empty the journal.
+
+        A crash between the two leaves journal lines with ``seq <= snapshot seq``, which
+        loading skips. Raises :class:`StorageError` (the ledger is then broken).
+        """
+        journal = self._writer()
+        snapshot = {
+            "format": self.FORMAT,
+            "version": self.VERSION,
+            "seq": self._seq,
+            "meta": self._meta,
+            "jobs": self._json,
+        }
+        try:
+            durable.atomic_write(self.path, orjson.dumps(snapshot))
+            self._snapshot_exists = True
+            journal.truncate()
+        except StorageError:
+            self._broken = True
+            raise
+        log.debug("ledger %s: compacted at seq %d, %d jobs", self.path, self._seq, len(self._jobs))
+
+    def close(self) -> None:
+        """Compact if the journal has records, then release the lock; idempotent."""
+        if self._closed:
+            return
+        try:
+            if self._journal is not None and self._journal.count and not self._broken:
+                self.compact()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self._closed = True
+        if self._journal is not None:
+            self._journal.close()
+        self._lock.release()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "readonly" if self.readonly else "closed" if self._closed else "open"
+        return f"<Ledger {str(self.path)!r} {mode} jobs={len(self._jobs)} seq={self._seq}>"

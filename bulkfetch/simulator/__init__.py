@@ -1,0 +1,42 @@
+"""A loopback EOS task API for tests, demos and benchmarks: bulkfetch's ``trio.testing``.
+
+It plays the service described in ``eos-api.md``: task creation and status/result on one
+URL, per-key sliding-window rate limits on each endpoint, lognormal processing times, task
+expiry, and every answer the real service might plausibly give (redirects, JSON holding a
+URL, 429 with or without ``Retry-After``) plus injected faults (5xx, resets, truncated,
+empty, wrong or JSON bodies, outages). Counters report what a client did, and
+``bound_seconds`` the best makespan any client could have reached, to judge it by.
+
+Modules: ``config`` (the knobs) → ``state`` (tasks, windows, counters; no I/O) → ``images``
+(real result files) → ``app`` (the aiohttp routes) → ``server`` (``Simulator``, threads)
+→ ``cli`` (``simulate``).
+
+Typical use::
+
+    async with Simulator(SimConfig(create_limit=5, create_window=0.5)) as sim:
+        ...  # point the client at sim.api_url with TEST_API_KEY
+        assert sim.counters()["results_served"] == 3
+
+    with run_in_thread(SimConfig()) as sim:  # from synchronous code
+        sim.configure(reset_rate=0.2)
+"""
+
+from bulkfetch.simulator.config import TEST_API_KEY, ResultForm, RetryAfterMode, SimConfig
+from bulkfetch.simulator.images import canonical_params, render_result, result_content_type
+from bulkfetch.simulator.server import Simulator, SimulatorThread, run_in_thread
+from bulkfetch.simulator.state import Counters, bound_makespan
+
+__all__ = [
+    "TEST_API_KEY",
+    "Counters",
+    "ResultForm",
+    "RetryAfterMode",
+    "SimConfig",
+    "Simulator",
+    "SimulatorThread",
+    "bound_makespan",
+    "canonical_params",
+    "render_result",
+    "result_content_type",
+    "run_in_thread",
+]

@@ -1,0 +1,310 @@
+"""The aiohttp application that plays the EOS task API.
+
+Routes (``API`` is ``/api/gdw/api``)::
+
+    POST {API}?api_key=KEY           create a task            (rate limited: create lane)
+    GET  {API}/{task_id}             status, or the result    (rate limited: status lane)
+    GET  /_sim/results/{task_id}     a finished result, no key, no rate limit (redirect target)
+    GET  /_sim/counters              counters, bound_seconds, makespan_seconds
+    GET  /_sim/tasks                 every task created, with timing and poll counts
+    POST /_sim/config                JSON object of knob changes; {"outage_for": s} too
+    POST /_sim/reset-counters        zero the counters
+
+The key is accepted in the ``x-api-key`` header or the ``api_key`` query parameter. Every API
+request passes the same gate, in this order, so each answer has one cause:
+``forbidden`` (403) → outage (503) → key (401) → rate limit (429, not counted in the window)
+→ injected 5xx → injected connection reset. Then the endpoint's own logic runs: parameter
+checks (400), unknown or expired task (404), pending (200 JSON with a status word), task
+error (200 JSON ``task_type: error``), and finally the result in the configured form, subject
+to the body faults (JSON instead, empty 200, wrong format, truncation, slow chunks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import time
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from bulkfetch.simulator.images import FORMATS, GEOREFERENCES, result_body
+from bulkfetch.simulator.state import SimState, Task
+
+__all__ = ["API_PATH", "RESULTS_PATH", "STATE_KEY", "apply_changes", "make_app"]
+
+API_PATH = "/api/gdw/api"
+RESULTS_PATH = "/_sim/results"
+STATE_KEY = web.AppKey("bulkfetch_simulator_state", SimState)
+_REQUIRED = ("view_id", "bm_type", "geometry", "px_size")
+
+
+def make_app(state: SimState) -> web.Application:
+    """A fresh application serving ``state``; the state may outlive many applications."""
+    app = web.Application()
+    app[STATE_KEY] = state
+    app.router.add_post(API_PATH, _create)
+    app.router.add_get(API_PATH + "/{task_id}", _status)
+    app.router.add_get(RESULTS_PATH + "/{task_id}", _result)
+    app.router.add_get("/_sim/counters", _counters)
+    app.router.add_get("/_sim/tasks", _tasks)
+    app.router.add_post("/_sim/config", _configure)
+    app.router.add_post("/_sim/reset-counters", _reset_counters)
+    return app
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return _json({"error": message}, status, headers)
+
+
+def _reset(request: web.Request) -> web.Response:
+    """Close the connection without answering; the client sees the server disconnect.
+
+    The returned response is never delivered: aiohttp's attempt to send it meets the closed
+    transport, and aiohttp treats that ConnectionError as a client gone away, quietly.
+    """
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=500)
+
+
+def _retry_after(mode: str, wait: float) -> dict[str, str]:
+    if mode == "int":
+        return {"Retry-After": str(max(1, math.ceil(wait)))}
+    if mode == "float":
+        return {"Retry-After": f"{max(wait, 1e-6):.6f}"}
+    if mode == "date":
+        # HTTP dates have whole seconds: round the wait up so obeying it is always enough.
+        return {"Retry-After": email.utils.formatdate(time.time() + math.ceil(wait), usegmt=True)}
+    return {}
+
+
+def _gate(request: web.Request, state: SimState, lane: str, now: float) -> web.Response | None:
+    """The checks every API request passes (see module docstring); None means go on."""
+    config, counters = state.config, state.counters
+    state.note_request(now)
+    if lane == "create":
+        counters.create_calls += 1
+    else:
+        counters.status_calls += 1
+    if config.forbidden:
+        return _error(403, "forbidden: this key may not use the task API")
+    if now < config.outage_until:
+        _count_5xx(state, lane)
+        return _error(503, "service unavailable")
+    keys = {request.headers.get("x-api-key"), request.query.get("api_key")} - {None}
+    if config.api_key not in keys:
+        return _error(401, "invalid or missing api key")
+    window, limit, seconds = (
+        (state.create_window, config.create_limit, config.create_window)
+        if lane == "create"
+        else (state.status_window, config.status_limit, config.status_window)
+    )
+    wait = window.admit(config.api_key, now, limit, seconds)
+    if wait is not None:
+        if lane == "create":
+            counters.create_429 += 1
+        else:
+            counters.status_429 += 1
+        return _error(429, "rate limit exceeded", _retry_after(config.retry_after, wait))
+    rate = config.create_5xx_rate if lane == "create" else config.status_5xx_rate
+    if state.chance(rate):
+        _count_5xx(state, lane)
+        status = state.fault_rng.choice((500, 502, 503))
+        if status == 500:
+            return _error(500, "simulated internal server error")
+        # Proxies in front of real services answer 502/503 in text, not JSON.
+        return web.Response(status=status, text=f"{status} simulated proxy error")
+    if state.chance(config.reset_rate):
+        counters.resets += 1
+        return _reset(request)
+    return None
+
+
+def _count_5xx(state: SimState, lane: str) -> None:
+    if lane == "create":
+        state.counters.create_5xx += 1
+    else:
+        state.counters.status_5xx += 1
+
+
+def _check_create(body: Any, state: SimState) -> str | None:
+    """Why this create body is refused, or None. Minimal, like a gateway's first look."""
+    if not isinstance(body, dict):
+        return "body must be a JSON object"
+    if body.get("type") != "jpeg":
+        return f"unsupported task type {body.get('type')!r}; this simulator knows 'jpeg'"
+    params = body.get("params")
+    if not isinstance(params, dict):
+        return "params must be a JSON object"
+    missing = [name for name in _REQUIRED if name not in params]
+    if missing:
+        return f"missing required param(s): {', '.join(missing)}"
+    if params.get("format", "jpeg") not in FORMATS:
+        return f"format must be one of {', '.join(FORMATS)}"
+    if params.get("georeference") not in (None, *GEOREFERENCES):
+        return f"georeference must be one of {', '.join(GEOREFERENCES)}"
+    if params["view_id"] in state.config.bad_view_ids:
+        return f"view_id {params['view_id']!r} not found"
+    return None
+
+
+async def _create(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    now = time.monotonic()
+    refused = _gate(request, state, "create", now)
+    if refused is not None:
+        return refused
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return _error(400, "body is not valid JSON")
+    problem = _check_create(body, state)
+    if problem is not None:
+        return _error(400, problem)
+    task = state.create_task(body["params"], now)
+    req_id = str(uuid.uuid4())
+    answer = {
+        "status": "created",
+        "task_id": task.task_id,
+        "req_id": req_id,
+        "task_timeout": int(state.config.task_timeout),
+    }
+    return _json(answer, state.config.create_status, {"X-Request-Id": req_id})
+
+
+async def _status(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    now = time.monotonic()
+    refused = _gate(request, state, "status", now)
+    if refused is not None:
+        return refused
+    task = state.lookup(request.match_info["task_id"], now)
+    if task is None:
+        return _error(404, "task not found or expired")
+    task.polls += 1
+    if now < task.ready_at:
+        state.counters.polls_not_ready += 1
+        words = state.config.pending_words
+        return _json({"status": words[(task.polls - 1) % len(words)], "task_id": task.task_id})
+    if task.error:
+        message = f"simulated task error: view {task.params.get('view_id')!r} could not be made"
+        return _json({"task_type": "error", "error_message": {"error": message}})
+    form = state.config.result_form
+    if form == "bytes":
+        return await _send_result(request, state, task)
+    url = f"{request.scheme}://{request.host}{RESULTS_PATH}/{task.task_id}"
+    if form == "redirect":
+        return web.Response(status=302, headers={"Location": url})
+    return _json({"status": "done", "task_id": task.task_id, "url": url})
+
+
+async def _result(request: web.Request) -> web.StreamResponse:
+    """The redirect target: like a presigned storage URL, it needs no key and has no limit."""
+    state = request.app[STATE_KEY]
+    now = time.monotonic()
+    if state.config.forbidden:
+        return _error(403, "forbidden")
+    if now < state.config.outage_until:
+        return _error(503, "service unavailable")
+    if state.chance(state.config.reset_rate):
+        state.counters.resets += 1
+        return _reset(request)
+    task = state.lookup(request.match_info["task_id"], now)
+    if task is None or now < task.ready_at or task.error:
+        return _error(404, "no such result")
+    return await _send_result(request, state, task)
+
+
+async def _send_result(request: web.Request, state: SimState, task: Task) -> web.StreamResponse:
+    """Stream ``task``'s result, applying the body faults."""
+    config, counters = state.config, state.counters
+    if state.chance(config.json_instead_rate):
+        return _json({"status": "done"})
+    if state.chance(config.empty_200_rate):
+        return web.Response(status=200, body=b"", content_type="application/octet-stream")
+    body = result_body(
+        task.params,
+        image_size=config.image_size,
+        big_result_bytes=config.big_result_bytes,
+        wrong_format=state.chance(config.wrong_format_rate),
+    )
+    # Cut strictly inside the body, so the client always gets fewer bytes than promised.
+    cut = body.length // 2 if state.chance(config.truncate_rate) else None
+    response = web.StreamResponse(status=200, headers={"Content-Type": body.content_type})
+    response.content_length = body.length
+    sent = 0
+    try:
+        await response.prepare(request)
+        for chunk in body.chunks(config.chunk_size):
+            piece = chunk if cut is None else chunk[: cut - sent]
+            await response.write(piece)
+            sent += len(piece)
+            counters.bytes_sent += len(piece)
+            if cut is not None and sent >= cut:
+                counters.truncated += 1
+                # close(), not abort(): the partial body is flushed, then FIN, so the client
+                # sees a short body rather than a reset.
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+            if config.slow_body_seconds > 0:
+                await asyncio.sleep(config.slow_body_seconds)
+    except ConnectionError:
+        return response  # the client went away mid-body: not served
+    state.note_result(task, time.monotonic())
+    return response
+
+
+async def _counters(request: web.Request) -> web.Response:
+    return _json(request.app[STATE_KEY].counters_dict())
+
+
+async def _tasks(request: web.Request) -> web.Response:
+    return _json(request.app[STATE_KEY].tasks_list())
+
+
+async def _configure(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    try:
+        changes = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        return _error(400, f"body is not valid JSON: {exc}")
+    if not isinstance(changes, dict):
+        return _error(400, "body must be a JSON object of setting names and values")
+    try:
+        apply_changes(state, changes, remote=True)
+    except (TypeError, ValueError) as exc:
+        return _error(400, str(exc))
+    return _json({"ok": True})
+
+
+async def _reset_counters(request: web.Request) -> web.Response:
+    request.app[STATE_KEY].reset_counters()
+    return _json({"ok": True})
+
+
+def apply_changes(state: SimState, changes: dict[str, Any], *, remote: bool = False) -> None:
+    """Apply knob changes to a running simulator; ``outage_for=s`` starts an s-second outage.
+
+    ``host``/``port`` cannot change while running; ``processing_time_fn`` cannot come over HTTP.
+    """
+    changes = dict(changes)
+    fixed = {"host", "port"} | ({"processing_time_fn"} if remote else set())
+    if fixed & set(changes):
+        raise ValueError(f"cannot change {', '.join(sorted(fixed & set(changes)))} at runtime")
+    if "outage_for" in changes:
+        seconds = changes.pop("outage_for")
+        if not isinstance(seconds, int | float) or seconds < 0:
+            raise ValueError("outage_for must be a number of seconds >= 0")
+        changes["outage_until"] = time.monotonic() + seconds
+    state.config.update(**changes)

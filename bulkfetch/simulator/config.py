@@ -1,0 +1,155 @@
+"""The simulator's knobs: one mutable dataclass, validated on creation and on every update.
+
+Contract:
+
+- ``SimConfig()`` is a well-behaved EOS: 202 on create, 10 requests per 60 s per key on each
+  endpoint, lognormal processing times around 3 s, results as raw bytes, no faults.
+- Every field can be changed while the simulator runs (``SimConfig.update``, ``Simulator
+  .configure`` or ``POST /_sim/config``); the change applies to the next request. ``host`` and
+  ``port`` are read only when the server (re)starts.
+- ``update`` rejects unknown names and bad values with ``ValueError`` and leaves the config
+  unchanged when it does, so a typo in a test never silently tests the wrong thing.
+- Probabilities are in ``[0, 1]``; times are seconds (floats).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+__all__ = ["TEST_API_KEY", "ResultForm", "RetryAfterMode", "SimConfig"]
+
+#: The key the simulator accepts unless told otherwise. Shaped like a real key
+#: (``apk.`` + 64 hex digits) so clients' format checks pass, and obviously fake.
+TEST_API_KEY = "apk." + "5eed" * 16
+
+RetryAfterMode = Literal["int", "float", "date", "off"]
+ResultForm = Literal["bytes", "redirect", "json-url"]
+
+#: Fields that hold probabilities.
+_RATES = (
+    "task_error_rate",
+    "create_5xx_rate",
+    "status_5xx_rate",
+    "reset_rate",
+    "truncate_rate",
+    "wrong_format_rate",
+    "json_instead_rate",
+    "empty_200_rate",
+)
+
+
+@dataclass(slots=True)
+class SimConfig:
+    """Everything the simulator can be told. See the module docstring for the contract."""
+
+    host: str = "127.0.0.1"
+    #: 0 picks a free port at the first start; restarts reuse the port first picked.
+    port: int = 0
+    #: Seeds the task RNG (processing times) and, derived from it, the fault RNG.
+    seed: int = 0
+    api_key: str = TEST_API_KEY
+    #: Every API request is answered 403 (a key that exists but may not use this API).
+    forbidden: bool = False
+
+    # --- creation ---
+    create_status: int = 202
+    #: Reported in the create answer and enforced: a task is gone after this many seconds.
+    task_timeout: float = 172800.0
+    #: Creations naming one of these view_ids get 400, as EOS does for an unknown scene.
+    bad_view_ids: frozenset[str] = frozenset()
+
+    # --- rate limits: at most ``limit`` requests in any ``window`` seconds, per key ---
+    create_limit: int = 10
+    create_window: float = 60.0
+    status_limit: int = 10
+    status_window: float = 60.0
+    retry_after: RetryAfterMode = "int"
+
+    # --- tasks ---
+    processing_median: float = 3.0
+    processing_sigma: float = 0.5
+    #: When set, replaces the lognormal draw: params -> processing seconds.
+    processing_time_fn: Callable[[Mapping[str, Any]], float] | None = None
+    #: Words a not-ready task reports, cycled per poll of that task.
+    pending_words: tuple[str, ...] = ("created",)
+    #: Probability, drawn at creation, that a task ends in an error answer.
+    task_error_rate: float = 0.0
+
+    # --- results ---
+    result_form: ResultForm = "bytes"
+    #: Side of the rendered square picture, in pixels.
+    image_size: int = 64
+    #: When > 0, tiff results are a generated TIFF of about this many bytes, streamed.
+    big_result_bytes: int = 0
+    chunk_size: int = 64 * 1024
+
+    # --- faults (probabilities per eligible request) ---
+    create_5xx_rate: float = 0.0
+    status_5xx_rate: float = 0.0
+    reset_rate: float = 0.0
+    truncate_rate: float = 0.0
+    slow_body_seconds: float = 0.0
+    wrong_format_rate: float = 0.0
+    json_instead_rate: float = 0.0
+    empty_200_rate: float = 0.0
+    #: ``time.monotonic()`` value until which every API request gets 503. Monotonic time is
+    #: system-wide on Linux and macOS, so another process on the host can compute it too;
+    #: ``Simulator.configure(outage_for=s)`` and ``{"outage_for": s}`` are easier.
+    outage_until: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Lists arrive from JSON and from hurried callers; store the immutable forms.
+        self.pending_words = tuple(self.pending_words)
+        self.bad_view_ids = frozenset(self.bad_view_ids)
+        self._check()
+
+    def update(self, **changes: Any) -> None:
+        """Apply ``changes`` atomically: all of them, or none and ``ValueError``.
+
+        Lists are accepted for ``pending_words`` and ``bad_view_ids`` (as JSON gives them).
+        """
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise ValueError(f"unknown simulator setting(s): {', '.join(unknown)}")
+        candidate = dataclasses.replace(self, **changes)  # runs _check
+        for name in changes:
+            setattr(self, name, getattr(candidate, name))
+
+    def _check(self) -> None:
+        problems: list[str] = []
+        for name in _RATES:
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
+                problems.append(f"{name} must be a probability in [0, 1], got {value!r}")
+        if self.create_status not in (200, 201, 202):
+            problems.append(f"create_status must be 200, 201 or 202, got {self.create_status!r}")
+        if self.retry_after not in get_args(RetryAfterMode):
+            problems.append(f"retry_after must be int, float, date or off: {self.retry_after!r}")
+        if self.result_form not in get_args(ResultForm):
+            problems.append(
+                f"result_form must be bytes, redirect or json-url: {self.result_form!r}"
+            )
+        for name in ("create_limit", "status_limit", "image_size", "chunk_size"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                problems.append(f"{name} must be a positive integer")
+        for name in ("create_window", "status_window", "task_timeout", "processing_median"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                problems.append(f"{name} must be a positive number of seconds")
+        for name in ("processing_sigma", "slow_body_seconds", "outage_until"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and value >= 0):
+                problems.append(f"{name} must be a number >= 0")
+        if not (isinstance(self.big_result_bytes, int) and self.big_result_bytes >= 0):
+            problems.append("big_result_bytes must be an integer >= 0")
+        if not self.pending_words or not all(isinstance(w, str) for w in self.pending_words):
+            problems.append("pending_words must be a non-empty list of strings")
+        if not (isinstance(self.port, int) and 0 <= self.port < 65536):
+            problems.append(f"port must be in 0..65535, got {self.port!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
