@@ -13,9 +13,9 @@ The package is the data flow, one module per stage, each depending only on those
 
 __version__ = "0.1.0"
 
-from .api import RunResult, run, run_async  # noqa: E402
-from .config import ApiKey, Rate, RunConfig  # noqa: E402
-from .errors import (  # noqa: E402
+from .api import RunResult, run, run_async
+from .config import ApiKey, Rate, RunConfig
+from .errors import (
     ApiError,
     AuthError,
     BadRequest,
@@ -34,7 +34,7 @@ from .errors import (  # noqa: E402
     TransientError,
     UsageError,
 )
-from .manifest import Job, Manifest, load_manifest  # noqa: E402
+from .manifest import Job, Manifest, load_manifest
 
 __all__ = [
     "ApiError",

@@ -21,8 +21,8 @@ __all__ = ["CHECKS", "KNOWN", "REQUIRED", "Invalid", "WarnOnce", "safe_name", "s
 
 REQUIRED = ("view_id", "bm_type", "geometry", "px_size")
 
-_RESAMPLE = ("near", "bilinear", "cubic", "cubicspline", "lanczos", "average", "mode")
-_RESAMPLE += ("max", "min", "med", "q1", "q3")
+_RESAMPLE: tuple[str, ...] = ("near", "bilinear", "cubic", "cubicspline", "lanczos")
+_RESAMPLE += ("average", "mode", "max", "min", "med", "q1", "q3")
 # Windows refuses these as file names with any extension, in any case ("con.jpg" too).
 _RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL"} | {f"{d}{n}" for d in ("COM", "LPT") for n in range(1, 10)}
@@ -46,7 +46,9 @@ def _kind(value: object) -> str:
         return repr(value)
     if isinstance(value, str):
         return repr(value[:40]) + ("..." if len(value) > 40 else "")
-    return {list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    if isinstance(value, list):
+        return "a list"
+    return "an object" if isinstance(value, dict) else type(value).__name__
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -95,7 +97,7 @@ def _px_size(value: object) -> float:
 
 def _levels(value: object) -> str:
     mt = _LEVELS.fullmatch(value) if isinstance(value, str) else None
-    if mt is None:
+    if mt is None or not isinstance(value, str):
         raise Invalid(f"expected two numbers as 'low,high' like '-1,1', got {_kind(value)}")
     low, high = float(mt.group(1)), float(mt.group(2))
     if not (math.isfinite(low) and math.isfinite(high)) or not low < high:

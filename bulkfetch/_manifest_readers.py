@@ -13,14 +13,15 @@ the jobs themselves (JSON and GeoJSON must be parsed whole; that is what the for
 from __future__ import annotations
 
 import csv
-import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 import orjson
 
-__all__ = ["READERS", "Raw", "read_csv", "read_geojson", "read_json", "read_jsonl"]
+from .geometry import _kind
+
+__all__ = ["READERS", "Raw", "Reader", "read_csv", "read_geojson", "read_json", "read_jsonl"]
 
 Issue = tuple[str, str, str]  # (where, field, message)
 
@@ -189,13 +190,23 @@ def _coerce(name: str, cell: str) -> Any:
 
 def read_csv(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
     """CSV: a header row, then one job a row; empty cells mean "not given"."""
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
     old_limit = csv.field_size_limit(_CSV_FIELD_LIMIT)
     try:
-        yield from _read_csv_rows(text, problems)
+        yield from _read_csv_rows(_text_lines(stream, problems), problems)
     finally:
         csv.field_size_limit(old_limit)
-        text.detach()  # leave the caller's stream open; it closes it
+
+
+def _text_lines(stream: IO[bytes], problems: list[Issue]) -> Iterator[str]:
+    # Decoded line by line (not by TextIOWrapper's chunks) so a bad byte has a line number.
+    for n, line in enumerate(stream, 1):
+        if n == 1 and line.startswith(_BOM):
+            line = line[len(_BOM) :]
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append((f"line {n}", "", f"not valid UTF-8 (byte {exc.start + 1})"))
+            return
 
 
 def _read_csv_rows(text: Iterable[str], problems: list[Issue]) -> Iterator[Raw]:
@@ -232,9 +243,8 @@ def _read_csv_rows(text: Iterable[str], problems: list[Issue]) -> Iterator[Raw]:
             yield raw
     except csv.Error as exc:
         problems.append((f"line {last + 1}", "", f"not valid CSV: {exc}"))
-    except UnicodeDecodeError:
-        problems.append((f"line {last + 1}", "", "not valid UTF-8"))
-    if header is None:
+        return
+    if header is None and not problems:
         problems.append(("line 1", "", "no header row"))
 
 
@@ -246,22 +256,9 @@ def _check_header(header: list[str], problems: list[Issue]) -> None:
         seen.add(name)
 
 
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    for types, word in (
-        (bool, "a boolean"),
-        (int | float, "a number"),
-        (str, "a string"),
-        (list, "a list"),
-        (dict, "an object"),
-    ):
-        if isinstance(value, types):
-            return word
-    return type(value).__name__
+Reader = Callable[[IO[bytes], list[Issue]], Iterator[Raw]]
 
-
-READERS = {
+READERS: dict[str, Reader] = {
     ".jsonl": read_jsonl,
     ".json": read_json,
     ".geojson": read_geojson,

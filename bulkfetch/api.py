@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -86,7 +86,7 @@ async def run_async(
     api_key: ApiKey | str | None = None,
     handle_signals: bool = False,
     config: RunConfig | None = None,
-    progress: Callable[[Run], Awaitable[None]] | None = None,
+    progress: Callable[[Run], Coroutine[Any, Any, None]] | None = None,
     **options: Any,
 ) -> RunResult:
     """Run every job of ``manifest`` into ``out``; see ``RunConfig`` for ``options``.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -31,19 +31,11 @@ log = logging.getLogger("bulkfetch")
 __all__ = ["main"]
 
 
-class _RateType(click.ParamType):
-    name = "rate"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Rate:
-        if isinstance(value, Rate):
-            return value
-        try:
-            return Rate.parse(str(value))
-        except UsageError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-RATE = _RateType()
+def _rate(ctx: click.Context, param: click.Parameter, value: str) -> Rate:
+    try:
+        return Rate.parse(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 def _setup_logging(*, quiet: bool, verbose: int) -> None:
@@ -75,31 +67,77 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the images (and, by default, the ledger).")
-@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path),
-              help="Ledger file [default: OUT/bulkfetch-ledger.json].")
-@click.option("--api-url", envvar="EOS_API_URL", default=DEFAULT_API_URL, show_default=True,
-              help="The task endpoint (env EOS_API_URL).")
-@click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Read the API key from this file instead of EOS_API_KEY.")
-@click.option("--create-rate", type=RATE, default="10/min", show_default=True,
-              help="Task creations allowed per key: N/s, N/min or N/h.")
-@click.option("--status-rate", type=RATE, default="10/min", show_default=True,
-              help="Status calls (downloads included) allowed per key.")
-@click.option("--learn-rates", is_flag=True,
-              help="Probe above the configured rates when the server allows it.")
-@click.option("--max-in-flight", type=click.IntRange(min=1),
-              help="Tasks created and not yet downloaded, at most [default: sized from the rates].")
-@click.option("--max-creates-per-job", "max_creates", type=click.IntRange(min=1), default=4,
-              show_default=True, help="Creations per job per run (expired tasks are recreated).")
-@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a JSON summary of the run here.")
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the images (and, by default, the ledger).",
+)
+@click.option(
+    "--ledger",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ledger file [default: OUT/bulkfetch-ledger.json].",
+)
+@click.option(
+    "--api-url",
+    envvar="EOS_API_URL",
+    default=DEFAULT_API_URL,
+    show_default=True,
+    help="The task endpoint (env EOS_API_URL).",
+)
+@click.option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the API key from this file instead of EOS_API_KEY.",
+)
+@click.option(
+    "--create-rate",
+    callback=_rate,
+    default="10/min",
+    show_default=True,
+    help="Task creations allowed per key: N/s, N/min or N/h.",
+)
+@click.option(
+    "--status-rate",
+    callback=_rate,
+    default="10/min",
+    show_default=True,
+    help="Status calls (downloads included) allowed per key.",
+)
+@click.option(
+    "--learn-rates",
+    is_flag=True,
+    help="Probe above the configured rates when the server allows it.",
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(min=1),
+    help="Tasks created and not yet downloaded, at most [default: sized from the rates].",
+)
+@click.option(
+    "--max-creates-per-job",
+    "max_creates",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Creations per job per run (expired tasks are recreated).",
+)
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a JSON summary of the run here.",
+)
 @click.option("--retry-failed", is_flag=True, help="Try jobs that failed in earlier runs again.")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")
 @click.option("--verbose", "-v", count=True, help="Log every poll.")
-@click.option("--progress-interval", type=click.FloatRange(min=1), default=60.0,
-              show_default=True, help="Seconds between progress lines when not on a terminal.")
+@click.option(
+    "--progress-interval",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Seconds between progress lines when not on a terminal.",
+)
 def run(
     manifest: Path,
     out: Path,
@@ -146,24 +184,34 @@ def run(
     log.log(level, "%s (exit %d)", result.outcome, result.exit_code)
     failed = [row for row in result.jobs if row["state"] == JobState.FAILED.value]
     for row in failed[:20]:
-        log.warning("failed: %s %s %s: %s", row["key"][:12], row.get("view_id", ""),
-                    row.get("bm_type", ""), row.get("error", ""))
+        log.warning(
+            "failed: %s %s %s: %s",
+            row["key"][:12],
+            row.get("view_id", ""),
+            row.get("bm_type", ""),
+            row.get("error", ""),
+        )
     if len(failed) > 20:
-        log.warning("... and %d more failed jobs (see the report or 'bulkfetch status')",
-                    len(failed) - 20)
+        log.warning(
+            "... and %d more failed jobs (see the report or 'bulkfetch status')", len(failed) - 20
+        )
     if not quiet:
         click.echo(f"files in {out}", err=True)
     sys.exit(result.exit_code)
 
 
 async def _run_cli(
-    jobs: Any, config: RunConfig, key: Any, progress: Callable[[Run], Awaitable[None]] | None
+    jobs: Any,
+    config: RunConfig,
+    key: Any,
+    progress: Callable[[Run], Coroutine[Any, Any, None]] | None,
 ) -> Any:
-    return await run_async(jobs, out=config.out, api_key=key, handle_signals=True,
-                           config=config, progress=progress)
+    return await run_async(
+        jobs, out=config.out, api_key=key, handle_signals=True, config=config, progress=progress
+    )
 
 
-def _progress_for(tty: bool, interval: float) -> Callable[[Run], Awaitable[None]]:
+def _progress_for(tty: bool, interval: float) -> Callable[[Run], Coroutine[Any, Any, None]]:
     async def bar(engine: Run) -> None:
         from tqdm import tqdm
 
@@ -173,7 +221,9 @@ def _progress_for(tty: bool, interval: float) -> Callable[[Run], Awaitable[None]
                 t.n = c.done + c.failed
                 t.set_postfix_str(
                     f"failed={c.failed} in-flight={len(engine.poller) + c.creating} "
-                    f"{_size(c.bytes)}", refresh=False)
+                    f"{_size(c.bytes)}",
+                    refresh=False,
+                )
                 t.refresh()
                 await anyio.sleep(0.5)
 
@@ -187,8 +237,15 @@ def _progress_for(tty: bool, interval: float) -> Callable[[Run], Awaitable[None]
             elapsed = time.monotonic() - start
             remaining = c.jobs - finished
             eta = f", ETA {_duration(remaining * elapsed / fetched)}" if fetched else ""
-            log.info("progress: %d/%d done, %d failed, %d in flight, %s%s", c.done, c.jobs,
-                     c.failed, len(engine.poller) + c.creating, _size(c.bytes), eta)
+            log.info(
+                "progress: %d/%d done, %d failed, %d in flight, %s%s",
+                c.done,
+                c.jobs,
+                c.failed,
+                len(engine.poller) + c.creating,
+                _size(c.bytes),
+                eta,
+            )
 
     return bar if tty else lines
 
@@ -251,8 +308,13 @@ def validate(manifest: Path) -> None:
 
 
 @cli.command()
-@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("demo-output"), show_default=True)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-output"),
+    show_default=True,
+)
 def demo(out: Path) -> None:
     """Run the sample manifest against a simulator started in this process."""
     from .demo import run_demo

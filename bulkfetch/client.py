@@ -41,7 +41,6 @@ from .errors import (
     BadRequest,
     EndpointError,
     RateLimited,
-    TaskFailed,
     TaskGone,
     TransientError,
 )

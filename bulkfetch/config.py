@@ -149,7 +149,8 @@ class RunConfig:
     #: Let the lanes probe above the configured rates when the server allows it.
     learn_rates: bool = False
     #: Retry back-off after a transient failure: base * 2**n seconds, with jitter, capped.
-    backoff_base: float = 2.0
+    #: None: twice the lane's interval, so the back-off scales with the API's pace.
+    backoff_base: float | None = None
     backoff_cap: float = 300.0
     #: Concurrent status calls at most (each may be a download in progress).
     max_downloads: int = 8

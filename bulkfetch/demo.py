@@ -12,6 +12,7 @@ import logging
 from importlib import resources
 from pathlib import Path
 
+import anyio
 import click
 
 from .api import run_async
@@ -50,7 +51,6 @@ async def run_demo(out: Path) -> int:
             status_rate=Rate(20, 1.0),
             first_poll_after=0.6,
             deadline_margin=1.0,
-            backoff_base=0.1,
             report=out / "report.json",
         )
         counters = sim.counters()
@@ -62,8 +62,9 @@ async def run_demo(out: Path) -> int:
         f"server served {counters['results_served']} results.",
         err=True,
     )
-    click.echo(f"images:  {out.resolve()}", err=True)
-    click.echo(f"report:  {(out / 'report.json').resolve()}", err=True)
-    click.echo(f"ledger:  {(out / 'bulkfetch-ledger.json').resolve()}", err=True)
+    where = await anyio.Path(out).resolve()
+    click.echo(f"images:  {where}", err=True)
+    click.echo(f"report:  {where / 'report.json'}", err=True)
+    click.echo(f"ledger:  {where / 'bulkfetch-ledger.json'}", err=True)
     click.echo("run it again: everything is already done, nothing is sent.", err=True)
     return result.exit_code

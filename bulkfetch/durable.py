@@ -226,7 +226,6 @@ class Journal:
         try:
             if scan.torn:
                 log.info("dropped the torn last line of the journal at %s (%s)", path, scan.torn)
-                journal._sync(lambda: os.ftruncate(fd, scan.valid_length))
             if not existed:
                 fsync_directory(path.parent)
         except BaseException:
@@ -323,9 +322,11 @@ class FileLock:
             # Only informational, for the message above: no fsync needed.
             os.ftruncate(fd, 0)
             os.pwrite(fd, info + b"\n", 0)
-        except OSError as exc:
-            self.release()
-            raise _storage_error("the lock file", self.path, exc) from exc
+        except BaseException as exc:
+            self.release()  # even on KeyboardInterrupt: never keep a lock nobody will release
+            if isinstance(exc, OSError):
+                raise _storage_error("the lock file", self.path, exc) from exc
+            raise
 
     def release(self) -> None:
         """Release the lock (closing the descriptor); idempotent."""

@@ -251,6 +251,15 @@ class Run:
             tg.start_soon(self._create_one, key)
 
     async def _create_one(self, key: str) -> None:
+        try:
+            await self._create(key)
+        finally:
+            # Only now, with the task in the poller or the job re-queued or failed, may
+            # the run see "nothing creating" and conclude that it is finished.
+            self.counters.creating -= 1
+            self._notify()
+
+    async def _create(self, key: str) -> None:
         job = self.jobs[key]
         record = self._record(key)
         self._creates[key] = self._creates.get(key, 0) + 1
@@ -261,20 +270,13 @@ class Run:
         # Shielded: cancelling the run must not cut off an answer that is on its way, or
         # the task would exist on EOS with nobody knowing its id. stop() shortens the
         # deadline to a grace period instead.
-        scope = anyio.CancelScope(shield=True)
-        scope.deadline = anyio.current_time() + 2 * self.config.request_timeout
-        if self._stopping:
-            scope.deadline = anyio.current_time() + GRACE_ON_STOP
+        grace = GRACE_ON_STOP if self._stopping else 2 * self.config.request_timeout
+        scope = anyio.CancelScope(shield=True, deadline=anyio.current_time() + grace)
         self._create_scopes.add(scope)
         created = None
         try:
             with scope:
                 created = await self.client.create(job.api_body())
-            if created is None:
-                log.warning(
-                    "%s: no answer to a creation; the next run creates it again", _short(job)
-                )
-                return
         except RateLimited as exc:
             pause = self.create_limiter.rate_limited_by_server(exc.retry_after)
             self.counters.create_429 += 1
@@ -288,8 +290,9 @@ class Run:
             return
         finally:
             self._create_scopes.discard(scope)
-            self.counters.creating -= 1
-            self._notify()
+        if created is None:
+            log.warning("%s: no answer to a creation; the next run creates it again", _short(job))
+            return
         self.create_limiter.succeeded()
         now = self._clock()
         if created.task_timeout != self.task_timeout:
@@ -306,7 +309,6 @@ class Run:
         )
         self.poller.add(key, created_at=now, deadline=now + created.task_timeout)
         log.info("%s: created task %s", _short(job), created.task_id)
-        self._notify()
 
     async def _status_lane(self, tg: anyio.abc.TaskGroup) -> None:
         while True:
@@ -317,14 +319,14 @@ class Run:
                 await self._wait(due)
                 continue
             await self.status_limiter.acquire()
-            key = self.poller.next_due(self._clock())
+            chosen = self.poller.next_due(self._clock())
             for expired in self.poller.take_expired():
                 self._expired(expired)
-            if key is None:
+            if chosen is None:
                 self.status_limiter.release_unused()
                 continue
             await self._downloads.acquire()
-            tg.start_soon(self._poll_one, key)
+            tg.start_soon(self._poll_one, chosen)
 
     async def _poll_one(self, key: str) -> None:
         try:
@@ -398,7 +400,9 @@ class Run:
             self.poller.remove(key)
             self._fail(key, record, f"{errors - 1} retries failed; last: {exc}", retryable=True)
             return
-        delay = _backoff(errors, self.config.backoff_base, self.config.backoff_cap)
+        lane = self.create_limiter if creating else self.status_limiter
+        base = self.config.backoff_base or 2 * lane.configured.interval
+        delay = _backoff(errors, base, self.config.backoff_cap)
         log.info("%s: %s; retrying in %.3gs", _short(job), exc, delay)
         if creating:
             self._put(record, state=JobState.PENDING, errors=record.errors + 1, reason=str(exc))
@@ -449,7 +453,7 @@ class Run:
 
 def _backoff(attempt: int, base: float, cap: float) -> float:
     """Exponential back-off with full jitter in its upper half: base * 2**(n-1), capped."""
-    ceiling = min(cap, base * 2 ** (attempt - 1))
+    ceiling = min(cap, base * 2.0 ** (attempt - 1))
     return ceiling * random.uniform(0.5, 1.0)
 
 

@@ -212,13 +212,14 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
             stack.extend(reversed(exc.exceptions))
         else:
             leaves.append(exc)
-    for wanted in (
-        lambda e: isinstance(e, BulkfetchError) and e.fatal,
-        lambda e: isinstance(e, StorageError),
-        lambda e: isinstance(e, BulkfetchError),
-        lambda e: not isinstance(e, Exception),  # KeyboardInterrupt, SystemExit
-    ):
-        for exc in leaves:
-            if wanted(exc):
-                return exc
-    return leaves[0] if leaves else group
+
+    def rank(exc: BaseException) -> int:
+        if isinstance(exc, BulkfetchError) and exc.fatal:
+            return 0
+        if isinstance(exc, StorageError):
+            return 1
+        if isinstance(exc, BulkfetchError):
+            return 2
+        return 3 if not isinstance(exc, Exception) else 4  # KeyboardInterrupt before bugs
+
+    return min(leaves, key=rank) if leaves else group

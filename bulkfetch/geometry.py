@@ -41,7 +41,9 @@ Position = tuple[float, float]
 Issue = tuple[str, str]  # (field, message)
 
 _SWEEP_ABOVE = 500  # vertices; below this the plain double loop is faster in Python
-_MAX_ISSUES = 10  # per geometry: a ring of 10,000 bad positions needs one fix, not 10,000 lines
+# A ring of 10,000 bad positions needs one fix, not 10,000 lines of report.
+_MAX_PER_RING = 5
+_MAX_ISSUES = 20  # per geometry
 
 
 def check_geometry(
@@ -98,6 +100,7 @@ def _norm_polygon(rings: list[Any]) -> tuple[tuple[Position, ...], ...]:
 
 
 def _kind(value: object) -> str:
+    """Name a JSON value's type for a message ("a list", "null"); shared with the readers."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -125,32 +128,22 @@ def _check_ring(ring: object, field: str, issues: list[Issue]) -> tuple[Position
     if not isinstance(ring, list | tuple):
         issues.append((field, f"expected a ring (a list of positions), got {_kind(ring)}"))
         return ()
-    before = len(issues)
-    pts: list[Position] = []
-    for i, pos in enumerate(ring):
-        # Fast path for the usual [lon, lat] of plain numbers: this loop runs for every
-        # vertex of every job. NaN fails the comparisons and takes the slow path.
-        if type(pos) is list and len(pos) == 2:
-            x, y = pos
-            tx, ty = type(x), type(y)
-            if (
-                (tx is float or tx is int)
-                and (ty is float or ty is int)
-                and -180 <= x <= 180
-                and -90 <= y <= 90
-            ):
-                # "+ 0.0" turns -0.0 into 0.0 so the two spellings share a key.
-                pts.append((x + 0.0, y + 0.0))
-                continue
-        bad = _position_problem(pos)
-        if bad:
-            issues.append((f"{field}[{i}]", bad))
-            if len(issues) - before >= _MAX_ISSUES:
-                break
-        else:
-            assert isinstance(pos, list | tuple)
-            pts.append((float(pos[0]) + 0.0, float(pos[1]) + 0.0))
-    if len(issues) > before:
+    pts = _fast_ring(ring)
+    nbad = 0
+    if pts is None:
+        pts = []
+        for i, pos in enumerate(ring):
+            bad = _position_problem(pos)
+            if bad:
+                nbad += 1
+                if nbad <= _MAX_PER_RING:
+                    issues.append((f"{field}[{i}]", bad))
+            else:
+                assert isinstance(pos, list | tuple)
+                pts.append((float(pos[0]) + 0.0, float(pos[1]) + 0.0))
+    if nbad > _MAX_PER_RING:
+        issues.append((field, f"{nbad} bad positions in this ring; the first are shown"))
+    if nbad:
         return ()
     if len(pts) < 4:
         issues.append((field, f"a ring needs at least 4 positions, got {len(pts)}"))
@@ -162,6 +155,30 @@ def _check_ring(ring: object, field: str, issues: list[Issue]) -> tuple[Position
             i, j, message = hit
             issues.append((f"{field}[{j}]", message.format(i=i, j=j)))
     return tuple(pts)
+
+
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def _fast_ring(ring: list[Any] | tuple[Any, ...]) -> list[Position] | None:
+    """Normalise a ring of plain ``[lon, lat]`` lists in bulk, or None to check one by one.
+
+    This runs for every vertex of every job, so it leans on builtins: one pass for the
+    shape, one for the types, and sums to catch NaN and infinity (a sum of finite
+    in-range numbers is finite) before min/max, which NaN would fool.
+    """
+    if not all(type(p) is list and len(p) == 2 for p in ring):
+        return None
+    xs = [p[0] for p in ring]
+    ys = [p[1] for p in ring]
+    if not xs or not {*map(type, xs), *map(type, ys)} <= _NUMBER_TYPES:
+        return None
+    if not math.isfinite(sum(xs) + sum(ys)):
+        return None
+    if min(xs) < -180 or max(xs) > 180 or min(ys) < -90 or max(ys) > 90:
+        return None
+    # "+ 0.0" turns -0.0 into 0.0 so the two spellings share a key.
+    return [(x + 0.0, y + 0.0) for x, y in ring]
 
 
 def _position_problem(pos: object) -> str:

@@ -197,8 +197,8 @@ class Ledger:
             ledger._load_consistent()
             return ledger
         path.parent.mkdir(parents=True, exist_ok=True)
-        ledger._lock.acquire()
         try:
+            ledger._lock.acquire()
             ledger._load()  # checks everything before the first write below
             durable.remove_stale_temps(path)
             ledger._journal = durable.Journal.open(

@@ -19,7 +19,10 @@ The format is chosen by the file's extension (any case):
     {"view_id": "S2/13/R/EL/2023/7/24/0", "geometry": ..., "name": "field-7/july-24"}
 
 ``.json``: a list of job objects, or ``{"defaults": {...}, "jobs": [...]}``. Places:
-``job N`` (1-based).
+``job N`` (1-based; the line is not tracked, as orjson does not report it)::
+
+    {"defaults": {"bm_type": "NDVI", "px_size": 10},
+     "jobs": [{"view_id": "S2/13/R/EL/2023/7/19/0", "geometry": {"type": "Polygon", ...}}]}
 
 ``.geojson``: a FeatureCollection; each feature's geometry is its area and its properties
 hold the other fields. A top-level ``"defaults"`` member is allowed. Places: ``feature N``::
@@ -39,13 +42,17 @@ physical line (the header is line 1)::
 
 Fields (the EOS Download visual parameters, :data:`PARAMS`, plus ``name``): ``view_id``,
 ``bm_type``, ``geometry``, ``px_size`` are required, the rest optional with the value sets
-EOS documents. ``name`` is the output file, relative to the output folder (see
-:func:`safe_name`); without it the file is named from view_id, bm_type and key. A job's
-value wins over a default; ``null`` counts as not given; fields starting with ``_`` are
-the user's notes and ignored everywhere. An unknown field is an error in .jsonl and .json
-(with a "did you mean" hint) but a warning in .geojson and .csv, whose features and
-columns carry their own attributes. Two jobs with the same key, or writing the same file
-(ignoring case, as some file systems do), are errors; so is a manifest without jobs.
+EOS documents; ``geometry`` is a GeoJSON Polygon/MultiPolygon, or text holding one or 2D
+WKT (see :mod:`bulkfetch.geometry`). ``name`` is the output file, relative to the output
+folder (see :func:`safe_name`); the extension is added unless it is already there
+(``.jpeg`` and ``.tiff`` count); without a name the file is named from view_id, bm_type
+and key. The key leaves ``name`` out: two jobs differing only by name are the same
+request, hence a duplicate. A job's value wins over a default; ``null`` counts as not
+given; fields starting with ``_`` are the user's notes and ignored everywhere. An unknown
+field is an error in .jsonl and .json (with a "did you mean" hint) but a warning in
+.geojson and .csv, whose features and columns carry their own attributes. Two jobs with
+the same key, or writing the same file (ignoring case, as some file systems do), are
+errors; so is a manifest without jobs.
 """
 
 from __future__ import annotations
@@ -62,7 +69,7 @@ from typing import Any
 import orjson
 
 from ._manifest_fields import CHECKS, KNOWN, REQUIRED, WarnOnce, safe_name, suggest
-from ._manifest_readers import READERS, Raw
+from ._manifest_readers import READERS, Raw, Reader
 from .errors import ManifestError, Problem
 from .geometry import check_geometry
 
@@ -236,7 +243,7 @@ def parse_manifest(data: bytes, *, filename: str) -> Manifest:
     return _build(reader(io.BytesIO(data), issues), filename, issues)
 
 
-def _reader_for(name: str) -> Any:
+def _reader_for(name: str) -> Reader:
     ext = Path(name).suffix.lower()
     if ext not in READERS:
         accepted = ", ".join(READERS)
@@ -252,6 +259,7 @@ def _build(records: Iterator[Raw], file: str, issues: list[tuple[str, str, str]]
     problems: list[Problem] = []
     warn = WarnOnce(file)
     defaults: dict[str, Any] = {}
+    bad_defaults: set[str] = set()
     jobs: list[Job] = []
     by_key: dict[str, str] = {}
     by_path: dict[str, tuple[str, str]] = {}  # casefolded path -> (where, path as written)
@@ -265,17 +273,21 @@ def _build(records: Iterator[Raw], file: str, issues: list[tuple[str, str, str]]
 
     for raw in records:
         drain()
+        before = len(problems)
         values = _check_record(raw, strict, file, warn, problems)
         if raw.is_defaults:
-            defaults = values or {}
+            # Keep the good defaults so one bad default is one problem, not one per job.
+            defaults = values
+            bad_defaults = {p.field.split(".")[0] for p in problems[before:]}
             continue
         records_seen += 1
-        if values is None:
+        if len(problems) > before:
             continue
         params = {**defaults, **values}
         missing = [f for f in REQUIRED if f not in params]
         for f in missing:
-            problems.append(Problem(file, raw.where, f, "required, and not given"))
+            if f not in bad_defaults:
+                problems.append(Problem(file, raw.where, f, "required, and not given"))
         if missing:
             continue
         name = params.pop("name", None)
@@ -302,9 +314,8 @@ def _build(records: Iterator[Raw], file: str, issues: list[tuple[str, str, str]]
 
 def _check_record(
     raw: Raw, strict: bool, file: str, warn: WarnOnce, problems: list[Problem]
-) -> dict[str, Any] | None:
-    """Check every field of one record; return the normalised values, or None if any is bad."""
-    before = len(problems)
+) -> dict[str, Any]:
+    """Check every field of one record: return the good ones normalised; report the rest."""
     for f, message in raw.problems:
         problems.append(Problem(file, raw.where, f, message))
     values: dict[str, Any] = {}
@@ -323,13 +334,14 @@ def _check_record(
         elif k == "geometry":
             geom, bad = check_geometry(v)
             problems.extend(Problem(file, raw.where, f, m) for f, m in bad)
-            values[k] = geom
+            if geom is not None:
+                values[k] = geom
         else:
             try:
                 values[k] = CHECKS[k](v)
             except ValueError as exc:
                 problems.append(Problem(file, raw.where, k, str(exc)))
-    return None if len(problems) > before else values
+    return values
 
 
 def _clashes(

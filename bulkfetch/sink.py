@@ -165,7 +165,7 @@ def _mkdirs(path: Path) -> None:
 
 
 def _publish(part: Path, final: Path) -> None:
-    os.replace(part, final)
+    part.replace(final)
     fsync_directory(final.parent)
 
 

@@ -79,9 +79,27 @@ def _fault_options(command: Any) -> Any:
     callback=_rate_option,
     help="Status requests allowed per key.",
 )
-@click.option("--processing-median", type=click.FloatRange(min=0.001), default=3.0)
-@click.option("--processing-sigma", type=click.FloatRange(min=0.0), default=0.5)
-@click.option("--task-timeout", type=click.FloatRange(min=0.001), default=172800.0)
+@click.option(
+    "--processing-median", type=click.FloatRange(min=0.001), default=3.0, show_default=True
+)
+@click.option("--processing-sigma", type=click.FloatRange(min=0.0), default=0.5, show_default=True)
+@click.option(
+    "--task-timeout", type=click.FloatRange(min=0.001), default=172800.0, show_default=True
+)
+@click.option(
+    "--pending-words",
+    default="created",
+    show_default=True,
+    callback=lambda _ctx, _param, value: tuple(w for w in value.split(",") if w),
+    help="Comma-separated status words a pending task cycles through.",
+)
+@click.option(
+    "--big-result-bytes",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Make tiff results a streamed TIFF of about this many bytes.",
+)
 @click.option(
     "--retry-after",
     type=click.Choice(["int", "float", "date", "off"]),
@@ -98,7 +116,7 @@ def _fault_options(command: Any) -> Any:
 )
 @click.option("--task-error-rate", type=_PROBABILITY, default=0.0, show_default=True)
 @_fault_options
-@click.option("--slow-body-seconds", type=click.FloatRange(min=0.0), default=0.0)
+@click.option("--slow-body-seconds", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
 @click.option(
     "--api-key-env",
     default="EOS_API_KEY",

@@ -1,0 +1,112 @@
+"""Shared fixtures: a simulator on loopback, a small manifest, and the CLI as users run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bulkfetch.simulator import TEST_API_KEY, SimConfig, SimulatorThread, run_in_thread
+
+#: Fast lanes for tests: the simulator's windows and the client's rates in step.
+FAST: dict[str, Any] = {
+    "create_limit": 50,
+    "create_window": 1.0,
+    "status_limit": 50,
+    "status_window": 1.0,
+    "processing_median": 0.05,
+    "processing_sigma": 0.3,
+    "retry_after": "float",
+}
+FAST_FLAGS = ["--create-rate", "50/s", "--status-rate", "50/s"]
+
+
+@pytest.fixture(autouse=True)
+def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loopback traffic must never go through a proxy from the environment."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorThread]:
+    with run_in_thread(SimConfig(**FAST)) as handle:
+        yield handle
+
+
+def square(lon: float, lat: float, d: float = 0.01) -> dict[str, Any]:
+    ring = [[lon, lat], [lon + d, lat], [lon + d, lat + d], [lon, lat + d], [lon, lat]]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def make_jobs(
+    n: int, *, formats: tuple[str, ...] = ("jpeg", "png", "tiff")
+) -> list[dict[str, Any]]:
+    jobs = []
+    for i in range(n):
+        job: dict[str, Any] = {
+            "view_id": f"S2/13/R/EL/2023/{1 + i % 12}/{1 + i % 28}/0",
+            "bm_type": ("NDVI", "NDWI", "NATURAL")[i % 3],
+            "geometry": square(-104.9 + i * 0.02, 27.1),
+            "px_size": 10,
+        }
+        fmt = formats[i % len(formats)]
+        if fmt != "jpeg":
+            job["format"] = fmt
+        jobs.append(job)
+    return jobs
+
+
+def write_jsonl(path: Path, jobs: list[dict[str, Any]]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(job) + b"\n" for job in jobs))
+    return path
+
+
+def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["EOS_API_KEY"] = TEST_API_KEY
+    env["NO_PROXY"] = "127.0.0.1,localhost"
+    env.pop("EOS_API_URL", None)
+    if extra:
+        env |= extra
+    return env
+
+
+def bulkfetch_cli(
+    *args: str | Path, env: Mapping[str, str] | None = None, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``bulkfetch`` command in a subprocess, as cron would."""
+    return subprocess.run(
+        [sys.executable, "-m", "bulkfetch.cli", *map(str, args)],
+        env=cli_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def spawn_cli(*args: str | Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bulkfetch.cli", *map(str, args)],
+        env=cli_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def load_ledger_json(out: Path) -> dict[str, Any]:
+    from bulkfetch.ledger import Ledger
+
+    with Ledger.open(out / "bulkfetch-ledger.json", readonly=True) as ledger:
+        return {key: record.to_json() for key, record in ledger.records().items()}
