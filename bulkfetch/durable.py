@@ -226,6 +226,7 @@ class Journal:
         try:
             if scan.torn:
                 log.info("dropped the torn last line of the journal at %s (%s)", path, scan.torn)
+                journal._sync(lambda: os.ftruncate(fd, scan.valid_length))
             if not existed:
                 fsync_directory(path.parent)
         except BaseException:

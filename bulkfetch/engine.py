@@ -39,7 +39,14 @@ from .errors import ApiError, BulkfetchError, RateLimited, TaskGone, first_error
 from .ledger import JobRecord, JobState, Ledger
 from .limiter import Limiter
 from .manifest import Job, Manifest
-from .scheduler import Action, Poller, ProcessingModel, resume_action, window_size
+from .scheduler import (
+    Action,
+    Poller,
+    ProcessingModel,
+    resume_action,
+    safety_margin,
+    window_size,
+)
 from .sink import Sink
 
 __all__ = ["Counters", "Run"]
@@ -100,13 +107,13 @@ class Run:
             prior_median=config.first_poll_after or 2 * config.status_rate.interval
         )
         self.model.load(ledger.meta.get("processing"))
-        self.poller = Poller(
-            self.model,
-            margin=config.deadline_margin,
-            min_gap=config.status_rate.interval,
-        )
         self.counters = Counters(jobs=len(self.jobs))
         self.task_timeout = float(ledger.meta.get("task_timeout", DEFAULT_TASK_TIMEOUT))
+        self.poller = Poller(
+            self.model,
+            margin=safety_margin(config.deadline_margin, self.task_timeout),
+            min_gap=config.status_rate.interval,
+        )
         self._clock = clock
         self._queue: list[tuple[float, int, str]] = []  # (not before, seq, key) to create
         self._seq: Iterator[int] = itertools.count()
@@ -132,7 +139,7 @@ class Run:
                 now=now,
                 file_ok=file_ok,
                 retry_failed=self.config.retry_failed,
-                margin=self.config.deadline_margin,
+                margin=self.poller.margin,
             )
             tally[action] = tally.get(action, 0) + 1
             self._start_job(job, record, action, now)
@@ -149,9 +156,10 @@ class Run:
                 assert record is not None
                 self.poller.add(job.key, created_at=record.created_at, deadline=record.deadline)
             case Action.RECREATE_EXPIRED:
+                assert record is not None
                 self.counters.expired += 1
                 log.info("%s: its task expired; creating again", _short(job))
-                self._enqueue(job.key, now)
+                self._enqueue(job.key, max(now, record.deadline))
             case Action.RECREATE_LOST:
                 assert record is not None
                 self.counters.lost_creates += 1
@@ -229,7 +237,7 @@ class Run:
             status_interval=self.status_limiter.interval,
             model=self.model,
             task_timeout=self.task_timeout,
-            margin=self.config.deadline_margin,
+            margin=self.poller.margin,
         )
 
     async def _create_lane(self, tg: anyio.abc.TaskGroup) -> None:
@@ -297,6 +305,7 @@ class Run:
         now = self._clock()
         if created.task_timeout != self.task_timeout:
             self.task_timeout = created.task_timeout
+            self.poller.margin = safety_margin(self.config.deadline_margin, self.task_timeout)
             self.ledger.set_meta("task_timeout", created.task_timeout)
         self._put(
             record,
@@ -361,7 +370,7 @@ class Run:
             return
         except TaskGone:
             self.poller.remove(key)
-            self._expired(key, why="EOS no longer knows the task (404)")
+            self._expired(key, why="EOS no longer knows the task (404)", gone_at=self._clock())
             return
         except ApiError as exc:
             self._api_failure(key, record, exc, creating=False)
@@ -411,7 +420,12 @@ class Run:
             self._put(record, errors=record.errors + 1, reason=str(exc))
             self.poller.retry_later(key, at=self._clock() + delay)
 
-    def _expired(self, key: str, why: str = "the task expired before it could be fetched") -> None:
+    def _expired(
+        self,
+        key: str,
+        why: str = "the task expired before it could be fetched",
+        gone_at: float | None = None,
+    ) -> None:
         record = self._record(key)
         self.counters.expired += 1
         if self._creates.get(key, 0) >= self.config.max_creates:
@@ -419,12 +433,15 @@ class Run:
             return
         log.info("%s: %s; creating again", _short(self.jobs[key]), why)
         self._put(record, state=JobState.PENDING, reason=why)
-        self._enqueue(key, self._clock())
+        # Not polled within the safety margin, but not created again before its deadline
+        # either: until then the old task may still be alive on EOS.
+        self._enqueue(key, max(self._clock(), record.deadline if gone_at is None else gone_at))
 
     def _fail(self, key: str, record: JobRecord, reason: str, *, retryable: bool) -> None:
         self.counters.failed += 1
         self._put(record, state=JobState.FAILED, reason=reason, retryable=retryable)
         log.warning("%s: failed: %s", _short(self.jobs[key]), reason)
+        self._notify()
 
     # -- bookkeeping -------------------------------------------------------------
 

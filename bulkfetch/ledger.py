@@ -33,6 +33,7 @@ import dataclasses
 import enum
 import gc
 import logging
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,15 +104,7 @@ class JobRecord:
 
 _DEFAULTS = tuple((f.name, f.default) for f in dataclasses.fields(JobRecord) if f.name != "key")
 _STATES = {str(s): s for s in JobState}
-_TYPES: dict[str, type] = {
-    "str": str,
-    "float": float,
-    "int": int,
-    "bool": bool,
-    "JobState": JobState,
-}
-# Field name -> its type; the annotations are strings (from __future__ import annotations).
-_KINDS = {f.name: _TYPES[str(f.type)] for f in dataclasses.fields(JobRecord)}
+_KINDS: dict[str, type] = typing.get_type_hints(JobRecord)  # field name -> str, float, ...
 
 
 def _check(data: Any) -> str:
@@ -269,10 +262,6 @@ class Ledger:
             self._seq = seq
         # Records are checked as read, but built once per key: the journal may repeat keys.
         self._jobs = {key: _build(rec) for key, rec in self._json.items()}
-        if self._scan.torn and not self.readonly:
-            log.info(
-                "ledger %s: dropping a torn last journal line (%s)", self.path, self._scan.torn
-            )
 
     def _read_snapshot(self) -> None:
         path = self.path

@@ -81,7 +81,7 @@ class Limiter:
         self.rate_limited = 0
         #: Seconds spent paused by 429s.
         self.pauses = 0.0
-        self._floor = rate.interval / (self.max_speedup if learn else 1.0)
+        self._floor = self.interval / (self.max_speedup if learn else 1.0)
         self._too_fast = 0.0
         self._ok_streak = 0
         self._backoff = 0
@@ -141,12 +141,13 @@ class Limiter:
         self.rate_limited += 1
         self._ok_streak = 0
         self._too_fast = max(self._too_fast, self.interval)
-        self.interval *= self.slowdown
+        # Bounded: a storm of 429s must not slow the lane to a standstill (or to inf).
+        self.interval = min(self.interval * self.slowdown, max(self.max_backoff, self._floor))
         if retry_after is not None and retry_after >= 0:
             pause = min(retry_after, self.max_backoff)
         else:
             pause = min(self.interval * self.first_backoff * 2**self._backoff, self.max_backoff)
-            self._backoff += 1
+            self._backoff = min(self._backoff + 1, 30)
         until = self._clock() + pause
         self._paused_until = max(self._paused_until, until)
         self.pauses += pause

@@ -34,6 +34,7 @@ from .ledger import JobRecord, JobState
 
 __all__ = [
     "Action",
+    "safety_margin",
     "Poller",
     "ProcessingModel",
     "TaskTiming",
@@ -84,6 +85,15 @@ def resume_action(
             return Action.POLL if alive else Action.REFETCH
         case JobState.FAILED:
             return Action.CREATE if retry_failed else Action.SKIP_FAILED
+
+
+def safety_margin(configured: float, task_timeout: float) -> float:
+    """Seconds before a task's deadline after which it is treated as expired.
+
+    The configured margin (a minute by default) guards against clock skew and a slow
+    last download on a 48-hour task; a short-lived task gets a tenth of its life instead.
+    """
+    return max(0.0, min(configured, 0.1 * task_timeout))
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -594,6 +594,7 @@ class LedgerMachine(RuleBasedStateMachine):
             line = len(data) - (data.rstrip(b"\n").rfind(b"\n") + 1)
             os.truncate(journal, len(data) - min(tear, line))
             self.model = self.before_last
+            event("crash tore the last journal line")
         with Ledger.open(self.path, readonly=True) as reader:
             assert state(reader) == self.model
         self.ledger = Ledger.open(self.path)

@@ -1,0 +1,427 @@
+"""Tests for bulkfetch.limiter: evenly spaced slots, lane-wide pauses on 429, learned pacing."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from bulkfetch.config import Rate
+from bulkfetch.limiter import Limiter
+
+TEN_A_MINUTE = Rate(10, 60.0)
+INTERVAL = 6.0 * (1 + Limiter.margin)  # what 10/min paces at before any 429
+
+
+class FakeClock:
+    """A clock and a sleep that moves it: the limiter's time, without time passing."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        assert seconds > 0, "the limiter never sleeps for nothing"
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def run_now(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine that never really suspends (its sleeps only move a FakeClock)."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
+    raise AssertionError("acquire() suspended on something other than the fake sleep")
+
+
+def make(rate: Rate = TEN_A_MINUTE, *, learn: bool = False) -> tuple[Limiter, FakeClock]:
+    clock = FakeClock()
+    return Limiter("status", rate, learn=learn, clock=clock, sleep=clock.sleep), clock
+
+
+def take(limiter: Limiter, clock: FakeClock) -> float:
+    """Acquire a slot; return the clock time it was granted at."""
+    run_now(limiter.acquire())
+    return clock.now
+
+
+# -- pacing -----------------------------------------------------------------------------------
+
+
+def test_first_slot_is_immediate_then_evenly_spaced_with_margin() -> None:
+    limiter, clock = make()
+    start = clock.now
+    times = [take(limiter, clock) for _ in range(6)]
+    assert times[0] == start
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps == pytest.approx([INTERVAL] * 5)
+    assert limiter.interval == pytest.approx(INTERVAL)
+    assert limiter.rate.interval == pytest.approx(INTERVAL)
+
+
+def test_idle_time_builds_no_burst() -> None:
+    limiter, clock = make(Rate(20, 1.0))
+    take(limiter, clock)
+    clock.now += 100.0  # a long idle spell
+    first = take(limiter, clock)
+    second = take(limiter, clock)
+    assert second - first == pytest.approx(0.05 * 1.01)
+
+
+def test_a_late_caller_is_served_at_once() -> None:
+    limiter, clock = make()
+    take(limiter, clock)
+    clock.now += INTERVAL * 3
+    before = len(clock.sleeps)
+    take(limiter, clock)
+    assert len(clock.sleeps) == before
+
+
+def test_release_unused_gives_the_slot_back() -> None:
+    limiter, clock = make()
+    t0 = take(limiter, clock)
+    limiter.release_unused()
+    assert take(limiter, clock) == t0  # the same moment: the slot was never spent
+    assert take(limiter, clock) == pytest.approx(t0 + INTERVAL)
+
+
+def test_release_unused_gives_back_one_slot_only() -> None:
+    limiter, clock = make()
+    t0 = take(limiter, clock)
+    t1 = take(limiter, clock)
+    limiter.release_unused()
+    t2 = take(limiter, clock)
+    assert t2 == t1  # the released slot, at once
+    assert take(limiter, clock) == pytest.approx(t2 + INTERVAL)
+    assert t1 - t0 == pytest.approx(INTERVAL)
+
+
+# -- 429s -------------------------------------------------------------------------------------
+
+
+def test_429_with_retry_after_pauses_the_whole_lane_for_that_long() -> None:
+    limiter, clock = make()
+    take(limiter, clock)
+    at = clock.now
+    assert limiter.rate_limited_by_server(30.0) == 30.0
+    assert limiter.ready_at() == pytest.approx(at + 30.0)
+    assert take(limiter, clock) == pytest.approx(at + 30.0)
+    assert limiter.rate_limited == 1
+    assert limiter.pauses == pytest.approx(30.0)
+
+
+def test_retry_after_is_capped() -> None:
+    limiter, clock = make()
+    assert limiter.rate_limited_by_server(1e9) == Limiter.max_backoff
+    assert limiter.ready_at() == pytest.approx(clock.now + Limiter.max_backoff)
+
+
+def test_retry_after_zero_is_obeyed_but_pacing_still_slows() -> None:
+    limiter, clock = make()
+    t0 = take(limiter, clock)
+    assert limiter.rate_limited_by_server(0.0) == 0.0
+    assert limiter.interval == pytest.approx(INTERVAL * Limiter.slowdown)
+    # The slot already scheduled stands; the pause adds nothing.
+    assert take(limiter, clock) == pytest.approx(t0 + INTERVAL)
+
+
+def test_a_shorter_pause_never_cuts_a_longer_one() -> None:
+    limiter, clock = make()
+    at = clock.now
+    limiter.rate_limited_by_server(100.0)
+    limiter.rate_limited_by_server(5.0)
+    assert limiter.ready_at() == pytest.approx(at + 100.0)
+    assert limiter.pauses == pytest.approx(105.0)
+
+
+def test_a_429_during_a_wait_is_honoured() -> None:
+    """acquire() re-checks after each sleep: a 429 seen elsewhere meanwhile pauses it too."""
+    clock = FakeClock()
+    limiter: Limiter
+
+    async def sleep_and_get_429(seconds: float) -> None:
+        await clock.sleep(seconds)
+        if len(clock.sleeps) == 1:
+            limiter.rate_limited_by_server(50.0)
+
+    limiter = Limiter("create", TEN_A_MINUTE, clock=clock, sleep=sleep_and_get_429)
+    t0 = take(limiter, clock)
+    t1 = take(limiter, clock)
+    assert t1 == pytest.approx(t0 + INTERVAL + 50.0)
+    assert clock.sleeps == pytest.approx([INTERVAL, 50.0])
+
+
+def test_429_without_retry_after_backs_off_exponentially_and_is_capped() -> None:
+    limiter, _ = make()
+    pauses = []
+    for _ in range(12):
+        pauses.append(limiter.rate_limited_by_server(None))
+        # The pause, in intervals of the (slowed) pacing, doubles per 429 in a row.
+    assert pauses[0] == pytest.approx(INTERVAL * Limiter.slowdown * Limiter.first_backoff)
+    for k in (1, 2, 3):
+        expected = (
+            INTERVAL * Limiter.slowdown ** (k + 1) * Limiter.first_backoff * 2**k
+        )  # slowed interval x 2 x 2**k
+        assert pauses[k] == pytest.approx(expected)
+        assert pauses[k] >= 2 * pauses[k - 1]
+    assert all(b >= a for a, b in itertools.pairwise(pauses))
+    assert max(pauses) == Limiter.max_backoff
+    assert pauses[-1] == Limiter.max_backoff
+
+
+def test_a_success_resets_the_backoff() -> None:
+    limiter, _ = make()
+    limiter.rate_limited_by_server(None)
+    limiter.rate_limited_by_server(None)
+    limiter.succeeded()
+    pause = limiter.rate_limited_by_server(None)
+    assert pause == pytest.approx(limiter.interval * Limiter.first_backoff)
+
+
+@pytest.mark.parametrize("value", [-1.0, math.nan])
+def test_unusable_retry_after_falls_back_to_backoff(value: float) -> None:
+    limiter, _ = make()
+    pause = limiter.rate_limited_by_server(value)
+    assert pause == pytest.approx(limiter.interval * Limiter.first_backoff)
+    assert pause > 0
+
+
+# -- learning ---------------------------------------------------------------------------------
+
+
+def succeed(limiter: Limiter, n: int) -> None:
+    for _ in range(n):
+        limiter.succeeded()
+
+
+def test_429_slows_the_pacing() -> None:
+    limiter, clock = make()
+    take(limiter, clock)
+    limiter.rate_limited_by_server(1.0)
+    assert limiter.interval == pytest.approx(INTERVAL * Limiter.slowdown)
+    t0 = take(limiter, clock)
+    assert take(limiter, clock) - t0 == pytest.approx(INTERVAL * Limiter.slowdown)
+
+
+def test_recovery_needs_a_full_streak_of_successes() -> None:
+    limiter, _ = make()
+    limiter.rate_limited_by_server(1.0)
+    slowed = limiter.interval
+    succeed(limiter, Limiter.probe_after - 1)
+    assert limiter.interval == slowed
+    limiter.succeeded()
+    assert limiter.interval == pytest.approx(slowed / Limiter.speedup)
+    # A 429 in the middle of a streak starts it over.
+    succeed(limiter, Limiter.probe_after - 1)
+    limiter.rate_limited_by_server(1.0)
+    again = limiter.interval
+    succeed(limiter, Limiter.probe_after - 1)
+    assert limiter.interval == again
+
+
+def test_recovery_stops_short_of_the_interval_that_drew_the_429() -> None:
+    limiter, _ = make()
+    limiter.rate_limited_by_server(1.0)  # drawn at INTERVAL
+    succeed(limiter, Limiter.probe_after * 200)
+    assert limiter.interval == pytest.approx(INTERVAL * 1.02)
+    assert limiter.interval >= INTERVAL * 1.02
+
+
+def test_recovery_after_429s_at_a_slow_pace_stays_slow() -> None:
+    limiter, _ = make()
+    for _ in range(3):
+        limiter.rate_limited_by_server(1.0)
+    too_fast = INTERVAL * Limiter.slowdown**2  # the last 429 was drawn at this interval
+    succeed(limiter, Limiter.probe_after * 200)
+    assert limiter.interval == pytest.approx(too_fast * 1.02)
+
+
+def test_without_learning_never_faster_than_configured() -> None:
+    limiter, _ = make()
+    succeed(limiter, Limiter.probe_after * 200)
+    assert limiter.interval >= TEN_A_MINUTE.interval
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the safety margin is dropped after probe_after successes: the floor is "
+    "rate.interval, not rate.interval * (1 + margin)",
+)
+def test_without_learning_the_margin_is_kept() -> None:
+    limiter, _ = make()
+    succeed(limiter, Limiter.probe_after * 200)
+    assert limiter.interval >= INTERVAL * (1 - 1e-12)
+
+
+def test_learning_probes_faster_up_to_the_cap() -> None:
+    limiter, clock = make(learn=True)
+    succeed(limiter, Limiter.probe_after * 500)
+    assert limiter.interval == pytest.approx(TEN_A_MINUTE.interval / Limiter.max_speedup)
+    t0 = take(limiter, clock)
+    assert take(limiter, clock) - t0 == pytest.approx(1.5)
+
+
+def test_learning_stops_short_of_a_429() -> None:
+    limiter, _ = make(learn=True)
+    succeed(limiter, Limiter.probe_after * 20)
+    drawn_at = limiter.interval
+    assert drawn_at < INTERVAL
+    limiter.rate_limited_by_server(None)
+    succeed(limiter, Limiter.probe_after * 500)
+    assert limiter.interval == pytest.approx(drawn_at * 1.02)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the interval grows by `slowdown` per 429 without bound and overflows to inf",
+)
+def test_interval_stays_finite_after_very_many_429s() -> None:
+    limiter, _ = make()
+    for _ in range(4000):
+        limiter.rate_limited_by_server(1.0)
+    assert math.isfinite(limiter.interval)
+
+
+# -- repr -------------------------------------------------------------------------------------
+
+
+def test_repr_shows_live_state() -> None:
+    limiter, clock = make()
+    assert repr(limiter) == "<Limiter status interval=6.06s configured=10/min 429s=0 wait=0s>"
+    take(limiter, clock)
+    assert "wait=6.06s" in repr(limiter)
+    limiter.rate_limited_by_server(30.0)
+    shown = repr(limiter)
+    assert "interval=7.575s" in shown
+    assert "429s=1" in shown
+    assert "wait=30s" in shown
+    clock.now += 1000
+    assert "wait=0s" in repr(limiter)
+
+
+# -- real time --------------------------------------------------------------------------------
+
+
+def test_concurrent_waiters_share_the_lane_at_its_pace() -> None:
+    rate = Rate(50, 1.0)
+    limiter = Limiter("status", rate)
+    granted: list[float] = []
+
+    async def worker() -> None:
+        await limiter.acquire()
+        granted.append(time.monotonic())
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(6):
+                tg.start_soon(worker)
+
+    anyio.run(main)
+    granted.sort()
+    gaps = [b - a for a, b in itertools.pairwise(granted)]
+    assert len(granted) == 6
+    assert min(gaps) >= rate.interval * (1 + Limiter.margin) - 1e-3
+    assert granted[-1] - granted[0] < 2.0
+
+
+# -- any sequence of events -------------------------------------------------------------------
+
+
+class LimiterMachine(RuleBasedStateMachine):
+    """Random acquire/succeed/429/release/idle sequences keep every promise of the limiter."""
+
+    limiter: Limiter
+    clock: FakeClock
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.grants: list[float] = []
+        self.interval_at_grant = 0.0
+        self.released_since_grant = False
+        self.can_release = False
+        self.paused_until = -math.inf
+        self.drew_429: list[float] = []
+        self.floor = 0.0
+
+    @initialize(
+        count=st.sampled_from([1.0, 10.0, 20.0, 50.0]),
+        period=st.sampled_from([1.0, 60.0, 3600.0]),
+        learn=st.booleans(),
+    )
+    def start(self, count: float, period: float, learn: bool) -> None:
+        self.clock = FakeClock(start=12345.0)
+        rate = Rate(count, period)
+        self.limiter = Limiter("x", rate, learn=learn, clock=self.clock, sleep=self.clock.sleep)
+        self.floor = rate.interval / (Limiter.max_speedup if learn else 1.0)
+
+    @rule()
+    def acquire(self) -> None:
+        before = self.clock.now
+        granted = take(self.limiter, self.clock)
+        assert granted >= before
+        assert granted >= self.paused_until - 1e-9
+        if self.grants and not self.released_since_grant:
+            gap = granted - self.grants[-1]
+            assert gap >= self.interval_at_grant * (1 - 1e-9)
+        self.grants.append(granted)
+        self.interval_at_grant = self.limiter.interval
+        self.released_since_grant = False
+        self.can_release = True
+
+    @precondition(lambda self: self.can_release)
+    @rule()
+    def release(self) -> None:
+        self.limiter.release_unused()
+        self.released_since_grant = True
+        self.can_release = False
+
+    @rule(n=st.integers(1, 60))
+    def succeed(self, n: int) -> None:
+        succeed(self.limiter, n)
+        self.can_release = False
+
+    @rule(retry_after=st.none() | st.floats(0, 2000, allow_nan=False))
+    def rate_limited(self, retry_after: float | None) -> None:
+        self.drew_429.append(self.limiter.interval)
+        before = self.limiter.interval
+        pause = self.limiter.rate_limited_by_server(retry_after)
+        assert 0 <= pause <= Limiter.max_backoff
+        if retry_after is not None:
+            assert pause == min(retry_after, Limiter.max_backoff)
+        assert self.limiter.interval == pytest.approx(before * Limiter.slowdown)
+        self.paused_until = max(self.paused_until, self.clock.now + pause)
+        self.can_release = False
+
+    @rule(dt=st.floats(0, 5000, allow_nan=False))
+    def idle(self, dt: float) -> None:
+        self.clock.now += dt
+
+    @invariant()
+    def interval_is_sane(self) -> None:
+        if not hasattr(self, "limiter"):
+            return
+        interval = self.limiter.interval
+        assert math.isfinite(interval)
+        assert interval >= self.floor * (1 - 1e-12)
+        if self.drew_429:
+            assert interval >= max(self.drew_429) * 1.02 * (1 - 1e-12)
+        assert self.limiter.ready_at() >= self.paused_until - 1e-9
+        assert self.limiter.pauses >= 0
+        assert self.limiter.rate_limited == len(self.drew_429)
+
+
+TestLimiterMachine = LimiterMachine.TestCase
+TestLimiterMachine.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
