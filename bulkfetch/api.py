@@ -103,6 +103,8 @@ async def run_async(
         key = load_api_key()
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(Path(manifest))
+    for warning in manifest.warnings:
+        log.warning("%s", warning)
     try:
         cfg.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
