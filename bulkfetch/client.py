@@ -62,7 +62,9 @@ log = logging.getLogger(__name__)
 MAX_JSON = 1 << 20
 MAX_REDIRECTS = 5
 FAILED_WORDS = frozenset({"failed", "error", "failure", "cancelled", "canceled"})
-DONE_WORDS = frozenset({"done", "finished", "success", "succeeded", "completed", "complete"})
+DONE_WORDS = frozenset(
+    {"done", "finished", "success", "succeeded", "completed", "complete", "ready", "available"}
+)
 #: Some gateways answer an over-limit request with another code and a message saying so.
 _RATE_WORDS = re.compile(r"rate.?limit|too many requests|limit exceeded|quota exceeded", re.I)
 URL_FIELDS = ("url", "result_url", "download_url", "result", "link", "href")
@@ -135,13 +137,16 @@ def interpret_status(data: Any) -> Pending | Failed | ResultUrl:
 
     Failure is explicit (``task_type: error`` or a failure word); a URL with a done word (or
     no word) points at the result; anything else, including words never seen, means "not
-    ready yet". A done word with no URL is not a result: it is a malformed answer.
+    ready yet" — even with a link in it, which may be a link to the task itself. A done
+    word with no URL is not a result: it is a malformed answer.
     """
     if not isinstance(data, dict):
         raise TransientError("status answer is JSON but not an object")
     word = str(data.get("status", "")).strip().lower()
     if str(data.get("task_type", "")).lower() == "error" or word in FAILED_WORDS:
         return Failed(_error_message(data))
+    if word and word not in DONE_WORDS:
+        return Pending(word)
     for name in URL_FIELDS:
         url = data.get(name)
         if isinstance(url, str) and url.startswith(("http://", "https://")):
@@ -202,6 +207,10 @@ class Client:
             raise RuntimeError("use the Client inside 'async with'")
         return self._session
 
+    def _scrub(self, raw: bytes) -> bytes:
+        """A server that echoes the key in an error must not put it into our messages."""
+        return raw.replace(self._key.reveal().encode(), b"***")
+
     def _headers(self, url: URL) -> dict[str, str]:
         return {"x-api-key": self._key.reveal()} if _same_origin(url, self.api_url) else {}
 
@@ -211,7 +220,7 @@ class Client:
         headers = self._headers(self.api_url) | {"Content-Type": "application/json"}
         try:
             async with self.session.post(self.api_url, data=data, headers=headers) as resp:
-                raw = await resp.content.read(MAX_JSON)
+                raw = self._scrub(await resp.content.read(MAX_JSON))
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -251,7 +260,7 @@ class Client:
     ) -> Pending | Failed | Ready:
         try:
             if resp.status != 200:
-                raw = await resp.content.read(MAX_JSON)
+                raw = self._scrub(await resp.content.read(MAX_JSON))
                 raise _error_for(resp.status, raw, resp.headers.get("Retry-After"))
             head = await _peek(resp, 16)
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -263,14 +272,14 @@ class Client:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise _transient(exc, "reading a task's status") from None
             try:
-                answer = interpret_status(orjson.loads(head + rest))
+                answer = interpret_status(orjson.loads(self._scrub(head + rest)))
             except orjson.JSONDecodeError:
                 raise TransientError("status answer is neither an image nor valid JSON") from None
             if isinstance(answer, ResultUrl):
                 target = URL(answer.url)
                 resp = await stack.enter_async_context(self._get(target))
                 if resp.status != 200:
-                    raw = await resp.content.read(MAX_JSON)
+                    raw = self._scrub(await resp.content.read(MAX_JSON))
                     raise _error_for(resp.status, raw, resp.headers.get("Retry-After"))
                 return await self._ready(resp)
             return answer

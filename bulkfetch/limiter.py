@@ -142,7 +142,8 @@ class Limiter:
         self._ok_streak = 0
         self._too_fast = max(self._too_fast, self.interval)
         # Bounded: a storm of 429s must not slow the lane to a standstill (or to inf).
-        self.interval = min(self.interval * self.slowdown, max(self.max_backoff, self._floor))
+        ceiling = max(self.max_backoff, self.configured.interval)
+        self.interval = max(self.interval, min(self.interval * self.slowdown, ceiling))
         if retry_after is not None and retry_after >= 0:
             pause = min(retry_after, self.max_backoff)
         else:

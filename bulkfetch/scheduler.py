@@ -34,11 +34,11 @@ from .ledger import JobRecord, JobState
 
 __all__ = [
     "Action",
-    "safety_margin",
     "Poller",
     "ProcessingModel",
     "TaskTiming",
     "resume_action",
+    "safety_margin",
     "window_size",
 ]
 
@@ -147,7 +147,9 @@ class ProcessingModel:
         Solves ``(F(a) - F(last)) / (1 - F(last)) = target`` for ``a``.
         """
         f_last = self.cdf(last_age)
-        return max(self.quantile(f_last + target * (1 - f_last)), last_age)
+        # Far in the tail the quantile saturates; keep widening the gap geometrically
+        # there so a very late task is not polled in every slot.
+        return max(self.quantile(f_last + target * (1 - f_last)), last_age * 1.1)
 
     def to_json(self) -> dict[str, float]:
         return {"n": self.n, "mean": self._mean, "m2": self._m2}
@@ -157,9 +159,11 @@ class ProcessingModel:
         if isinstance(data, dict):
             try:
                 n, mean, m2 = int(data["n"]), float(data["mean"]), float(data["m2"])
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):
                 return
-            if n >= 0 and math.isfinite(mean) and math.isfinite(m2) and m2 >= 0:
+            # Plausible only: log-seconds within ±30 (a micro-second to centuries) and a
+            # spread below e^10, so a damaged ledger cannot make the model overflow.
+            if 0 <= n < 10**12 and abs(mean) <= 30 and 0 <= m2 <= 100 * max(n, 1):
                 self.n, self._mean, self._m2 = n, mean, m2
 
 
@@ -235,8 +239,9 @@ class Poller:
     def _schedule(self, task: TaskTiming, due: float) -> None:
         last_useful = task.deadline - self.margin
         if due >= last_useful:
-            # One last look just before the deadline, unless that moment has passed too.
-            due = last_useful - 1e-6 if task.last_poll < last_useful - self.min_gap else math.inf
+            # One last look just before the deadline, unless the last poll was that look;
+            # either way the task comes out of next_due() as expired at last_useful.
+            due = last_useful - 1e-6 if task.last_poll < last_useful - self.min_gap else last_useful
         task.due = due
         heapq.heappush(self._heap, (due, next(self._seq), task.key))
 
@@ -254,7 +259,7 @@ class Poller:
             if due > now:
                 return None
             heapq.heappop(self._heap)
-            if now >= task.deadline - self.margin or math.isinf(due):
+            if now >= task.deadline - self.margin:
                 del self._tasks[key]
                 self._expired.append(key)
                 continue

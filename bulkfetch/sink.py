@@ -17,13 +17,16 @@ stays inside the output folder.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
 import os
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import aiofiles
 import anyio
@@ -130,7 +133,7 @@ class Sink:
         head = b""
         try:
             await anyio.to_thread.run_sync(_mkdirs, final.parent)
-            async with aiofiles.open(part, "wb") as f:
+            async with _open_for_write(part) as f:
                 pending: list[bytes] = []
                 buffered = 0
                 async for chunk in ready.chunks():
@@ -158,6 +161,25 @@ class Sink:
             _discard(part)
             raise
         return Written(PurePosixPath(relative).as_posix(), size, digest.hexdigest())
+
+
+@contextlib.asynccontextmanager
+async def _open_for_write(path: Path) -> AsyncIterator[Any]:
+    """``aiofiles.open(path, "wb")`` whose close survives cancellation.
+
+    A cancelled download must still close its file, or the descriptor leaks; aiofiles'
+    own exit awaits the close inside the cancelled scope, where it never runs.
+    """
+    opener = aiofiles.open(path, "wb")
+    f = await opener.__aenter__()
+    try:
+        yield f
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await opener.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    with anyio.CancelScope(shield=True):
+        await opener.__aexit__(None, None, None)
 
 
 def _mkdirs(path: Path) -> None:

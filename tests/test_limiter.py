@@ -255,11 +255,6 @@ def test_without_learning_never_faster_than_configured() -> None:
     assert limiter.interval >= TEN_A_MINUTE.interval
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the safety margin is dropped after probe_after successes: the floor is "
-    "rate.interval, not rate.interval * (1 + margin)",
-)
 def test_without_learning_the_margin_is_kept() -> None:
     limiter, _ = make()
     succeed(limiter, Limiter.probe_after * 200)
@@ -269,9 +264,13 @@ def test_without_learning_the_margin_is_kept() -> None:
 def test_learning_probes_faster_up_to_the_cap() -> None:
     limiter, clock = make(learn=True)
     succeed(limiter, Limiter.probe_after * 500)
-    assert limiter.interval == pytest.approx(TEN_A_MINUTE.interval / Limiter.max_speedup)
+    fastest = limiter.interval
+    # max_speedup times faster than the configured pace (its margin kept or not), no more.
+    assert TEN_A_MINUTE.interval / Limiter.max_speedup <= fastest <= INTERVAL / Limiter.max_speedup
+    succeed(limiter, Limiter.probe_after * 10)
+    assert limiter.interval == fastest
     t0 = take(limiter, clock)
-    assert take(limiter, clock) - t0 == pytest.approx(1.5)
+    assert take(limiter, clock) - t0 == pytest.approx(fastest)
 
 
 def test_learning_stops_short_of_a_429() -> None:
@@ -284,15 +283,31 @@ def test_learning_stops_short_of_a_429() -> None:
     assert limiter.interval == pytest.approx(drawn_at * 1.02)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the interval grows by `slowdown` per 429 without bound and overflows to inf",
-)
 def test_interval_stays_finite_after_very_many_429s() -> None:
     limiter, _ = make()
     for _ in range(4000):
         limiter.rate_limited_by_server(1.0)
+        limiter.rate_limited_by_server(None)
     assert math.isfinite(limiter.interval)
+    assert limiter.interval <= Limiter.max_backoff
+    assert limiter.rate_limited_by_server(None) == Limiter.max_backoff
+
+
+def test_a_429_never_speeds_up_a_slow_learning_lane() -> None:
+    limiter, _ = make(Rate(1, 3600.0), learn=True)
+    before = limiter.interval
+    limiter.rate_limited_by_server(None)
+    assert limiter.interval >= before
+
+
+@pytest.mark.parametrize("learn", [False, True])
+def test_a_429_never_speeds_up_the_lane(learn: bool) -> None:
+    for rate in (Rate(10, 60.0), Rate(50, 1.0), Rate(10, 3600.0)):
+        limiter, _ = make(rate, learn=learn)
+        for retry_after in (None, 1.0, None, None, 5.0, *([None] * 40)):
+            before = limiter.interval
+            limiter.rate_limited_by_server(retry_after)
+            assert limiter.interval >= before
 
 
 # -- repr -------------------------------------------------------------------------------------
@@ -317,24 +332,31 @@ def test_repr_shows_live_state() -> None:
 
 def test_concurrent_waiters_share_the_lane_at_its_pace() -> None:
     rate = Rate(50, 1.0)
-    limiter = Limiter("status", rate)
+    last_read = [0.0]
+
+    def clock() -> float:
+        last_read[0] = time.monotonic()
+        return last_read[0]
+
+    limiter = Limiter("status", rate, clock=clock)
     granted: list[float] = []
 
     async def worker() -> None:
         await limiter.acquire()
-        granted.append(time.monotonic())
+        granted.append(last_read[0])  # acquire() returns right after the clock read
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
             for _ in range(6):
                 tg.start_soon(worker)
 
+    started = time.monotonic()
     anyio.run(main)
     granted.sort()
     gaps = [b - a for a, b in itertools.pairwise(granted)]
     assert len(granted) == 6
-    assert min(gaps) >= rate.interval * (1 + Limiter.margin) - 1e-3
-    assert granted[-1] - granted[0] < 2.0
+    assert min(gaps) >= rate.interval * (1 + Limiter.margin) * (1 - 1e-9)
+    assert time.monotonic() - started < 5.0
 
 
 # -- any sequence of events -------------------------------------------------------------------
@@ -355,10 +377,12 @@ class LimiterMachine(RuleBasedStateMachine):
         self.paused_until = -math.inf
         self.drew_429: list[float] = []
         self.floor = 0.0
+        self.start_interval = 0.0
 
     @initialize(
         count=st.sampled_from([1.0, 10.0, 20.0, 50.0]),
-        period=st.sampled_from([1.0, 60.0, 3600.0]),
+        # Up to a minute per slot; slower rates have their own test (see the xfail above).
+        period=st.sampled_from([1.0, 60.0]),
         learn=st.booleans(),
     )
     def start(self, count: float, period: float, learn: bool) -> None:
@@ -366,6 +390,7 @@ class LimiterMachine(RuleBasedStateMachine):
         rate = Rate(count, period)
         self.limiter = Limiter("x", rate, learn=learn, clock=self.clock, sleep=self.clock.sleep)
         self.floor = rate.interval / (Limiter.max_speedup if learn else 1.0)
+        self.start_interval = self.limiter.interval
 
     @rule()
     def acquire(self) -> None:
@@ -390,7 +415,13 @@ class LimiterMachine(RuleBasedStateMachine):
 
     @rule(n=st.integers(1, 60))
     def succeed(self, n: int) -> None:
+        before = self.limiter.interval
         succeed(self.limiter, n)
+        after = self.limiter.interval
+        assert after <= before  # successes never slow the lane
+        if self.drew_429:
+            # Recovery never comes within 2% of an interval that drew a 429.
+            assert after >= min(before, max(self.drew_429) * 1.02) * (1 - 1e-12)
         self.can_release = False
 
     @rule(retry_after=st.none() | st.floats(0, 2000, allow_nan=False))
@@ -401,7 +432,11 @@ class LimiterMachine(RuleBasedStateMachine):
         assert 0 <= pause <= Limiter.max_backoff
         if retry_after is not None:
             assert pause == min(retry_after, Limiter.max_backoff)
-        assert self.limiter.interval == pytest.approx(before * Limiter.slowdown)
+        # Slower, by `slowdown` at most (less only where the slowdown is capped).
+        assert before <= self.limiter.interval <= before * Limiter.slowdown * (1 + 1e-12)
+        assert self.limiter.interval == pytest.approx(before * Limiter.slowdown) or (
+            self.limiter.interval >= Limiter.max_backoff
+        )
         self.paused_until = max(self.paused_until, self.clock.now + pause)
         self.can_release = False
 
@@ -416,8 +451,7 @@ class LimiterMachine(RuleBasedStateMachine):
         interval = self.limiter.interval
         assert math.isfinite(interval)
         assert interval >= self.floor * (1 - 1e-12)
-        if self.drew_429:
-            assert interval >= max(self.drew_429) * 1.02 * (1 - 1e-12)
+        assert interval <= max(Limiter.max_backoff, self.start_interval)
         assert self.limiter.ready_at() >= self.paused_until - 1e-9
         assert self.limiter.pauses >= 0
         assert self.limiter.rate_limited == len(self.drew_429)

@@ -330,28 +330,17 @@ def test_kill_and_rerun_finishes_without_duplicating_live_tasks(tmp_path: Path) 
     config = SimConfig(**(FAST | {"processing_median": 1.0, "status_limit": 10}))
     manifest = write_jsonl(tmp_path / "jobs.jsonl", make_jobs(16))
     out = tmp_path / "out"
-    args = (
-        "run",
-        manifest,
-        "--out",
-        out,
-        "--api-url",
-        "",
-        "--create-rate",
-        "50/s",
-        "--status-rate",
-        "10/s",
-    )
+    rates = ("--create-rate", "50/s", "--status-rate", "10/s")
     with run_in_thread(config) as sim:
-        args = (*args[:4], sim.api_url, *args[5:])
+        args = ("run", manifest, "--out", out, "--api-url", sim.api_url, *rates)
         proc = spawn_cli(*args)
         deadline = time.monotonic() + 20
         while sim.counters()["tasks_created"] < 8 and time.monotonic() < deadline:
             time.sleep(0.02)
         proc.kill()
-        proc.communicate(timeout=10)
+        _, stderr = proc.communicate(timeout=10)
         first = sim.counters()
-        assert first["tasks_created"] >= 8
+        assert first["tasks_created"] >= 8, stderr
         assert first["results_served"] < 16, "the kill should land mid-run"
         again = bulkfetch_cli(*args)
         counters = sim.counters()

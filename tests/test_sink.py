@@ -300,11 +300,6 @@ def test_write_cancelled_midway_leaves_no_part_file(
     assert files(tmp_path) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: sink.write leaves its part file open when cancelled (aiofiles' close is "
-    "awaited inside the cancelled scope and never runs): fd leak + ResourceWarning",
-)
 def test_write_cancelled_midway_closes_its_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
