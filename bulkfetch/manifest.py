@@ -180,14 +180,28 @@ class Manifest:
     warnings: tuple[Problem, ...]
 
 
+#: Values EOS documents as the defaults: sending one is the same request as leaving it
+#: out, so it must not make the job look different (and be created again).
+API_DEFAULTS: Mapping[str, Any] = {
+    "format": "jpeg",
+    "resample": "cubic",
+    "calibrate": 0,
+    "levels": "-0.5,0.5",
+}
+
+
+def _is_default(name: str, value: Any) -> bool:
+    return name in API_DEFAULTS and value == API_DEFAULTS[name] and not isinstance(value, bool)
+
+
 def job_key(params: Mapping[str, Any]) -> str:
     """Return the sha256 hex of ``params`` in canonical JSON, ``reference`` left out.
 
     Canonical: keys sorted at every level, every number as a float (so ``10`` and ``10.0``
-    agree) with ``-0.0`` as ``0.0``, tuples as lists. Raises :class:`ValueError` for
-    values JSON cannot hold.
+    agree) with ``-0.0`` as ``0.0``, tuples as lists, and parameters equal to EOS's
+    documented defaults left out. Raises :class:`ValueError` for values JSON cannot hold.
     """
-    canon = {k: _canon(v) for k, v in params.items() if k != "reference"}
+    canon = {k: _canon(v) for k, v in params.items() if k != "reference" and not _is_default(k, v)}
     try:
         blob = orjson.dumps(canon, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError as exc:
@@ -203,8 +217,10 @@ def _fast_key(params: dict[str, Any]) -> str:
     equal to ``job_key``.
     """
     canon = params
-    if "calibrate" in params or "colors_limit" in params:
-        canon = {k: float(v) if k in _INT_FIELDS else v for k, v in params.items()}
+    if any(k in API_DEFAULTS for k in params):
+        canon = {k: v for k, v in params.items() if not _is_default(k, v)}
+    if "calibrate" in canon or "colors_limit" in canon:
+        canon = {k: float(v) if k in _INT_FIELDS else v for k, v in canon.items()}
     return hashlib.sha256(orjson.dumps(canon, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 

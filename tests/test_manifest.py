@@ -183,7 +183,6 @@ def test_reference_is_ignored_with_one_warning() -> None:
         {"levels": "-1,1"},
         {"colors_limit": 5},
         {"calibrate": 1},
-        {"calibrate": 0},
         {"size": "L"},
         {"georeference": "world"},
         {"format": "png"},
@@ -583,3 +582,21 @@ def test_big_csv_geometry_cell_is_read() -> None:
     data = csv_bytes(["view_id", "bm_type", "px_size", "geometry"], [VIEW, "NDVI", "1", wkt])
     (j,) = parse_manifest(data, filename="big.csv").jobs
     assert len(j.params["geometry"]["coordinates"][0]) == n + 1
+
+
+def test_documented_defaults_do_not_change_the_key() -> None:
+    base = {
+        "view_id": "S2/13/R/EL/2023/7/19/0",
+        "bm_type": "NDVI",
+        "px_size": 10,
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0]]],
+        },
+    }
+    explicit = base | {"format": "jpeg", "resample": "cubic", "calibrate": 0, "levels": "-0.5,0.5"}
+    plain_job = parse_manifest(orjson.dumps(base), filename="a.jsonl").jobs[0]
+    explicit_job = parse_manifest(orjson.dumps(explicit), filename="a.jsonl").jobs[0]
+    assert plain_job.key == explicit_job.key == job_key(base) == job_key(explicit)
+    other = parse_manifest(orjson.dumps(base | {"calibrate": 1}), filename="a.jsonl").jobs[0]
+    assert other.key != plain_job.key
