@@ -8,6 +8,7 @@ the ledger's lock, drive the engine, write the report if asked, and return a
 ====  ==========================================================================
 0     every job of the manifest is done
 1     the run ended with some jobs failed (their reasons are in the ledger/report)
+75    stopped with work left by the time box or a creation quota: run again later
 2     bad usage or an invalid manifest: nothing was sent
 3     the API refused the key or the URL is not the task API: the run stopped
 4     a local storage problem (disk full, unwritable folder, damaged ledger)
@@ -47,7 +48,9 @@ __all__ = ["RunResult", "run", "run_async"]
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_API, EXIT_STORAGE, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+EXIT_INCOMPLETE, EXIT_SIGINT, EXIT_SIGTERM = 75, 130, 143
+#: Run summaries kept in the ledger's meta, newest last.
+RUN_HISTORY = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,7 @@ async def run_async(
                 raise
             fatal = exc
         code, outcome = _outcome(engine.counters, stopped_by, fatal)
+        _remember_run(ledger, manifest, engine.counters, outcome, code)
         rows = job_rows(manifest, ledger)
         report = build_report(
             manifest=manifest,
@@ -156,11 +160,39 @@ def _outcome(
         name = signal.Signals(stopped_by[0]).name
         code = EXIT_SIGINT if stopped_by[0] == signal.SIGINT else EXIT_SIGTERM
         return code, f"interrupted by {name}; run again to carry on"
+    if counters.held_back and counters.done + counters.failed < counters.jobs:
+        left = counters.jobs - counters.done - counters.failed
+        return EXIT_INCOMPLETE, f"stopped with {left} jobs left: {counters.held_back}"
     if counters.failed:
         return EXIT_FAILED, f"{counters.failed} of {counters.jobs} jobs failed"
     if counters.done < counters.jobs:
         return EXIT_FAILED, f"{counters.jobs - counters.done} jobs not finished"
     return EXIT_OK, f"all {counters.jobs} jobs done"
+
+
+def _remember_run(
+    ledger: Ledger, manifest: Manifest, counters: Counters, outcome: str, code: int
+) -> None:
+    """Keep a short history of runs in the ledger, for ``plan`` estimates and the report."""
+    summary = {
+        "started": counters.started,
+        "finished": counters.finished,
+        "outcome": outcome,
+        "exit_code": code,
+        "requests": {"create": counters.create_calls, "status": counters.status_calls},
+        "rate_limited": {"create": counters.create_429, "status": counters.status_429},
+        "bytes": counters.bytes,
+        "downloaded": counters.done - counters.skipped_done,
+        "done": counters.done,
+        "failed": counters.failed,
+        "jobs": counters.jobs,
+    }
+    runs = list(ledger.meta.get("runs", []))[-(RUN_HISTORY - 1) :]
+    try:
+        ledger.set_meta("runs", [*runs, summary])
+        ledger.set_meta("manifest", str(manifest.path.resolve()))
+    except BulkfetchError as exc:  # a full disk must not hide the run's own outcome
+        log.warning("could not record the run in the ledger: %s", exc)
 
 
 async def _watch_signals(engine: Run, stopped_by: list[int]) -> None:

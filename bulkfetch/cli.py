@@ -6,6 +6,7 @@ problem) and exit with the code documented in ``bulkfetch.api``; never a traceba
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -16,15 +17,27 @@ from typing import Any, NoReturn
 import anyio
 import click
 import orjson
+from click.core import ParameterSource
 
 from . import __version__
 from .api import EXIT_OK, exit_code_for, run_async
-from .config import DEFAULT_API_URL, Rate, RunConfig, load_api_key
+from .config import (
+    CONFIG_NAME,
+    DEFAULT_API_URL,
+    Rate,
+    RunConfig,
+    load_api_key,
+    parse_duration,
+    read_config_file,
+)
 from .engine import Run
 from .errors import BulkfetchError, ManifestError, UsageError
 from .ledger import JobState, Ledger
+from .logs import setup_logging
 from .manifest import load_manifest
+from .plan import make_plan
 from .report import build_report
+from .sink import Sink
 
 log = logging.getLogger("bulkfetch")
 
@@ -36,16 +49,6 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str) -> Rate:
         return Rate.parse(value)
     except UsageError as exc:
         raise click.BadParameter(str(exc), ctx, param) from None
-
-
-def _setup_logging(*, quiet: bool, verbose: int) -> None:
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    root = logging.getLogger("bulkfetch")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
 
 
 def _fail(exc: BulkfetchError) -> NoReturn:
@@ -65,70 +68,147 @@ def cli() -> None:
     """Download EOS "Download visual" images in bulk, at the API's rate limit, resumably."""
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+_PATH = click.Path(dir_okay=False, path_type=Path)
+#: Options shared by ``run`` and ``plan``; each may also be set in a bulkfetch.toml.
+RUN_OPTIONS = [
+    click.option(
+        "--out",
+        "-o",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Folder for the images (and, by default, the ledger).",
+    ),
+    click.option("--ledger", type=_PATH, help="Ledger file [default: OUT/bulkfetch-ledger.json]."),
+    click.option(
+        "--config",
+        "config_file",
+        type=_PATH,
+        help="Options from this TOML file [default: bulkfetch.toml beside MANIFEST].",
+    ),
+    click.option(
+        "--api-url",
+        envvar="EOS_API_URL",
+        default=DEFAULT_API_URL,
+        show_default=True,
+        help="The task endpoint (env EOS_API_URL).",
+    ),
+    click.option(
+        "--api-key-file", type=_PATH, help="Read the API key from this file instead of EOS_API_KEY."
+    ),
+    click.option(
+        "--create-rate",
+        callback=_rate,
+        default="10/min",
+        show_default=True,
+        help="Task creations allowed per key: N/s, N/min or N/h.",
+    ),
+    click.option(
+        "--status-rate",
+        callback=_rate,
+        default="10/min",
+        show_default=True,
+        help="Status calls (downloads included) allowed per key.",
+    ),
+    click.option(
+        "--learn-rates",
+        is_flag=True,
+        help="Probe above the configured rates when the server allows it.",
+    ),
+    click.option(
+        "--max-in-flight",
+        type=click.IntRange(min=1),
+        help="Tasks created and not yet downloaded, at most [default: sized from the rates].",
+    ),
+    click.option(
+        "--max-creates-per-job",
+        "max_creates",
+        type=click.IntRange(min=1),
+        default=4,
+        show_default=True,
+        help="Creations per job per run (expired tasks are recreated).",
+    ),
+    click.option(
+        "--max-duration",
+        callback=_duration,
+        help="Time box, e.g. 50m or 2h: stop creating when a new task could not be "
+        "seen through in time; exit 75 with work left.",
+    ),
+    click.option(
+        "--max-creates",
+        "max_creates_run",
+        type=click.IntRange(min=0),
+        help="Creations allowed in this run (exit 75 when reached with work left).",
+    ),
+    click.option(
+        "--max-creates-per-day",
+        "max_creates_day",
+        type=click.IntRange(min=0),
+        help="Creations allowed per UTC day, across runs (counted in the ledger).",
+    ),
+    click.option("--report", type=_PATH, help="Write a JSON summary of the run here."),
+    click.option(
+        "--retry-failed", is_flag=True, help="Try failed jobs again now, quarantined ones included."
+    ),
+]
+
+
+def _run_options(fn: Any) -> Any:
+    for option in reversed(RUN_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def _config_from(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> RunConfig:
+    """Merge flags, the TOML file and defaults (in that order) into a RunConfig."""
+    file = params.pop("config_file")
+    if file is None and (manifest.parent / CONFIG_NAME).is_file():
+        file = manifest.parent / CONFIG_NAME
+    if file is not None:
+        names = {p.name: p for p in ctx.command.params if isinstance(p, click.Option)}
+        for name, value in read_config_file(file, set(names) - {"config_file"}).items():
+            source = ctx.get_parameter_source(name)
+            if source in (ParameterSource.DEFAULT, None):
+                params[name] = _convert(ctx, names[name], value, file)
+    for name in ("api_key_file",):
+        params.pop(name, None)
+    if params.get("out") is None:
+        raise UsageError("give --out DIR (or 'out' in the config file)")
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    return RunConfig(**{k: v for k, v in params.items() if k in fields})
+
+
+def _convert(ctx: click.Context, option: click.Option, value: Any, file: Path) -> Any:
+    if isinstance(value, str) and isinstance(option.type, click.Path):
+        path = Path(value).expanduser()
+        value = path if path.is_absolute() else file.parent / path
+    try:
+        converted = option.type_cast_value(ctx, value)
+        if option.callback is not None:
+            converted = option.callback(ctx, option, converted)
+    except click.BadParameter as exc:
+        raise UsageError(f"{file}: {option.name}: {exc.format_message()}") from None
+    return converted
+
+
 @cli.command()
-@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("manifest", type=_PATH)
+@_run_options
+@click.option("--dry-run", is_flag=True, help="Print what the run would do; send nothing.")
 @click.option(
-    "--out",
-    "-o",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for the images (and, by default, the ledger).",
-)
-@click.option(
-    "--ledger",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Ledger file [default: OUT/bulkfetch-ledger.json].",
-)
-@click.option(
-    "--api-url",
-    envvar="EOS_API_URL",
-    default=DEFAULT_API_URL,
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
     show_default=True,
-    help="The task endpoint (env EOS_API_URL).",
+    help="json: one event per line, with run id and job key.",
 )
-@click.option(
-    "--api-key-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Read the API key from this file instead of EOS_API_KEY.",
-)
-@click.option(
-    "--create-rate",
-    callback=_rate,
-    default="10/min",
-    show_default=True,
-    help="Task creations allowed per key: N/s, N/min or N/h.",
-)
-@click.option(
-    "--status-rate",
-    callback=_rate,
-    default="10/min",
-    show_default=True,
-    help="Status calls (downloads included) allowed per key.",
-)
-@click.option(
-    "--learn-rates",
-    is_flag=True,
-    help="Probe above the configured rates when the server allows it.",
-)
-@click.option(
-    "--max-in-flight",
-    type=click.IntRange(min=1),
-    help="Tasks created and not yet downloaded, at most [default: sized from the rates].",
-)
-@click.option(
-    "--max-creates-per-job",
-    "max_creates",
-    type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
-    help="Creations per job per run (expired tasks are recreated).",
-)
-@click.option(
-    "--report",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write a JSON summary of the run here.",
-)
-@click.option("--retry-failed", is_flag=True, help="Try jobs that failed in earlier runs again.")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")
 @click.option("--verbose", "-v", count=True, help="Log every poll.")
 @click.option(
@@ -138,45 +218,34 @@ def cli() -> None:
     show_default=True,
     help="Seconds between progress lines when not on a terminal.",
 )
+@click.pass_context
 def run(
+    ctx: click.Context,
+    /,
     manifest: Path,
-    out: Path,
-    ledger: Path | None,
-    api_url: str,
-    api_key_file: Path | None,
-    create_rate: Rate,
-    status_rate: Rate,
-    learn_rates: bool,
-    max_in_flight: int | None,
-    max_creates: int,
-    report: Path | None,
-    retry_failed: bool,
+    dry_run: bool,
+    log_format: str,
     quiet: bool,
     verbose: int,
     progress_interval: float,
+    **options: Any,
 ) -> None:
     """Download every job of MANIFEST into OUT, carrying on from any earlier run.
 
     Exit codes: 0 all done, 1 jobs failed, 2 bad usage or manifest, 3 key or URL refused,
-    4 storage problem, 5 ledger in use by another run, 130/143 interrupted.
+    4 storage problem, 5 ledger in use by another run, 75 stopped with work left (time box
+    or quota: run again later), 130/143 interrupted.
     """
-    _setup_logging(quiet=quiet, verbose=verbose)
-    config = RunConfig(
-        out=out,
-        ledger=ledger,
-        api_url=api_url,
-        create_rate=create_rate,
-        status_rate=status_rate,
-        learn_rates=learn_rates,
-        max_in_flight=max_in_flight,
-        max_creates=max_creates,
-        report=report,
-        retry_failed=retry_failed,
-    )
-    progress = None if quiet else _progress_for(sys.stderr.isatty(), progress_interval)
+    setup_logging(fmt=log_format, quiet=quiet, verbose=verbose)
+    api_key_file = options.get("api_key_file")
     try:
+        config = _config_from(ctx, manifest, dict(options))
+        if dry_run:
+            _print_plan(manifest, config, as_json=False)
+            return
         key = load_api_key(api_key_file)
         jobs = load_manifest(manifest)
+        progress = None if quiet else _progress_for(sys.stderr.isatty(), progress_interval)
         result = anyio.run(_run_cli, jobs, config, key, progress)
     except BulkfetchError as exc:
         _fail(exc)
@@ -196,8 +265,46 @@ def run(
             "... and %d more failed jobs (see the report or 'bulkfetch status')", len(failed) - 20
         )
     if not quiet:
-        click.echo(f"files in {out}", err=True)
+        click.echo(f"files in {config.out}", err=True)
     sys.exit(result.exit_code)
+
+
+@cli.command()
+@click.argument("manifest", type=_PATH)
+@_run_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.pass_context
+def plan(ctx: click.Context, /, manifest: Path, as_json: bool, **options: Any) -> None:
+    """Show what a run of MANIFEST would do and cost, without sending anything."""
+    try:
+        _print_plan(manifest, _config_from(ctx, manifest, dict(options)), as_json=as_json)
+    except BulkfetchError as exc:
+        _fail(exc)
+
+
+def _print_plan(manifest: Path, config: RunConfig, *, as_json: bool) -> None:
+    jobs = load_manifest(manifest)
+    sink = Sink(config.out)
+    with Ledger.open(config.ledger_path, readonly=True) as book:
+        result = make_plan(jobs, book, config, file_ok=lambda r: sink.file_ok(r.path, r.size))
+    if as_json:
+        click.echo(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"{manifest}: {result.jobs} jobs; ledger {config.ledger_path}")
+    for action, n in result.actions.items():
+        click.echo(f"  {action:<17} {n}")
+    if result.changed:
+        click.echo(f"  changed since the last run (new parameters): {len(result.changed)}")
+        for path in result.changed[:10]:
+            click.echo(f"    {path}")
+    if result.removed:
+        click.echo(f"  in the ledger, no longer in the manifest: {result.removed}")
+    click.echo(
+        f"cost: {result.creates} creations, about {result.status_calls} status calls "
+        f"({result.polls_per_job:.2f} per job); about {_duration_text(result.seconds)} at "
+        f"{config.create_rate} / {config.status_rate}"
+        + (f"; limited by {result.limited_by}" if result.limited_by else "")
+    )
 
 
 async def _run_cli(
@@ -236,7 +343,7 @@ def _progress_for(tty: bool, interval: float) -> Callable[[Run], Coroutine[Any, 
             fetched = c.done - c.skipped_done
             elapsed = time.monotonic() - start
             remaining = c.jobs - finished
-            eta = f", ETA {_duration(remaining * elapsed / fetched)}" if fetched else ""
+            eta = f", ETA {_duration_text(remaining * elapsed / fetched)}" if fetched else ""
             log.info(
                 "progress: %d/%d done, %d failed, %d in flight, %s%s",
                 c.done,
@@ -258,7 +365,7 @@ def _size(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def _duration(seconds: float) -> str:
+def _duration_text(seconds: float) -> str:
     seconds = int(seconds)
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
@@ -319,7 +426,7 @@ def demo(out: Path) -> None:
     """Run the sample manifest against a simulator started in this process."""
     from .demo import run_demo
 
-    _setup_logging(quiet=False, verbose=0)
+    setup_logging()
     try:
         code = anyio.run(run_demo, out)
     except BulkfetchError as exc:

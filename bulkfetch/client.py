@@ -66,7 +66,8 @@ DONE_WORDS = frozenset(
     {"done", "finished", "success", "succeeded", "completed", "complete", "ready", "available"}
 )
 #: Some gateways answer an over-limit request with another code and a message saying so.
-_RATE_WORDS = re.compile(r"rate.?limit|too many requests|limit exceeded|quota exceeded", re.I)
+#: Narrow on purpose: "area limit exceeded" is a bad parameter, not a rate limit.
+_RATE_WORDS = re.compile(r"rate.?limit|too many requests", re.I)
 URL_FIELDS = ("url", "result_url", "download_url", "result", "link", "href")
 
 

@@ -11,22 +11,68 @@ import logging
 import os
 import re
 import stat
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import UsageError
 
 __all__ = [
+    "CONFIG_NAME",
     "DEFAULT_API_URL",
     "ApiKey",
     "Rate",
     "RunConfig",
     "load_api_key",
+    "parse_duration",
+    "read_config_file",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api-connect.eos.com/api/gdw/api"
+#: The options file looked for beside the manifest.
+CONFIG_NAME = "bulkfetch.toml"
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)", re.I)
+_UNIT = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``50m``, ``2h``, ``1h30m`` or ``1d``."""
+    value = text.strip().lower()
+    try:
+        seconds = float(value)
+    except ValueError:
+        parts = _DURATION.findall(value)
+        if not parts or "".join(n + u for n, u in parts) != value.replace(" ", ""):
+            raise UsageError(f"duration {text!r} is not like 90s, 50m, 2h or 1h30m") from None
+        seconds = sum(float(n) * _UNIT[u] for n, u in parts)
+    if not seconds > 0 or seconds == float("inf"):
+        raise UsageError(f"duration {text!r} must be more than zero")
+    return seconds
+
+
+def read_config_file(path: Path, allowed: set[str]) -> dict[str, Any]:
+    """Options from a TOML file: ``create-rate = "10/min"`` or ``create_rate = ...``.
+
+    Unknown names are an error naming the file, so a typo is never silently ignored.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read the config file {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    options: dict[str, Any] = {}
+    for raw, value in data.items():
+        name = raw.replace("-", "_")
+        if name not in allowed:
+            known = ", ".join(sorted(n.replace("_", "-") for n in allowed))
+            raise UsageError(f"{path}: unknown option {raw!r} (known: {known})")
+        options[name] = value
+    return options
+
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|min|minute|h|hr|hour)\s*$", re.I)
 _PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0}
@@ -155,6 +201,12 @@ class RunConfig:
     #: Concurrent status calls at most (each may be a download in progress).
     max_downloads: int = 8
     report: Path | None = None
+    #: Stop creating when a task created now could not be fetched within this many
+    #: seconds of the run's start; stop altogether then. None: no time box.
+    max_duration: float | None = None
+    #: Creations allowed in this run, and in one UTC day across runs (kept in the ledger).
+    max_creates_run: int | None = None
+    max_creates_day: int | None = None
 
     @property
     def ledger_path(self) -> Path:

@@ -38,12 +38,14 @@ from .config import ApiKey, RunConfig
 from .errors import ApiError, BulkfetchError, RateLimited, TaskGone, first_error
 from .ledger import JobRecord, JobState, Ledger
 from .limiter import Limiter
+from .logs import JobTag
 from .manifest import Job, Manifest
 from .scheduler import (
     Action,
     Poller,
     ProcessingModel,
     resume_action,
+    retry_backoff,
     safety_margin,
     window_size,
 )
@@ -76,6 +78,8 @@ class Counters:
     expired: int = 0
     lost_creates: int = 0
     bytes: int = 0
+    #: Why creation stopped before the manifest was through ("" if it did not).
+    held_back: str = ""
     started: float = field(default_factory=time.time)
     finished: float = 0.0
 
@@ -123,6 +127,7 @@ class Run:
         self._stopping = False
         self._scope: anyio.CancelScope | None = None
         self._create_scopes: set[anyio.CancelScope] = set()
+        self._time_box: float | None = None
         self._downloads = anyio.Semaphore(config.max_downloads)
 
     # -- setup -------------------------------------------------------------------
@@ -150,7 +155,7 @@ class Run:
             case Action.SKIP_DONE:
                 self.counters.done += 1
                 self.counters.skipped_done += 1
-            case Action.SKIP_FAILED:
+            case Action.SKIP_FAILED | Action.WAIT_RETRY:
                 self.counters.failed += 1
             case Action.POLL:
                 assert record is not None
@@ -174,8 +179,9 @@ class Run:
             case _:
                 if record is None:
                     self._put(JobRecord(key=job.key, path=job.relative_path().as_posix()))
-                elif action is Action.CREATE and record.state is JobState.FAILED:
-                    self._put(record, state=JobState.PENDING, reason="")
+                elif record.state is JobState.FAILED:  # --retry-failed, or its back-off is over
+                    log.info("%s: failed before (%s); trying again", _short(job), record.reason)
+                    self._put(record, state=JobState.PENDING)
                 self._enqueue(job.key, now)
 
     # -- the run -----------------------------------------------------------------
@@ -191,9 +197,14 @@ class Run:
             len(self.jobs),
             ", ".join(f"{n} {a.value}" for a, n in sorted(tally.items())) or "nothing to do",
         )
+        if self.config.max_duration is not None:
+            self._time_box = self.counters.started + self.config.max_duration
         try:
             async with self.client, anyio.create_task_group() as tg:
                 self._scope = tg.cancel_scope
+                if self._time_box is not None:
+                    left = self._time_box - self._clock()
+                    tg.cancel_scope.deadline = anyio.current_time() + left
                 if not self._finished():
                     tg.start_soon(self._create_lane, tg)
                     tg.start_soon(self._status_lane, tg)
@@ -201,6 +212,8 @@ class Run:
             raise first_error(group) from None
         finally:
             self.counters.finished = self._clock()
+            if self._time_box is not None and self.counters.finished >= self._time_box:
+                self.counters.held_back = self.counters.held_back or "the time box ran out"
             self._save_meta()
         return self.counters
 
@@ -214,7 +227,42 @@ class Run:
             self._scope.cancel()
 
     def _finished(self) -> bool:
-        return not self._queue and len(self.poller) == 0 and self.counters.creating == 0
+        nothing_to_create = not self._queue or bool(self.counters.held_back)
+        return nothing_to_create and len(self.poller) == 0 and self.counters.creating == 0
+
+    def _may_create(self, now: float) -> bool:
+        """Whether the time box and the quotas leave room for one more creation."""
+        cfg = self.config
+        why = ""
+        if cfg.max_creates_run is not None and self.counters.create_calls >= cfg.max_creates_run:
+            why = f"the run's creation quota ({cfg.max_creates_run}) is used"
+        elif cfg.max_creates_day is not None and self._creates_today() >= cfg.max_creates_day:
+            why = f"today's creation quota ({cfg.max_creates_day}) is used"
+        elif self._time_box is not None:
+            # Turnaround of a task created now: its processing, plus its place in the
+            # status lane's queue behind every task already in flight.
+            ahead = len(self.poller) + self.counters.creating + 1
+            turnaround = self.model.quantile(0.9) + ahead * self.status_limiter.interval
+            if now + turnaround > self._time_box:
+                why = "the time box leaves no room to see another task through"
+        if why and not self.counters.held_back:
+            self.counters.held_back = why
+            log.warning(
+                "no more creations: %s; %d jobs left for the next run", why, len(self._queue)
+            )
+            self._notify()
+        return not why
+
+    def _creates_today(self) -> int:
+        return int(self.ledger.meta.get("creates_by_day", {}).get(_today(self._clock()), 0))
+
+    def _count_create(self) -> None:
+        """Keep the per-day creation count in the ledger (durably, before the POST)."""
+        by_day = dict(self.ledger.meta.get("creates_by_day", {}))
+        today = _today(self._clock())
+        by_day = {d: n for d, n in by_day.items() if d >= _today(self._clock() - 7 * 86400)}
+        by_day[today] = int(by_day.get(today, 0)) + 1
+        self.ledger.set_meta("creates_by_day", by_day)
 
     def _notify(self) -> None:
         self._wake.set()
@@ -250,6 +298,8 @@ class Run:
             if self._queue[0][0] > now:
                 await self._wait(self._queue[0][0])
                 continue
+            if not self._may_create(now):
+                return
             await self.create_limiter.acquire()
             if not self._queue or self._queue[0][0] > self._clock():
                 self.create_limiter.release_unused()
@@ -275,6 +325,8 @@ class Run:
         # by the next run as a creation whose answer may have been lost.
         record = self._put(record, state=JobState.CREATING, creates=record.creates + 1)
         self.counters.create_calls += 1
+        if self.config.max_creates_day is not None:
+            self._count_create()
         # Shielded: cancelling the run must not cut off an answer that is on its way, or
         # the task would exist on EOS with nobody knowing its id. stop() shortens the
         # deadline to a grace period instead.
@@ -439,7 +491,16 @@ class Run:
 
     def _fail(self, key: str, record: JobRecord, reason: str, *, retryable: bool) -> None:
         self.counters.failed += 1
-        self._put(record, state=JobState.FAILED, reason=reason, retryable=retryable)
+        failures = record.failures + 1
+        retry_at = self._clock() + retry_backoff(failures) if retryable else 0.0
+        self._put(
+            record,
+            state=JobState.FAILED,
+            reason=reason,
+            retryable=retryable,
+            failures=failures,
+            retry_at=retry_at,
+        )
         log.warning("%s: failed: %s", _short(self.jobs[key]), reason)
         self._notify()
 
@@ -464,6 +525,11 @@ class Run:
     def _save_meta(self) -> None:
         try:
             self.ledger.set_meta("processing", self.model.to_json())
+            if self.config.max_creates_day is None and self.counters.create_calls:
+                today = _today(self._clock())
+                by_day = dict(self.ledger.meta.get("creates_by_day", {}))
+                by_day[today] = int(by_day.get(today, 0)) + self.counters.create_calls
+                self.ledger.set_meta("creates_by_day", by_day)
         except BulkfetchError as exc:  # a full disk must not hide the run's own outcome
             log.warning("could not save what this run learned: %s", exc)
 
@@ -474,5 +540,9 @@ def _backoff(attempt: int, base: float, cap: float) -> float:
     return ceiling * random.uniform(0.5, 1.0)
 
 
-def _short(job: Job) -> str:
-    return f"{job.key[:12]} {job.view_id} {job.bm_type}"
+def _today(when: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(when))
+
+
+def _short(job: Job) -> JobTag:
+    return JobTag(job.key, job.view_id, job.bm_type)

@@ -76,6 +76,8 @@ class JobRecord:
     creates: int = 0  # POSTs sent for this job, over all runs
     lost_creates: int = 0  # POSTs whose answer never arrived (found CREATING on load)
     errors: int = 0  # transient failures counted against the job
+    failures: int = 0  # times the job ended failed, over all runs
+    retry_at: float = 0.0  # unix time from which a retryable failure is tried again
     updated_at: float = 0.0
 
     def to_json(self) -> dict[str, Any]:

@@ -11,9 +11,11 @@ when given, otherwise an exponential back-off), and the pacing slows by ``slowdo
 interval that drew the 429 is remembered as too fast. After ``probe_after`` requests in
 a row without a 429 the interval shrinks by ``speedup`` again, but never below the
 configured rate (unless ``learn`` is set, which lets it probe up to ``max_speedup`` times
-faster) and never to within 2% of an interval known to be too fast. A wrong configured
-rate thus converges on the real one from either side; errors other than 429 are not
-rate signals and do not touch it.
+faster) and never to within 2% of an interval known to be too fast. Only the first 429
+of a storm slows the pacing and marks it too fast (the rest come while paused and say
+nothing of the pace), so a storm never leaves the lane crawling. A wrong
+configured rate thus converges on the real one from either side; errors other than 429
+are not rate signals and do not touch it.
 
 The clock is injectable (``clock`` and ``sleep``) so the pacing is tested without time
 passing.
@@ -139,16 +141,19 @@ class Limiter:
     def rate_limited_by_server(self, retry_after: float | None) -> float:
         """Record a 429: pause the whole lane and slow down. Returns the pause in seconds."""
         self.rate_limited += 1
+        first_of_streak = self._backoff == 0
         self._ok_streak = 0
-        self._too_fast = max(self._too_fast, self.interval)
-        # Bounded: a storm of 429s must not slow the lane to a standstill (or to inf).
-        ceiling = max(self.max_backoff, self.configured.interval)
-        self.interval = max(self.interval, min(self.interval * self.slowdown, ceiling))
+        if first_of_streak:
+            # Only the pace that ran into the limit says anything about the limit: the
+            # 429s that follow in the same storm come while paused, whatever the pace.
+            self._too_fast = max(self._too_fast, self.interval)
+            ceiling = max(self.max_backoff, self.configured.interval)
+            self.interval = max(self.interval, min(self.interval * self.slowdown, ceiling))
         if retry_after is not None and retry_after >= 0:
             pause = min(retry_after, self.max_backoff)
         else:
             pause = min(self.interval * self.first_backoff * 2**self._backoff, self.max_backoff)
-            self._backoff = min(self._backoff + 1, 30)
+        self._backoff = min(self._backoff + 1, 30)
         until = self._clock() + pause
         self._paused_until = max(self._paused_until, until)
         self.pauses += pause

@@ -38,6 +38,7 @@ __all__ = [
     "ProcessingModel",
     "TaskTiming",
     "resume_action",
+    "retry_backoff",
     "safety_margin",
     "window_size",
 ]
@@ -47,7 +48,9 @@ class Action(enum.StrEnum):
     """What a run does with one job of the manifest."""
 
     SKIP_DONE = "skip-done"  # done, and its file is there with the recorded size
-    SKIP_FAILED = "skip-failed"  # failed before; retried only with --retry-failed
+    SKIP_FAILED = "skip-failed"  # failed for good (quarantined) until --retry-failed
+    WAIT_RETRY = "wait-retry"  # failed for a reason that may pass; retried after retry_at
+    RETRY = "retry"  # failed for a reason that may pass, and its back-off is over
     POLL = "poll"  # its task is alive: poll it, do not create it again
     CREATE = "create"  # nothing alive for it: create a task
     RECREATE_EXPIRED = "recreate-expired"  # its task is past its deadline: create again
@@ -67,7 +70,10 @@ def resume_action(
 
     ``file_ok`` says whether the recorded result file exists with the recorded size.
     A done job whose file is gone is fetched again from its task while the task is alive
-    (a status call is cheaper than a creation), and created again otherwise.
+    (a status call is cheaper than a creation), and created again otherwise. A failed job
+    is retried when asked, or by itself when its failure may pass (server errors, expiry)
+    and its back-off across runs (``retry_backoff``) is over; a failure that will not pass
+    (EOS refused the parameters, the task errored) waits for ``--retry-failed``.
     """
     if record is None:
         return Action.CREATE
@@ -84,7 +90,17 @@ def resume_action(
                 return Action.SKIP_DONE
             return Action.POLL if alive else Action.REFETCH
         case JobState.FAILED:
-            return Action.CREATE if retry_failed else Action.SKIP_FAILED
+            if retry_failed:
+                return Action.CREATE
+            if not record.retryable:
+                return Action.SKIP_FAILED
+            return Action.RETRY if now >= record.retry_at else Action.WAIT_RETRY
+
+
+def retry_backoff(failures: int, *, base: float = 3600.0, cap: float = 7 * 86400.0) -> float:
+    """Seconds before a job that failed ``failures`` times (for a reason that may pass) is
+    tried again by a later run: an hour, then 2, 4, 8 ... hours, at most a week."""
+    return min(cap, base * 2.0 ** max(0, min(failures, 30) - 1))
 
 
 def safety_margin(configured: float, task_timeout: float) -> float:

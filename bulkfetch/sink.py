@@ -107,7 +107,8 @@ class Sink:
         if not relative:
             return False
         try:
-            return self.target(relative).stat().st_size == size
+            path = self.target(relative)
+            return path.is_file() and path.stat().st_size == size
         except (OSError, StorageError):
             return False
 

@@ -116,6 +116,8 @@ def test_public_api_is_exactly_all() -> None:
     public = {name for name in dir(bulkfetch) if not name.startswith("_")}
     submodules = {
         "api",
+        "logs",
+        "plan",
         "client",
         "config",
         "durable",

@@ -455,7 +455,7 @@ class PollerMachine(RuleBasedStateMachine):
     @initialize(
         median=st.floats(0.5, 200),
         margin=st.floats(0, 100),
-        min_gap=st.floats(0, 30),
+        min_gap=st.floats(0, 60),
     )
     def start(self, median: float, margin: float, min_gap: float) -> None:
         self.poller = Poller(ProcessingModel(prior_median=median), margin=margin, min_gap=min_gap)
@@ -463,7 +463,7 @@ class PollerMachine(RuleBasedStateMachine):
     def last_useful(self, key: str) -> float:
         return self.live[key][1] - self.poller.margin
 
-    @rule(target=keys, lifetime=st.floats(1, 2000), offset=st.floats(-50, 0))
+    @rule(target=keys, lifetime=st.floats(1, 600), offset=st.floats(-50, 0))
     def add(self, lifetime: float, offset: float) -> str:
         key = f"k{self.serial}"
         self.serial += 1
@@ -473,9 +473,15 @@ class PollerMachine(RuleBasedStateMachine):
         self.not_before[key] = min(created + self.poller.model.quantile(0.5), self.last_useful(key))
         return key
 
-    @rule(dt=st.floats(0, 300))
+    @rule(dt=st.floats(0, 100))
     def advance(self, dt: float) -> None:
         self.now += dt
+
+    @rule(key=keys, early=st.floats(0, 10))
+    def advance_to_near_deadline(self, key: str, early: float) -> None:
+        """Jump to just before a task's last useful moment: the edge where bugs live."""
+        if key in self.live:
+            self.now = max(self.now, self.last_useful(key) - early)
 
     @rule(
         answer=st.sampled_from(["not_ready", "done", "retry"]),
@@ -544,11 +550,9 @@ class PollerMachine(RuleBasedStateMachine):
                 seen.add(key)
                 self.poller.remove(key)
             seen.update(self.poller.take_expired())
-        parked = set(self.live) - seen
-        # Only tasks parked at due=inf (see test_task_polled_near_its_deadline_still_expires)
-        # need expire_overdue() to come out.
-        far = max((d for _, d in self.live.values()), default=t) + 1.0
-        assert set(self.poller.expire_overdue(far)) == parked
+        # next_due() and take_expired() alone drain the poller: nothing is parked forever
+        # (the engine never calls expire_overdue()).
+        assert set(self.live) <= seen
         assert len(self.poller) == 0
 
 

@@ -1,0 +1,96 @@
+"""Child processes measured one by one: wall time, CPU time and peak RSS of exactly that child.
+
+``os.wait4`` returns the resource usage of the one child it reaps, so a measurement is never
+mixed with another child's (``RUSAGE_CHILDREN`` is the maximum over all of them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from bulkfetch.simulator import TEST_API_KEY
+
+_stderr: dict[int, IO[bytes]] = {}
+
+__all__ = ["ChildUsage", "bulkfetch_cmd", "child_env", "free_port", "spawn", "wait"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChildUsage:
+    returncode: int
+    wall: float
+    cpu: float  # user + system seconds
+    user: float
+    system: float
+    max_rss_mb: float  # peak resident set size, MiB
+
+
+def bulkfetch_cmd() -> list[str]:
+    """The ``bulkfetch`` console script of this environment."""
+    found = shutil.which("bulkfetch", path=str(Path(sys.executable).parent))
+    return [found] if found else [sys.executable, "-m", "bulkfetch"]
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["EOS_API_KEY"] = TEST_API_KEY
+    env.pop("EOS_API_URL", None)
+    env.update(extra or {})
+    return env
+
+
+def spawn(
+    cmd: Sequence[str], *, env: Mapping[str, str] | None = None, stdout: int | None = None
+) -> tuple[subprocess.Popen[bytes], float]:
+    """Start ``cmd``; returns the process and its start time (``time.monotonic``)."""
+    # stderr goes to a file, not a pipe: a chatty child must never block on a full pipe.
+    err = tempfile.TemporaryFile()  # noqa: SIM115 - closed by wait()
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        list(cmd),
+        env=dict(env) if env is not None else child_env(),
+        stdout=subprocess.DEVNULL if stdout is None else stdout,
+        stderr=err,
+    )
+    _stderr[proc.pid] = err
+    return proc, started
+
+
+def wait(proc: subprocess.Popen[bytes], started: float) -> tuple[ChildUsage, str]:
+    """Reap ``proc`` with ``wait4``: its own usage, and the tail of its stderr."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - started
+    err = b""
+    file = _stderr.pop(proc.pid, None)
+    if file is not None:
+        file.seek(0)
+        err = file.read()
+        file.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return (
+        ChildUsage(
+            returncode=proc.returncode,
+            wall=wall,
+            cpu=usage.ru_utime + usage.ru_stime,
+            user=usage.ru_utime,
+            system=usage.ru_stime,
+            max_rss_mb=usage.ru_maxrss / 1024.0,  # KiB on Linux
+        ),
+        err.decode("utf-8", "replace")[-2000:],
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,232 @@
+"""Case 5: one large result, bulkfetch (a child process) against ``curl -o``.
+
+The simulator (in a thread of this process) serves tiff results as a generated TIFF of
+``big_result_bytes`` from constant memory, behind a redirect to the key-less
+``/_sim/results/{task_id}``, so curl can fetch the very same bytes. For each size:
+
+1. ``bulkfetch run`` (a child process, measured with ``wait4``) fetches the one job;
+   a watcher samples its ``.bulkfetch-part`` file every 2 ms, which dates the first and
+   last byte on disk without touching bulkfetch: *stream* throughput is bytes over that
+   span, *durable* throughput adds the fsync and rename up to the final name;
+2. ``curl -o`` fetches the same task's URL; its throughput is curl's own
+   ``size_download / time_total``.
+
+Both write to a temporary folder on the same disk, deleted after each run. Each pair is
+repeated and the best of each kept (the page cache and writeback make single runs noisy).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.common import CaseResult, job_params, sim_config, write_manifest
+from benchmarks.procs import bulkfetch_cmd, spawn, wait
+from bulkfetch.simulator import run_in_thread
+
+__all__ = ["run_streaming_case"]
+
+MB = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    size: int
+    stream_s: float  # first to last byte on disk
+    durable_s: float  # first byte to the final name (fsync, rename)
+    wall_s: float  # the whole child process
+    rss_mb: float
+    cpu_s: float
+
+    @property
+    def stream_mbps(self) -> float:
+        return self.size / self.stream_s / MB
+
+    @property
+    def durable_mbps(self) -> float:
+        return self.size / self.durable_s / MB
+
+
+class _Watcher(threading.Thread):
+    """Samples the size of the partial and the final file in ``folder`` every 2 ms."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(daemon=True)
+        self.folder = folder
+        #: (time, bytes on disk, a file exists, the final file exists)
+        self.samples: list[tuple[float, int, bool, bool]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            now = time.monotonic()
+            size, seen, final = 0, False, False
+            try:
+                for entry in self.folder.iterdir():
+                    if entry.name.endswith(".bulkfetch-part"):
+                        size, seen = max(size, entry.stat().st_size), True
+                    elif entry.suffix == ".tif":
+                        size, seen, final = max(size, entry.stat().st_size), True, True
+            except OSError:
+                pass
+            self.samples.append((now, size, seen, final))
+            time.sleep(0.002)
+
+
+def _bulkfetch_fetch(api_url: str, manifest: Path, out: Path) -> Fetch:
+    out.mkdir()
+    watcher = _Watcher(out)
+    watcher.start()
+    cmd = [
+        *bulkfetch_cmd(),
+        "run",
+        str(manifest),
+        "--out",
+        str(out),
+        "--api-url",
+        api_url,
+        "--create-rate",
+        "20/s",
+        "--status-rate",
+        "20/s",
+        "--quiet",
+    ]
+    proc, started = spawn(cmd)
+    usage, err = wait(proc, started)
+    watcher.halt.set()
+    watcher.join()
+    if usage.returncode != 0:
+        raise RuntimeError(f"bulkfetch run exited {usage.returncode}: {err}")
+    final = next(out.glob("*.tif"))
+    size = final.stat().st_size
+    appeared = next(t for t, _, seen, _ in watcher.samples if seen)
+    full = next(t for t, n, _, _ in watcher.samples if n >= size)
+    done = next(t for t, _, _, fin in watcher.samples if fin)
+    return Fetch(
+        size=size,
+        stream_s=max(full - appeared, 1e-3),
+        durable_s=max(done - appeared, 1e-3),
+        wall_s=usage.wall,
+        rss_mb=usage.max_rss_mb,
+        cpu_s=usage.cpu,
+    )
+
+
+def _curl_fetch(url: str, target: Path) -> tuple[int, float]:
+    """curl's own (bytes, seconds) for ``url`` into ``target``."""
+    out = subprocess.run(
+        ["curl", "-sS", "-o", str(target), "-w", "%{size_download} %{time_total}", url],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    size, seconds = out.stdout.split()
+    return int(size), float(seconds)
+
+
+def run_streaming_case(*, sizes: list[int], repeats: int) -> CaseResult:
+    started = time.monotonic()
+    result = CaseResult(
+        "streaming",
+        "5. Streaming one large result",
+        "One tiff job; the simulator serves a generated TIFF of "
+        f"{', '.join(f'{s // MB} MB' for s in sizes)} "
+        "behind a redirect to a key-less URL; `bulkfetch run` (child process, limits 20/s) "
+        f"against `curl -o` of the same URL, best of {repeats} each, writing to a temporary "
+        "folder on the same disk.",
+    )
+    rows: list[list[str]] = []
+    best: dict[int, tuple[Fetch, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-streaming-") as tmp:
+        work = Path(tmp)
+        manifest = write_manifest(work / "big.jsonl", [job_params(0, fmt="tiff")])
+        for size in sizes:
+            config = sim_config(
+                seed=5,
+                median_slots=1,
+                sigma=0.0,
+                result_form="redirect",
+                big_result_bytes=size,
+                chunk_size=1 << 20,
+            )
+            fetches: list[Fetch] = []
+            curls: list[float] = []
+            with run_in_thread(config) as sim:
+                for rep in range(repeats):
+                    out = work / f"bf-{size}-{rep}"
+                    fetch = _bulkfetch_fetch(sim.api_url, manifest, out)
+                    fetches.append(fetch)
+                    for f in out.iterdir():
+                        f.unlink()
+                    task = sim.tasks()[-1]
+                    url = f"{sim.url}/_sim/results/{task['task_id']}"
+                    target = work / f"curl-{size}-{rep}.tif"
+                    n, seconds = _curl_fetch(url, target)
+                    target.unlink()
+                    if n != fetch.size:
+                        raise RuntimeError(f"curl got {n} bytes, bulkfetch {fetch.size}")
+                    curls.append(n / seconds / MB)
+            top = max(fetches, key=lambda f: f.stream_mbps)
+            curl_best = max(curls)
+            best[size] = (top, curl_best)
+            rows.append(
+                [
+                    f"{top.size / MB:.0f} MB",
+                    f"{curl_best:.0f}",
+                    f"{top.stream_mbps:.0f}",
+                    f"{top.stream_mbps / curl_best:.2f}",
+                    f"{top.durable_mbps:.0f}",
+                    f"{top.durable_mbps / curl_best:.2f}",
+                    f"{max(f.rss_mb for f in fetches):.0f}",
+                    f"{top.cpu_s / (top.size / MB) * 1000:.1f}",
+                ]
+            )
+    result.tables.append(
+        (
+            "Throughput in MB/s (10^6 bytes); RSS of the bulkfetch process",
+            [
+                "size",
+                "curl MB/s",
+                "bulkfetch stream MB/s",
+                "stream / curl",
+                "bulkfetch to final name MB/s",
+                "durable / curl",
+                "bulkfetch peak RSS MiB",
+                "bulkfetch CPU ms per MB",
+            ],
+            rows,
+        )
+    )
+    big = max(sizes)
+    small = min(sizes)
+    top, curl_best = best[big]
+    result.target(
+        f"throughput vs curl ({big // MB} MB, streaming)",
+        "≥ 0.9",
+        top.stream_mbps / curl_best,
+        top.stream_mbps / curl_best >= 0.9,
+        ".2f",
+    )
+    result.target(
+        f"throughput vs curl ({big // MB} MB, to fsynced final name)",
+        "≥ 0.9",
+        top.durable_mbps / curl_best,
+        top.durable_mbps / curl_best >= 0.9,
+        ".2f",
+    )
+    rss_big, rss_small = best[big][0].rss_mb, best[small][0].rss_mb
+    result.target(f"peak RSS, {big // MB} MB file (MiB)", "< 100", rss_big, rss_big < 100, ".0f")
+    flat = abs(rss_big - rss_small) <= 10
+    result.target(
+        f"RSS growth {small // MB} MB → {big // MB} MB (MiB)",
+        "flat (≤ 10)",
+        rss_big - rss_small,
+        flat,
+        "+.0f",
+    )
+    result.seconds = time.monotonic() - started
+    return result

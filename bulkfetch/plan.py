@@ -1,0 +1,133 @@
+"""What a run would do, decided without sending anything: ``bulkfetch plan`` / ``run --dry-run``.
+
+The same decision the engine makes at start (``scheduler.resume_action``) for every job of
+the manifest, set against the ledger: jobs to create, to poll, to fetch again, done,
+failed (quarantined, or waiting out a back-off before a retry), jobs changed since the
+last run (another job's file at the same place), and ledger jobs no longer in the
+manifest. Then what that costs: requests per lane, and the wall time at the configured
+rates with the processing times and polls per job seen in earlier runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import RunConfig
+from .ledger import JobRecord, Ledger
+from .manifest import Manifest
+from .scheduler import Action, ProcessingModel, resume_action, safety_margin
+
+__all__ = ["Plan", "make_plan"]
+
+#: Status calls per job assumed until earlier runs say otherwise.
+DEFAULT_POLLS_PER_JOB = 1.2
+_CREATES = {
+    Action.CREATE,
+    Action.RECREATE_EXPIRED,
+    Action.RECREATE_LOST,
+    Action.REFETCH,
+    Action.RETRY,
+}
+
+
+@dataclass(slots=True)
+class Plan:
+    jobs: int
+    actions: dict[str, int]
+    changed: list[str] = field(default_factory=list)  # paths whose job's parameters changed
+    removed: int = 0  # ledger jobs no longer in the manifest
+    creates: int = 0
+    polls: int = 0
+    status_calls: int = 0
+    seconds: float = 0.0
+    polls_per_job: float = DEFAULT_POLLS_PER_JOB
+    median_processing: float | None = None
+    limited_by: str = ""  # the run's quota or time box, when it will stop short
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "jobs": self.jobs,
+            "actions": self.actions,
+            "changed": self.changed,
+            "removed": self.removed,
+            "requests": {"create": self.creates, "status": self.status_calls},
+            "estimated_seconds": round(self.seconds, 1),
+            "polls_per_job": round(self.polls_per_job, 3),
+            "median_processing_seconds": self.median_processing,
+            "limited_by": self.limited_by,
+        }
+
+
+def make_plan(
+    manifest: Manifest,
+    ledger: Ledger,
+    config: RunConfig,
+    *,
+    file_ok: Callable[[JobRecord], bool],
+    now: float | None = None,
+) -> Plan:
+    """Decide every job's action and estimate what the run costs."""
+    now = time.time() if now is None else now
+    task_timeout = float(ledger.meta.get("task_timeout", 172800.0))
+    margin = safety_margin(config.deadline_margin, task_timeout)
+    records = ledger.records()
+    actions: dict[str, int] = {}
+    wanted = {job.key for job in manifest.jobs}
+    for job in manifest.jobs:
+        record = records.get(job.key)
+        action = resume_action(
+            record,
+            now=now,
+            file_ok=record is not None and file_ok(record),
+            retry_failed=config.retry_failed,
+            margin=margin,
+        )
+        actions[action.value] = actions.get(action.value, 0) + 1
+    paths = {job.relative_path().as_posix().lower() for job in manifest.jobs}
+    changed = sorted(
+        r.path for k, r in records.items() if k not in wanted and r.path.lower() in paths
+    )
+    plan = Plan(
+        jobs=len(manifest.jobs),
+        actions=dict(sorted(actions.items())),
+        changed=changed,
+        removed=sum(1 for k in records if k not in wanted) - len(changed),
+    )
+    plan.creates = sum(actions.get(a.value, 0) for a in _CREATES)
+    plan.polls = actions.get(Action.POLL.value, 0)
+    _estimate(plan, ledger, config)
+    return plan
+
+
+def _estimate(plan: Plan, ledger: Ledger, config: RunConfig) -> None:
+    runs = [r for r in ledger.meta.get("runs", []) if isinstance(r, dict)]
+    status = sum(_num(r.get("requests", {}).get("status")) for r in runs)
+    downloaded = sum(_num(r.get("downloaded")) for r in runs)
+    if downloaded >= 10:
+        plan.polls_per_job = max(1.0, status / downloaded)
+    model = ProcessingModel()
+    model.load(ledger.meta.get("processing"))
+    if model.n:
+        plan.median_processing = round(model.quantile(0.5), 3)
+    creates = plan.creates
+    if config.max_creates_run is not None and creates > config.max_creates_run:
+        creates = config.max_creates_run
+        plan.limited_by = f"--max-creates {config.max_creates_run}"
+    plan.creates = creates
+    plan.status_calls = math.ceil((creates + plan.polls) * plan.polls_per_job)
+    processing = plan.median_processing or 0.0
+    plan.seconds = max(
+        creates * config.create_rate.interval,
+        plan.status_calls * config.status_rate.interval,
+    ) + (processing if plan.status_calls else 0.0)
+    if config.max_duration is not None and plan.seconds > config.max_duration:
+        plan.limited_by = plan.limited_by or f"--max-duration {config.max_duration:g}s"
+        plan.seconds = config.max_duration
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
