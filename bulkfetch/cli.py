@@ -172,11 +172,20 @@ def _config_from(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> 
     if file is None and (manifest.parent / CONFIG_NAME).is_file():
         file = manifest.parent / CONFIG_NAME
     if file is not None:
-        names = {p.name: p for p in ctx.command.params if isinstance(p, click.Option)}
-        for name, value in read_config_file(file, set(names) - {"config_file"}).items():
-            source = ctx.get_parameter_source(name)
-            if source in (ParameterSource.DEFAULT, None):
-                params[name] = _convert(ctx, names[name], value, file)
+        # Keys are the flags' own names (max-creates = --max-creates), never click's
+        # internal parameter names, which can differ.
+        by_flag = {
+            opt[2:].replace("-", "_"): p
+            for p in ctx.command.params
+            if isinstance(p, click.Option) and p.name != "config_file"
+            for opt in p.opts
+            if opt.startswith("--")
+        }
+        for flag, value in read_config_file(file, set(by_flag)).items():
+            option = by_flag[flag]
+            assert option.name is not None
+            if ctx.get_parameter_source(option.name) in (ParameterSource.DEFAULT, None):
+                params[option.name] = _convert(ctx, option, value, file)
     for name in ("api_key_file",):
         params.pop(name, None)
     if params.get("out") is None:

@@ -128,6 +128,8 @@ class Run:
         self._scope: anyio.CancelScope | None = None
         self._create_scopes: set[anyio.CancelScope] = set()
         self._time_box: float | None = None
+        self._launched = 0  # creations started by this run (for the run quota)
+        self._day, self._day_base, self._launched_today = "", 0, 0  # (for the day quota)
         self._downloads = anyio.Semaphore(config.max_downloads)
 
     # -- setup -------------------------------------------------------------------
@@ -178,7 +180,8 @@ class Run:
                 self._enqueue(job.key, now)
             case _:
                 if record is None:
-                    self._put(JobRecord(key=job.key, path=job.relative_path().as_posix()))
+                    path = job.relative_path().as_posix()
+                    self._put(JobRecord(key=job.key, path=path, slot=job.slot))
                 elif record.state is JobState.FAILED:  # --retry-failed, or its back-off is over
                     log.info("%s: failed before (%s); trying again", _short(job), record.reason)
                     self._put(record, state=JobState.PENDING)
@@ -234,9 +237,15 @@ class Run:
         """Whether the time box and the quotas leave room for one more creation."""
         cfg = self.config
         why = ""
-        if cfg.max_creates_run is not None and self.counters.create_calls >= cfg.max_creates_run:
+        today = _today(now)
+        if today != self._day:
+            self._day, self._day_base, self._launched_today = today, self._creates_today(), 0
+        if cfg.max_creates_run is not None and self._launched >= cfg.max_creates_run:
             why = f"the run's creation quota ({cfg.max_creates_run}) is used"
-        elif cfg.max_creates_day is not None and self._creates_today() >= cfg.max_creates_day:
+        elif (
+            cfg.max_creates_day is not None
+            and self._day_base + self._launched_today >= cfg.max_creates_day
+        ):
             why = f"today's creation quota ({cfg.max_creates_day}) is used"
         elif self._time_box is not None:
             # Turnaround of a task created now: its processing, plus its place in the
@@ -305,6 +314,9 @@ class Run:
                 self.create_limiter.release_unused()
                 continue
             _, _, key = heapq.heappop(self._queue)
+            # Counted here, not in the spawned task: the quota check must see it at once.
+            self._launched += 1
+            self._launched_today += 1
             self.counters.creating += 1
             tg.start_soon(self._create_one, key)
 
@@ -513,7 +525,8 @@ class Run:
     def _record(self, key: str) -> JobRecord:
         record = self.ledger.get(key)
         if record is None:
-            record = JobRecord(key=key, path=self.jobs[key].relative_path().as_posix())
+            job = self.jobs[key]
+            record = JobRecord(key=key, path=job.relative_path().as_posix(), slot=job.slot)
         return record
 
     def _put(self, record: JobRecord, **changes: Any) -> JobRecord:

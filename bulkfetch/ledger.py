@@ -65,6 +65,7 @@ class JobRecord:
     key: str
     state: JobState = JobState.PENDING
     path: str = ""  # result path, posix, relative to the output dir
+    slot: str = ""  # the job's identity (view_id, bm_type, AOI): a changed job keeps it
     task_id: str = ""
     req_id: str = ""
     created_at: float = 0.0  # unix time the task was created

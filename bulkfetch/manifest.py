@@ -140,6 +140,16 @@ class Job:
         """What the result's magic bytes must be: ``jpeg``, ``png``, ``tiff`` or ``zip``."""
         return _KIND_BY_EXT[self.extension]
 
+    @property
+    def slot(self) -> str:
+        """The job's identity without its other parameters: view_id, bm_type and AOI.
+
+        A job whose other parameters change keeps its slot, which is how ``plan`` tells a
+        changed job from a new one.
+        """
+        ident = {k: self.params.get(k) for k in ("view_id", "bm_type", "geometry")}
+        return hashlib.sha256(orjson.dumps(ident, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
     def api_body(self) -> dict[str, Any]:
         """The JSON body for task creation."""
         return {"type": "jpeg", "params": {**self.params, "reference": self.reference}}

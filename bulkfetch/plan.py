@@ -87,9 +87,14 @@ def make_plan(
             margin=margin,
         )
         actions[action.value] = actions.get(action.value, 0) + 1
+    # Changed: a ledger job no longer wanted, at the same place (file) or in the same
+    # slot (view_id, bm_type, AOI) as a job of the manifest: same job, other parameters.
     paths = {job.relative_path().as_posix().lower() for job in manifest.jobs}
+    slots = {job.slot for job in manifest.jobs}
     changed = sorted(
-        r.path for k, r in records.items() if k not in wanted and r.path.lower() in paths
+        r.path
+        for k, r in records.items()
+        if k not in wanted and (r.path.lower() in paths or (r.slot and r.slot in slots))
     )
     plan = Plan(
         jobs=len(manifest.jobs),

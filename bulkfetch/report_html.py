@@ -493,6 +493,7 @@ figcaption { display: flex; gap: 8px; padding: 8px; font-size: 12px; align-items
 figcaption .text { min-width: 0; flex: 1; }
 figcaption .vid { font-weight: 600; overflow-wrap: anywhere; }
 figcaption .meta, figcaption .file { color: var(--muted); overflow-wrap: anywhere; }
+figcaption .meta span { white-space: nowrap; }
 figcaption .note { color: var(--bad); }
 svg.aoi { flex: none; width: 40px; height: 40px; background: #f0f3f8; border-radius: 4px; }
 svg.aoi polygon { fill: rgba(36, 99, 201, .18); stroke: var(--accent); stroke-width: 2;
@@ -503,8 +504,12 @@ footer { color: var(--muted); font-size: 12px; margin-top: 36px; }
 """
 
 
+_URL_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?#<>\"']*)\?[^\s#<>\"']*")
+
+
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    """``value`` as HTML text: escaped, with any URL's query string (a key?) cut out."""
+    return html.escape(_URL_QUERY.sub(r"\1?…", str(value)), quote=True)
 
 
 def _size_text(n: float) -> str:
@@ -579,7 +584,12 @@ def _failures_html(data: ReportData) -> str:
     return "".join(parts)
 
 
-def _tile_html(tile: Tile, size: int) -> str:
+def _breakable(text: str) -> str:
+    """``text`` escaped, with line-break chances after each ``/``, ``_`` and ``-``."""
+    return re.sub(r"([/_-])", r"\1<wbr>", _e(text))
+
+
+def _tile_html(tile: Tile) -> str:
     name = PurePosixPath(tile.path).name or tile.path
     if tile.thumb:
         uri = "data:image/jpeg;base64," + base64.b64encode(tile.thumb).decode("ascii")
@@ -590,11 +600,11 @@ def _tile_html(tile: Tile, size: int) -> str:
     else:
         picture = f'<div class="thumb missing">{_e(tile.problem or "no thumbnail")}</div>'
     day = view_date(tile.view_id) if tile.view_id else ""
-    meta = " · ".join(_e(part) for part in (tile.bm_type, day) if part)
+    meta = " · ".join(f"<span>{_e(part)}</span>" for part in (tile.bm_type, day) if part)
     text = (
-        f'<div class="vid">{_e(tile.view_id or tile.key[:16])}</div>'
+        f'<div class="vid">{_breakable(tile.view_id or tile.key[:16])}</div>'
         + (f'<div class="meta">{meta}</div>' if meta else "")
-        + f'<div class="file" title="{_e(tile.path)}">{_e(name)}</div>'
+        + f'<div class="file">{_breakable(tile.path)}</div>'
         + (f'<div class="note">{_e(tile.note)}</div>' if tile.note else "")
     )
     return (
@@ -623,7 +633,7 @@ def render_html(data: ReportData) -> str:
         f"<span>{_e(state)}</span></div>"
         for state in (*_STATES, "jobs")
     )
-    tiles = "".join(_tile_html(tile, data.thumb_size) for tile in data.tiles)
+    tiles = "".join(_tile_html(tile) for tile in data.tiles)
     more = (
         f'<p class="more">{data.hidden_tiles:,} more not shown (the page holds at most '
         f"{len(data.tiles):,} thumbnails).</p>"
