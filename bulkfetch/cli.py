@@ -443,13 +443,15 @@ def demo(out: Path) -> None:
     sys.exit(code)
 
 
-def _add_simulator() -> None:
+def _add_commands() -> None:
+    from .report_html import report_command
     from .simulator.cli import simulate
 
+    cli.add_command(report_command)
     cli.add_command(simulate)
 
 
-_add_simulator()
+_add_commands()
 
 
 def main() -> None:

@@ -513,11 +513,12 @@ def _e(value: object) -> str:
 
 
 def _size_text(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    units = ("B", "kB", "MB", "GB", "TB")
+    step = 0
+    while n >= 1000 and step < len(units) - 1:
         n /= 1000
-    return f"{n:.1f} TB"  # pragma: no cover - the loop returns
+        step += 1
+    return f"{n:.0f} B" if step == 0 else f"{n:.1f} {units[step]}"
 
 
 def _duration_text(seconds: float) -> str:

@@ -104,7 +104,7 @@ def test_simulate_command_serves_the_api(tmp_path: Path) -> None:
 
 def test_help_and_bad_flags() -> None:
     assert bulkfetch_cli("--help").returncode == 0
-    for command in ("run", "status", "validate", "simulate", "demo"):
+    for command in ("run", "plan", "status", "validate", "report", "simulate", "demo"):
         proc = bulkfetch_cli(command, "--help")
         assert proc.returncode == 0, command
     bad = bulkfetch_cli("run", "x.jsonl", "--out", "o", "--create-rate", "ten a minute")
@@ -118,6 +118,7 @@ def test_public_api_is_exactly_all() -> None:
         "api",
         "logs",
         "plan",
+        "report_html",
         "client",
         "config",
         "durable",

@@ -245,3 +245,20 @@ def test_readme_cron_line_run_twice_as_cron_would(tmp_path: Path) -> None:
 def _cron_env(extra: dict[str, str]) -> dict[str, str]:
     path = str(Path(sys.executable).parent) + os.pathsep + "/usr/bin:/bin"
     return {"PATH": path, "LANG": "C.UTF-8", **extra}
+
+
+def test_html_report_of_a_real_run(tmp_path: Path) -> None:
+    manifest = write_jsonl(tmp_path / "jobs.jsonl", make_jobs(5))
+    out = tmp_path / "out"
+    with run_in_thread(SimConfig(**FAST)) as sim:
+        proc = bulkfetch_cli("run", manifest, "--out", out, "--api-url", sim.api_url, *FAST_FLAGS)
+        assert proc.returncode == 0, proc.stderr
+    page = tmp_path / "report.html"
+    proc = bulkfetch_cli("report", "--out", out, "-o", page)
+    assert proc.returncode == 0, proc.stderr
+    html = page.read_text()
+    assert html.count("data:image/jpeg;base64,") == 5
+    assert html.count("<polygon") >= 5
+    assert "S2/13/R/EL/2023/1/1/0" in html.replace("<wbr>", "")
+    missing = bulkfetch_cli("report", "--out", tmp_path / "nowhere", "-o", page)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
