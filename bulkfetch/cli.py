@@ -38,6 +38,7 @@ from .manifest import load_manifest
 from .plan import make_plan
 from .report import build_report
 from .sink import Sink
+from .units import duration_text, size_text
 
 log = logging.getLogger("bulkfetch")
 
@@ -310,7 +311,7 @@ def _print_plan(manifest: Path, config: RunConfig, *, as_json: bool) -> None:
         click.echo(f"  in the ledger, no longer in the manifest: {result.removed}")
     click.echo(
         f"cost: {result.creates} creations, about {result.status_calls} status calls "
-        f"({result.polls_per_job:.2f} per job); about {_duration_text(result.seconds)} at "
+        f"({result.polls_per_job:.2f} per job); about {duration_text(result.seconds)} at "
         f"{config.create_rate} / {config.status_rate}"
         + (f"; limited by {result.limited_by}" if result.limited_by else "")
     )
@@ -337,7 +338,7 @@ def _progress_for(tty: bool, interval: float) -> Callable[[Run], Coroutine[Any, 
                 t.n = c.done + c.failed
                 t.set_postfix_str(
                     f"failed={c.failed} in-flight={len(engine.poller) + c.creating} "
-                    f"{_size(c.bytes)}",
+                    f"{size_text(c.bytes)}",
                     refresh=False,
                 )
                 t.refresh()
@@ -352,35 +353,18 @@ def _progress_for(tty: bool, interval: float) -> Callable[[Run], Coroutine[Any, 
             fetched = c.done - c.skipped_done
             elapsed = time.monotonic() - start
             remaining = c.jobs - finished
-            eta = f", ETA {_duration_text(remaining * elapsed / fetched)}" if fetched else ""
+            eta = f", ETA {duration_text(remaining * elapsed / fetched)}" if fetched else ""
             log.info(
                 "progress: %d/%d done, %d failed, %d in flight, %s%s",
                 c.done,
                 c.jobs,
                 c.failed,
                 len(engine.poller) + c.creating,
-                _size(c.bytes),
+                size_text(c.bytes),
                 eta,
             )
 
     return bar if tty else lines
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
-def _duration_text(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
 
 
 @cli.command()

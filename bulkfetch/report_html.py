@@ -49,6 +49,7 @@ from .durable import atomic_write
 from .errors import BulkfetchError, ManifestError, UsageError
 from .ledger import JobState, Ledger
 from .manifest import Manifest, load_manifest
+from .units import duration_text, size_text
 
 __all__ = [
     "ReportData",
@@ -512,24 +513,6 @@ def _e(value: object) -> str:
     return html.escape(_URL_QUERY.sub(r"\1?…", str(value)), quote=True)
 
 
-def _size_text(n: float) -> str:
-    units = ("B", "kB", "MB", "GB", "TB")
-    step = 0
-    while n >= 1000 and step < len(units) - 1:
-        n /= 1000
-        step += 1
-    return f"{n:.0f} B" if step == 0 else f"{n:.1f} {units[step]}"
-
-
-def _duration_text(seconds: float) -> str:
-    s = round(seconds)
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{seconds:.1f}s"
-
-
 def _when(timestamp: float) -> str:
     if not timestamp:
         return "—"
@@ -556,7 +539,7 @@ def _runs_html(last: RunFigures | None, overall: RunFigures | None) -> str:
         )
         rows.append(
             f"<tr><td>{_e(label)}</td><td>{_e(_when(f.started))}</td>"
-            f"<td>{_e(_duration_text(f.elapsed))}</td>{cells}<td>{_e(_size_text(f.bytes))}</td></tr>"
+            f"<td>{_e(duration_text(f.elapsed))}</td>{cells}<td>{_e(size_text(f.bytes))}</td></tr>"
         )
     outcome = f"<p>Last run: {_e(last.outcome)}</p>" if last.outcome else ""
     return (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pkgutil
 import socket
 import subprocess
 import sys
@@ -114,25 +115,5 @@ def test_help_and_bad_flags() -> None:
 
 def test_public_api_is_exactly_all() -> None:
     public = {name for name in dir(bulkfetch) if not name.startswith("_")}
-    submodules = {
-        "api",
-        "logs",
-        "plan",
-        "report_html",
-        "client",
-        "config",
-        "durable",
-        "engine",
-        "errors",
-        "geometry",
-        "ledger",
-        "limiter",
-        "manifest",
-        "report",
-        "scheduler",
-        "sink",
-        "simulator",
-        "cli",
-        "demo",
-    }
+    submodules = {info.name for info in pkgutil.iter_modules(bulkfetch.__path__)}
     assert public - submodules == set(bulkfetch.__all__) - {"__version__"}
