@@ -154,6 +154,14 @@ RUN_OPTIONS = [
         type=click.IntRange(min=0),
         help="Creations allowed per UTC day, across runs (counted in the ledger).",
     ),
+    click.option(
+        "--max-outage",
+        callback=_duration,
+        default="30m",
+        show_default=True,
+        help="How long a lane waits out a server failing every request before the "
+        "failures count against jobs.",
+    ),
     click.option("--report", type=_PATH, help="Write a JSON summary of the run here."),
     click.option(
         "--retry-failed", is_flag=True, help="Try failed jobs again now, quarantined ones included."
@@ -440,10 +448,18 @@ _add_commands()
 
 def main() -> None:
     """Console entry point."""
+    # Not click's standalone mode: it turns Ctrl-C into "Aborted!" and exit 1, which cron
+    # would read as "jobs failed". An interrupt is 130 wherever it lands.
     try:
-        cli.main(prog_name="bulkfetch", standalone_mode=True)
-    except KeyboardInterrupt:
+        cli.main(prog_name="bulkfetch", standalone_mode=False)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("bulkfetch: interrupted", err=True)
         sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
     sys.exit(EXIT_OK)
 
 

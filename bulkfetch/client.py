@@ -238,7 +238,7 @@ class Client:
             for _ in range(MAX_REDIRECTS + 1):
                 resp = await stack.enter_async_context(self._get(url))
                 if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
-                    url = url.join(URL(resp.headers["Location"]))
+                    url = url.join(_url(resp.headers["Location"]))
                     if url.scheme not in ("http", "https"):
                         raise TransientError("redirect to a non-HTTP location")
                     continue
@@ -277,7 +277,7 @@ class Client:
             except orjson.JSONDecodeError:
                 raise TransientError("status answer is neither an image nor valid JSON") from None
             if isinstance(answer, ResultUrl):
-                target = URL(answer.url)
+                target = _url(answer.url)
                 resp = await stack.enter_async_context(self._get(target))
                 if resp.status != 200:
                     raw = self._scrub(await resp.content.read(MAX_JSON))
@@ -297,6 +297,16 @@ class Client:
             raise TransientError("the result is an empty body")
         ctype = resp.headers.get("Content-Type", "").lower()
         return Ready(resp, head, ctype, resp.content_length)
+
+
+def _url(text: str) -> URL:
+    """A URL the server gave us; a malformed one is the server's transient fault."""
+    try:
+        url = URL(text)
+        _ = url.port  # yarl checks the port only when asked
+    except (ValueError, TypeError):
+        raise TransientError("the server gave a malformed result location") from None
+    return url
 
 
 async def _peek(resp: aiohttp.ClientResponse, n: int) -> bytes:

@@ -198,6 +198,9 @@ class RunConfig:
     #: None: twice the lane's interval, so the back-off scales with the API's pace.
     backoff_base: float | None = None
     backoff_cap: float = 300.0
+    #: Seconds a lane may wait out a server that fails every request (an outage) without
+    #: charging jobs' retry budgets; after that, failures count against jobs again.
+    max_outage: float = 1800.0
     #: Concurrent status calls at most (each may be a download in progress).
     max_downloads: int = 8
     report: Path | None = None

@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a creation already sent may take to answer after a stop, so its task is kept.
 GRACE_ON_STOP = 5.0
+#: Failures in a row on a lane, across jobs, that are taken for an outage.
+OUTAGE_STREAK = 4
 DEFAULT_TASK_TIMEOUT = 172800.0
 
 
@@ -129,6 +131,8 @@ class Run:
         self._create_scopes: set[anyio.CancelScope] = set()
         self._time_box: float | None = None
         self._launched = 0  # creations started by this run (for the run quota)
+        self._streak = {"create": 0, "status": 0}  # failures in a row per lane
+        self._outage_since: dict[str, float] = {}
         self._day, self._day_base, self._launched_today = "", 0, 0  # (for the day quota)
         self._downloads = anyio.Semaphore(config.max_downloads)
 
@@ -366,6 +370,7 @@ class Run:
             log.warning("%s: no answer to a creation; the next run creates it again", _short(job))
             return
         self.create_limiter.succeeded()
+        self._lane_ok(creating=True)
         now = self._clock()
         if created.task_timeout != self.task_timeout:
             self.task_timeout = created.task_timeout
@@ -415,6 +420,7 @@ class Run:
         try:
             async with self.client.status(record.task_id) as answer:
                 self.status_limiter.succeeded()
+                self._lane_ok(creating=False)
                 now = self._clock()
                 if isinstance(answer, Pending):
                     self.counters.not_ready += 1
@@ -467,6 +473,13 @@ class Run:
                 self._fail(key, record, str(exc), retryable=False)
             return
         self.counters.transient_errors += 1
+        if self._lane_outage(creating, exc):
+            if creating:
+                self._put(record, state=JobState.PENDING, reason=str(exc))
+                self._enqueue(key, self._clock())
+            else:
+                self.poller.retry_later(key, at=self._clock())
+            return
         errors = self._errors.get(key, 0) + 1
         self._errors[key] = errors
         if errors > self.config.max_errors:
@@ -483,6 +496,38 @@ class Run:
         else:
             self._put(record, errors=record.errors + 1, reason=str(exc))
             self.poller.retry_later(key, at=self._clock() + delay)
+
+    def _lane_ok(self, creating: bool) -> None:
+        lane = "create" if creating else "status"
+        if self._streak[lane] >= OUTAGE_STREAK:
+            log.info("%s lane: the API answers again", lane)
+        self._streak[lane] = 0
+        self._outage_since.pop(lane, None)
+
+    def _lane_outage(self, creating: bool, exc: ApiError) -> bool:
+        """Whether a failure is part of a server-wide outage, and if so pause the lane.
+
+        Several failures in a row across jobs say the server (or the network) is down,
+        not that these jobs are bad: the lane waits with back-off and the jobs keep their
+        retry budgets, for up to ``max_outage`` seconds in all.
+        """
+        lane = "create" if creating else "status"
+        self._streak[lane] += 1
+        streak = self._streak[lane]
+        if streak < OUTAGE_STREAK:
+            return False
+        now = self._clock()
+        since = self._outage_since.setdefault(lane, now)
+        if now - since > self.config.max_outage:
+            return False
+        limiter = self.create_limiter if creating else self.status_limiter
+        pause = _backoff(streak - OUTAGE_STREAK + 1, 2 * limiter.configured.interval, 60.0)
+        limiter.pause(pause)
+        if streak == OUTAGE_STREAK:
+            log.warning(
+                "%s lane: %d failures in a row (%s); the API seems down, pausing", lane, streak, exc
+            )
+        return True
 
     def _expired(
         self,

@@ -138,6 +138,10 @@ class Limiter:
             target = max(target, self._too_fast * 1.02)
         self.interval = min(self.interval, target)
 
+    def pause(self, seconds: float) -> None:
+        """Hold the whole lane for ``seconds`` (the server seems down), pace unchanged."""
+        self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
+
     def rate_limited_by_server(self, retry_after: float | None) -> float:
         """Record a 429: pause the whole lane and slow down. Returns the pause in seconds."""
         self.rate_limited += 1
