@@ -119,6 +119,8 @@ def test_failures_that_may_pass_are_retried_after_a_back_off(tmp_path: Path) -> 
             "--api-url",
             sim.api_url,
             *FAST_FLAGS,
+            "--max-outage",
+            "1s",
         )
         first = bulkfetch_cli(*base)
         assert first.returncode == 1
