@@ -132,6 +132,7 @@ class Run:
         self._time_box: float | None = None
         self._launched = 0  # creations started by this run (for the run quota)
         self._streak = {"create": 0, "status": 0}  # failures in a row per lane
+        self._streak_jobs: dict[str, set[str]] = {"create": set(), "status": set()}
         self._outage_since: dict[str, float] = {}
         self._day, self._day_base, self._launched_today = "", 0, 0  # (for the day quota)
         self._downloads = anyio.Semaphore(config.max_downloads)
@@ -473,7 +474,7 @@ class Run:
                 self._fail(key, record, str(exc), retryable=False)
             return
         self.counters.transient_errors += 1
-        if self._lane_outage(creating, exc):
+        if self._lane_outage(creating, exc, key):
             if creating:
                 self._put(record, state=JobState.PENDING, reason=str(exc))
                 self._enqueue(key, self._clock())
@@ -502,9 +503,10 @@ class Run:
         if self._streak[lane] >= OUTAGE_STREAK:
             log.info("%s lane: the API answers again", lane)
         self._streak[lane] = 0
+        self._streak_jobs[lane].clear()
         self._outage_since.pop(lane, None)
 
-    def _lane_outage(self, creating: bool, exc: ApiError) -> bool:
+    def _lane_outage(self, creating: bool, exc: ApiError, key: str) -> bool:
         """Whether a failure is part of a server-wide outage, and if so pause the lane.
 
         Several failures in a row across jobs say the server (or the network) is down,
@@ -513,8 +515,10 @@ class Run:
         """
         lane = "create" if creating else "status"
         self._streak[lane] += 1
+        self._streak_jobs[lane].add(key)
         streak = self._streak[lane]
-        if streak < OUTAGE_STREAK:
+        # One job failing again and again is that job's problem, not an outage.
+        if streak < OUTAGE_STREAK or len(self._streak_jobs[lane]) < 2:
             return False
         now = self._clock()
         since = self._outage_since.setdefault(lane, now)
