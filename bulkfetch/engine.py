@@ -295,7 +295,6 @@ class Run:
         if self.config.max_in_flight is not None:
             return self.config.max_in_flight
         return window_size(
-            create_interval=self.create_limiter.interval,
             status_interval=self.status_limiter.interval,
             model=self.model,
             task_timeout=self.task_timeout,

@@ -309,22 +309,19 @@ class Poller:
 
 def window_size(
     *,
-    create_interval: float,
     status_interval: float,
     model: ProcessingModel,
     task_timeout: float,
     margin: float,
 ) -> int:
-    """How many tasks to keep created and not yet downloaded.
+    """How many tasks to keep created and not yet downloaded: as many as expiry allows.
 
-    Little's law: at the pace of the slower lane, enough tasks must be in flight to cover
-    the time until most are done (the 90th percentile), plus a few that are ready and
-    waiting so the status lane never runs dry. The window is capped so the last task
-    created is fetched before its deadline even if every slot goes to downloads.
+    Creating ahead costs nothing but lifetime: a task created early is ready early, and
+    the poller fetches the likeliest-ready task first however long the queue, so a window
+    that holds back the create lane only makes the batch end later. The one limit is the
+    deadline: the last task of a full window must still be fetched before it, after the
+    tail of the processing time (99th percentile) and with every status slot spent on
+    downloads, keeping half the lifetime spare for polls that find tasks not ready.
     """
-    pace = max(create_interval, status_interval)
-    processing = model.quantile(0.9)
-    wanted = math.ceil(processing / pace) + 4
-    lifetime = max(task_timeout - margin, pace)
-    cap = max(1, math.floor(lifetime / status_interval * 0.5))
-    return max(1, min(wanted, cap))
+    lifetime = task_timeout - margin - model.quantile(0.99)
+    return max(1, min(math.floor(max(lifetime, 0.0) / status_interval * 0.5), 1_000_000))

@@ -563,11 +563,8 @@ TestPollerMachine.settings = settings(max_examples=150, stateful_step_count=50, 
 # -- window_size ------------------------------------------------------------------------------
 
 
-def window(
-    median: float, *, create: float = 6.0, status: float = 6.0, timeout: float = 172800
-) -> int:
+def window(median: float, *, status: float = 6.0, timeout: float = 172800) -> int:
     return window_size(
-        create_interval=create,
         status_interval=status,
         model=ProcessingModel(prior_median=median),
         task_timeout=timeout,
@@ -575,29 +572,26 @@ def window(
     )
 
 
-def test_window_grows_with_processing_time() -> None:
-    sizes = [window(m) for m in (1, 10, 30, 100, 1000)]
-    assert sizes == sorted(sizes)
-    assert sizes[-1] > sizes[0]
-    # Little's law: enough in flight to cover the 90th percentile at the lane's pace.
-    q90 = ProcessingModel(prior_median=100).quantile(0.9)
-    assert window(100) * 6.0 >= q90
+def test_window_shrinks_as_the_processing_tail_eats_the_lifetime() -> None:
+    sizes = [window(m, timeout=86400.0) for m in (1, 10, 30, 100, 1000, 10000)]
+    assert sizes == sorted(sizes, reverse=True)
+    assert sizes[-1] < sizes[0]
 
 
-def test_window_follows_the_slower_lane() -> None:
-    assert window(100, create=60.0) < window(100, create=6.0)
+def test_window_follows_the_status_lane() -> None:
     assert window(100, status=60.0) < window(100, status=6.0)
 
 
-def test_window_is_capped_by_what_the_status_lane_can_fetch_in_time() -> None:
-    size = window(1e5, timeout=3600.0)
-    assert size >= 1
+def test_window_holds_back_creation_only_for_expiry() -> None:
+    # 48-hour tasks at 10/min: thousands may be in flight, far beyond any batch's need.
+    assert window(30) > 10_000
+    size = window(60, timeout=3600.0)
     assert size * 6.0 <= 3600.0 - MARGIN
 
 
 def test_window_is_at_least_one() -> None:
     assert window(1e6, status=1e4, timeout=10.0) == 1
-    assert window(0.01, create=1e-3, status=1e-3) >= 1
+    assert window(0.01, status=1e-3) >= 1
 
 
 @settings(max_examples=300, deadline=None)
@@ -612,7 +606,6 @@ def test_window_bounds(
     median: float, create: float, status: float, timeout: float, margin: float
 ) -> None:
     size = window_size(
-        create_interval=create,
         status_interval=status,
         model=ProcessingModel(prior_median=median),
         task_timeout=timeout,
@@ -621,4 +614,4 @@ def test_window_bounds(
     assert size >= 1
     if size > 1:
         # Every task of a full window is fetched, one status slot each, before the deadline.
-        assert size * status <= max(timeout - margin, max(create, status)) + 1e-9
+        assert size * status <= max(timeout - margin, status) + 1e-9
