@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import platform
 import shlex
+import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,23 +62,34 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         help="run the sequential scripts one at a time after each case's other clients "
         "(slower); by default they run in the background, beside the other clients",
     )
+    parser.add_argument(
+        "--no-diagnostics",
+        action="store_true",
+        help="skip the diagnostic variants of bulkfetch in cases 1 and 2 (not in --quick)",
+    )
     return parser.parse_args(argv)
 
 
 async def _scheduling(
-    names: list[str], *, n: int, n_seq: int, serial: bool, tmp: Path
+    names: list[str], *, n: int, n_seq: int, serial: bool, diagnose: bool, quick: bool, tmp: Path
 ) -> list[CaseResult]:
+    cases = {
+        name: dataclasses.replace(case, seed=case.quick_seed)
+        if quick and case.quick_seed is not None
+        else case
+        for name, case in CASES.items()
+    }
     # The sequential scripts are slow and idle (one request every few slots): they run
     # beside the other clients, each against a simulator of its own, unless --serial.
     background: dict[str, asyncio.Task[RunFigures]] = {}
     if not serial:
         for name in names:
-            background[name] = start_sequential(CASES[name], n_seq, tmp / name)
+            background[name] = start_sequential(cases[name], n_seq, tmp / name)
     results = []
     for name in names:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         result = await run_scheduling_case(
-            CASES[name], n=n, n_seq=n_seq, sequential=background.get(name)
+            cases[name], n=n, n_seq=n_seq, sequential=background.get(name), diagnose=diagnose
         )
         for run in result.runs:
             print(
@@ -89,23 +103,53 @@ async def _scheduling(
     return results
 
 
+def _code_state() -> str:
+    """The bulkfetch code measured: HEAD and the files changed in the working tree."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=HERE.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "bulkfetch"],
+            cwd=HERE.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    changed = [line[3:] for line in dirty if line.strip()]
+    return f"{head}" + (f" + uncommitted changes to {', '.join(changed)}" if changed else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     names = args.case or ALL
     full = not args.quick and args.case is None
     output: Path | None = args.output or (HERE / "RESULTS.md" if full else None)
-    n, n_seq = (100, 20) if args.quick else (300, 60)
+    n, n_seq = (100, 10) if args.quick else (300, 60)
     command = "python -m benchmarks" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
     started = time.monotonic()
     when = datetime.now(UTC)
+    code_before = _code_state()
     results: list[CaseResult] = []
     sched = [name for name in names if name in CASES]
-    import tempfile
-
     if sched:
         with tempfile.TemporaryDirectory(prefix="bench-seq-") as tmp:
             results += asyncio.run(
-                _scheduling(sched, n=n, n_seq=n_seq, serial=args.serial, tmp=Path(tmp))
+                _scheduling(
+                    sched,
+                    n=n,
+                    n_seq=n_seq,
+                    serial=args.serial,
+                    diagnose=not args.quick and not args.no_diagnostics,
+                    quick=args.quick,
+                    tmp=Path(tmp),
+                )
             )
     if "streaming" in names:
         print("[bench] streaming ...", file=sys.stderr, flush=True)
@@ -126,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": when.strftime("%Y-%m-%d %H:%M UTC"),
         "command": command,
         "seconds": time.monotonic() - started,
+        "code": code_before,
+        "code_after": _code_state(),
     }
     text = render(results, machine)
     if output is not None:

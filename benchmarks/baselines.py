@@ -1,7 +1,8 @@
 """What users write instead of bulkfetch, written the simplest honest way with aiohttp.
 
 Two clients, both driven by a list of Download visual parameter dicts (the same manifest
-bulkfetch gets) and both returning a ``TaskTrace`` per task id for the diagnostics:
+bulkfetch gets) and both returning, for the diagnostics, a ``TaskTrace`` per task id and
+the times of their "not ready" answers:
 
 * ``sequential``: for each job in turn, create the task, wait, poll it every ``poll_every``
   seconds until the file comes, save it, go on to the next job. What a first script does.
@@ -53,6 +54,8 @@ class Pacer:
 
 class _Api:
     def __init__(self, session: aiohttp.ClientSession, api_url: str, backoff: float) -> None:
+        #: When each "not ready" answer came (``time.time()``), for the diagnostics.
+        self.not_ready: list[float] = []
         self.session = session
         self.api_url = api_url
         self.backoff = backoff
@@ -88,6 +91,7 @@ class _Api:
                     data = await resp.json()
                     if data.get("task_type") == "error":
                         raise RuntimeError(f"task {task_id} failed: {data}")
+                    self.not_ready.append(time.time())
                     return None
                 return await resp.read()
 
@@ -111,7 +115,7 @@ async def sequential(
     api_key: str,
     poll_every: float,
     backoff: float,
-) -> dict[str, TaskTrace]:
+) -> tuple[dict[str, TaskTrace], list[float]]:
     """Create, poll every ``poll_every`` s until done, save; then the next job."""
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     traces: dict[str, TaskTrace] = {}
@@ -127,7 +131,7 @@ async def sequential(
                     _save(out, i, data)
                     traces[task_id] = TaskTrace(created, time.time())
                     break
-    return traces
+    return traces, api.not_ready
 
 
 async def fixed_delay(
@@ -140,7 +144,7 @@ async def fixed_delay(
     status_interval: float,
     poll_every: float,
     backoff: float,
-) -> dict[str, TaskTrace]:
+) -> tuple[dict[str, TaskTrace], list[float]]:
     """Create everything behind one pacer, poll each task every ``poll_every`` s behind another."""
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     traces: dict[str, TaskTrace] = {}
@@ -165,4 +169,4 @@ async def fixed_delay(
 
         for i, params in enumerate(jobs):
             tg.create_task(one(i, params))
-    return traces
+    return traces, api.not_ready

@@ -179,6 +179,7 @@ def figures_from(
     counters: Mapping[str, Any],
     tasks: Sequence[Mapping[str, Any]],
     traces: Mapping[str, TaskTrace],
+    not_ready_times: Sequence[float],
     config: SimConfig,
     wall: float,
 ) -> RunFigures:
@@ -195,7 +196,14 @@ def figures_from(
       slots spent on pending tasks, 429 pauses, idle slots, download time);
     - ``ready_to_fetch_mean`` / ``_p90`` / ``_max``: how long a ready task waited;
     - ``in_flight_peak`` / ``in_flight_mean``: tasks created and not yet fetched;
-    - ``polls_per_task_max``: the most status calls one task took.
+    - ``polls_per_task_max``: the most status calls one task took;
+    - ``status_idle``: status slots the makespan held that no admitted status call used
+      (makespan / interval - status calls not answered 429);
+    - ``last_wait`` / ``last_polls`` / ``last_processing``: the task fetched last: how
+      long it waited once ready, the status calls it took, its processing time;
+    - ``wasted_early`` / ``wasted_late``: "not ready" answers before / after the first task
+      was ready. Early ones cost nothing (nothing could be fetched then); every late one
+      took a slot from a task that may have been ready.
     """
     status_interval = config.status_window / config.status_limit
     create_interval = config.create_window / config.create_limit
@@ -217,12 +225,16 @@ def figures_from(
     given = bound_makespan(ready, 0.0, status_interval)
     waits: list[float] = []
     events: list[tuple[float, int]] = []
+    last: tuple[float, float, int, float] | None = None  # fetched, wait, polls, processing
     for tid, trace in traces.items():
         task = by_id.get(tid)
         if task is None or trace.fetched is None:
             continue
         fetched = trace.fetched - offset
-        waits.append(max(0.0, fetched - float(task["ready_at"])))
+        wait = max(0.0, fetched - float(task["ready_at"]))
+        waits.append(wait)
+        if last is None or fetched > last[0]:
+            last = (fetched, wait, int(task["polls"]), float(task["processing"]))
         events.append((float(task["created_at"]), 1))
         events.append((fetched, -1))
     events.sort()
@@ -236,6 +248,8 @@ def figures_from(
         peak = max(peak, level)
     span = (events[-1][0] - events[0][0]) if events else 0.0
     waits.sort()
+    first_ready = min(ready, default=0.0)
+    late = sum(1 for t in not_ready_times if t - offset - first >= first_ready)
     diag: dict[str, float] = {
         "last_create": (created[-1] / create_interval) if created else math.nan,
         "bound_given_creations": given / status_interval,
@@ -249,6 +263,13 @@ def figures_from(
         "in_flight_peak": float(peak),
         "in_flight_mean": (area / span) if span > 0 else math.nan,
         "polls_per_task_max": float(max((int(t["polls"]) for t in tasks), default=0)),
+        "status_idle": makespan / status_interval
+        - (int(counters["status_calls"]) - int(counters["status_429"])),
+        "wasted_early": float(len(not_ready_times) - late),
+        "wasted_late": float(late),
+        "last_wait": last[1] / status_interval if last else math.nan,
+        "last_polls": float(last[2]) if last else math.nan,
+        "last_processing": last[3] / status_interval if last else math.nan,
     }
     return RunFigures(
         client=client,

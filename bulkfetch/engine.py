@@ -145,7 +145,12 @@ class Run:
         tally: dict[Action, int] = {}
         for key, job in self.jobs.items():
             record = self.ledger.get(key)
-            file_ok = record is not None and self.sink.file_ok(record.path, record.size)
+            # Only a done job has a file to check: a stat per done job, nothing for the rest.
+            file_ok = (
+                record is not None
+                and record.state is JobState.DONE
+                and self.sink.file_ok(record.path, record.size)
+            )
             action = resume_action(
                 record,
                 now=now,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import RunConfig
-from .ledger import JobRecord, Ledger
+from .ledger import JobRecord, JobState, Ledger
 from .manifest import Manifest
 from .scheduler import Action, ProcessingModel, resume_action, safety_margin
 
@@ -82,7 +82,7 @@ def make_plan(
         action = resume_action(
             record,
             now=now,
-            file_ok=record is not None and file_ok(record),
+            file_ok=record is not None and record.state is JobState.DONE and file_ok(record),
             retry_failed=config.retry_failed,
             margin=margin,
         )
