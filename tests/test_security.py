@@ -477,3 +477,24 @@ def test_a_malformed_result_url_fails_only_that_job(tmp_path: Path, mode: str) -
     rows = orjson.loads(report.read_bytes())["job_list"]
     assert [row["state"] for row in rows] == ["failed", "done", "done", "done"]
     assert rows[0]["error"]
+
+
+def test_tls_verification_is_never_turned_off() -> None:
+    """Every request goes through the client's one session, whose connector verifies TLS."""
+    import anyio
+
+    from bulkfetch.client import Client
+    from bulkfetch.config import ApiKey
+
+    async def main() -> None:
+        async with Client("https://api-connect.eos.com/api/gdw/api", ApiKey("apk.x")) as c:
+            connector = c.session.connector
+            assert connector is not None
+            assert getattr(connector, "_ssl", True) is True  # aiohttp's default: verify
+
+    anyio.run(main)
+    root = Path(__file__).resolve().parents[1] / "bulkfetch"
+    for source in root.rglob("*.py"):
+        text = source.read_text()
+        for switch in ("ssl=False", "verify_ssl", "CERT_NONE", "check_hostname = False"):
+            assert switch not in text, f"{source}: {switch}"
