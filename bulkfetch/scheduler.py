@@ -298,14 +298,6 @@ class Poller:
         expired, self._expired = self._expired, []
         return expired
 
-    def expire_overdue(self, now: float) -> list[str]:
-        """Move every task past its last useful moment to expired, and return them all."""
-        for key, task in list(self._tasks.items()):
-            if now >= task.deadline - self.margin:
-                del self._tasks[key]
-                self._expired.append(key)
-        return self.take_expired()
-
 
 def window_size(
     *,

@@ -416,16 +416,6 @@ def test_a_last_look_is_allowed_just_before_the_margin() -> None:
     assert p.next_due(due) == "a"
 
 
-def test_expire_overdue() -> None:
-    p = poller()
-    p.add("short", created_at=NOW, deadline=NOW + 100)
-    p.add("long", created_at=NOW, deadline=NOW + 10_000)
-    assert p.expire_overdue(NOW) == []
-    assert p.expire_overdue(NOW + 40) == ["short"]
-    assert len(p) == 1
-    assert p.next_due(NOW + 100) == "long"
-
-
 def test_task_polled_near_its_deadline_still_expires() -> None:
     p = poller(min_gap=6.0)
     p.add("a", created_at=NOW, deadline=NOW + 1000)  # last useful moment: NOW + 940
