@@ -11,7 +11,8 @@ when given, otherwise an exponential back-off), and the pacing slows by ``slowdo
 interval that drew the 429 is remembered as too fast. After ``probe_after`` requests in
 a row without a 429 the interval shrinks by ``speedup`` again, but never below the
 configured rate (unless ``learn`` is set, which lets it probe up to ``max_speedup`` times
-faster) and never to within 2% of an interval known to be too fast. Only the first 429
+faster: ×1.05 every 5 requests until the first 429, carefully after it) and never to
+within 2% of an interval known to be too fast. Only the first 429
 of a storm slows the pacing and marks it too fast (the rest come while paused and say
 nothing of the pace), so a storm never leaves the lane crawling. A wrong
 configured rate thus converges on the real one from either side; errors other than 429
@@ -59,6 +60,9 @@ class Limiter:
     slowdown = 1.25
     speedup = 1.03
     probe_after = 25
+    #: With ``learn`` and no 429 seen yet: faster probing (×1.05 every 5 requests).
+    search_after = 5
+    search_speedup = 1.05
     max_speedup = 4.0
     #: First pause after a 429 without Retry-After, in intervals; doubles per 429 in a row.
     first_backoff = 2.0
@@ -130,10 +134,14 @@ class Limiter:
         """Record a request the server accepted (any answer but 429)."""
         self._backoff = 0
         self._ok_streak += 1
-        if self._ok_streak < self.probe_after:
+        # Searching for an unknown limit (learning, no 429 yet): probe briskly; once the
+        # server has said where its limit is, approach it carefully.
+        searching = self._floor < self.configured.interval and not self._too_fast
+        if self._ok_streak < (self.search_after if searching else self.probe_after):
             return
         self._ok_streak = 0
-        target = max(self._floor, self.interval / self.speedup)
+        speedup = self.search_speedup if searching else self.speedup
+        target = max(self._floor, self.interval / speedup)
         if self._too_fast:
             target = max(target, self._too_fast * 1.02)
         self.interval = min(self.interval, target)

@@ -478,3 +478,24 @@ def test_a_429_storm_does_not_leave_the_lane_crawling() -> None:
         limiter.succeeded()
     # Back at the configured pace (with its margin) after the storm.
     assert limiter.interval == pytest.approx(INTERVAL * (1 + Limiter.margin), rel=0.03)
+
+
+def test_learning_searches_briskly_until_the_first_429_then_carefully() -> None:
+    limiter, _ = make(learn=True)
+    succeed(limiter, Limiter.search_after * 10)
+    assert limiter.interval == pytest.approx(INTERVAL / Limiter.search_speedup**10)
+    # Twice the configured rate within 75 requests (10/min: under 8 minutes).
+    succeed(limiter, Limiter.search_after * 5)
+    assert limiter.interval < 6.0 / 2
+    limiter.rate_limited_by_server(None)
+    after_429 = limiter.interval
+    succeed(limiter, Limiter.search_after * 4)  # no longer searching: nothing yet
+    assert limiter.interval == after_429
+    succeed(limiter, Limiter.probe_after - Limiter.search_after * 4)
+    assert limiter.interval == pytest.approx(after_429 / Limiter.speedup)
+
+
+def test_without_learning_there_is_no_search() -> None:
+    limiter, _ = make()
+    succeed(limiter, Limiter.search_after * 10)
+    assert limiter.interval == pytest.approx(INTERVAL)
