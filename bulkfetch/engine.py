@@ -275,12 +275,16 @@ class Run:
     def _creates_today(self) -> int:
         return int(self.ledger.meta.get("creates_by_day", {}).get(_today(self._clock()), 0))
 
-    def _count_create(self) -> None:
-        """Keep the per-day creation count in the ledger (durably, before the POST)."""
-        by_day = dict(self.ledger.meta.get("creates_by_day", {}))
-        today = _today(self._clock())
-        by_day = {d: n for d, n in by_day.items() if d >= _today(self._clock() - 7 * 86400)}
-        by_day[today] = int(by_day.get(today, 0)) + 1
+    def _count_creates(self, n: int) -> None:
+        """Add ``n`` to today's creation count in the ledger (a week of days is kept)."""
+        now = self._clock()
+        today, week_ago = _today(now), _today(now - 7 * 86400)
+        by_day = {
+            day: count
+            for day, count in self.ledger.meta.get("creates_by_day", {}).items()
+            if day >= week_ago
+        }
+        by_day[today] = int(by_day.get(today, 0)) + n
         self.ledger.set_meta("creates_by_day", by_day)
 
     def _notify(self) -> None:
@@ -347,7 +351,7 @@ class Run:
         record = self._put(record, state=JobState.CREATING, creates=record.creates + 1)
         self.counters.create_calls += 1
         if self.config.max_creates_day is not None:
-            self._count_create()
+            self._count_creates(1)  # durably before the POST: the quota must hold a crash
         # Shielded: cancelling the run must not cut off an answer that is on its way, or
         # the task would exist on EOS with nobody knowing its id. stop() shortens the
         # deadline to a grace period instead.
@@ -592,10 +596,7 @@ class Run:
         try:
             self.ledger.set_meta("processing", self.model.to_json())
             if self.config.max_creates_day is None and self.counters.create_calls:
-                today = _today(self._clock())
-                by_day = dict(self.ledger.meta.get("creates_by_day", {}))
-                by_day[today] = int(by_day.get(today, 0)) + self.counters.create_calls
-                self.ledger.set_meta("creates_by_day", by_day)
+                self._count_creates(self.counters.create_calls)
         except BulkfetchError as exc:  # a full disk must not hide the run's own outcome
             log.warning("could not save what this run learned: %s", exc)
 
