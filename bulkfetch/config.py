@@ -74,8 +74,8 @@ def read_config_file(path: Path, allowed: set[str]) -> dict[str, Any]:
     return options
 
 
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|min|minute|h|hr|hour)\s*$", re.I)
-_PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hr|hour)\s*$", re.I)
+_PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}
 _PERIODS |= {"h": 3600.0, "hr": 3600.0, "hour": 3600.0}
 
 

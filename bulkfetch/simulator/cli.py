@@ -11,30 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from typing import Any
 
 import click
 
+from bulkfetch.config import Rate
+from bulkfetch.errors import UsageError
 from bulkfetch.simulator.config import TEST_API_KEY, SimConfig
 from bulkfetch.simulator.server import Simulator
 
 __all__ = ["parse_rate", "simulate"]
 
-_UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "hour": 3600.0}
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
-
 
 def parse_rate(text: str) -> tuple[int, float]:
     """``"10/min"`` -> ``(10, 60.0)``: a limit and its window in seconds.
 
-    Units: ``s``/``sec``, ``min``/``m``, ``h``/``hour``. The count must be at least 1.
-    Raises ``click.BadParameter`` on anything else.
+    The same forms as ``bulkfetch run`` (``config.Rate.parse``), with a whole number of
+    requests, since the simulator counts them in a sliding window. Raises
+    ``click.BadParameter`` on anything else.
     """
-    match = _RATE.match(text.lower())
-    if match is None or match.group(2) not in _UNITS or int(match.group(1)) < 1:
-        raise click.BadParameter(f"{text!r} is not a rate like 10/min, 20/s or 100/h")
-    return int(match.group(1)), _UNITS[match.group(2)]
+    try:
+        rate = Rate.parse(text)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if rate.count != int(rate.count):
+        raise click.BadParameter(f"{text!r}: the simulator's limit is a whole number of requests")
+    return int(rate.count), rate.period
 
 
 def _rate_option(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, float]:
