@@ -55,7 +55,7 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str) -> Rate:
 def _fail(exc: BulkfetchError) -> NoReturn:
     if isinstance(exc, ManifestError):
         n = len(exc.problems)
-        click.echo(f"bulkfetch: the manifest has {n} problem{'s' if n != 1 else ''}:", err=True)
+        click.echo(f"bulkfetch: the {exc.what} has {n} problem{'s' if n != 1 else ''}:", err=True)
         click.echo(str(exc), err=True)
         click.echo("nothing was sent.", err=True)
     else:
@@ -437,9 +437,11 @@ def demo(out: Path) -> None:
 
 def _add_commands() -> None:
     from .report_html import report_command
+    from .search_cli import search_command
     from .simulator.cli import simulate
 
     cli.add_command(report_command)
+    cli.add_command(search_command)
     cli.add_command(simulate)
 
 

@@ -5,6 +5,7 @@
     BulkfetchError                  anything bulkfetch raises on purpose
     ├── UsageError                  a flag, rate, path or key the user gave is unusable    (exit 2)
     ├── ManifestError               the manifest is invalid; holds every Problem found     (exit 2)
+    │   └── FieldsError             a fields file (for search) is invalid                   (exit 2)
     ├── LedgerError                 the ledger cannot be used as it is
     │   ├── LedgerCorrupt           a bad record in the middle, or not a bulkfetch ledger
     │   ├── LedgerVersionError      written by a newer bulkfetch; never overwritten
@@ -35,6 +36,7 @@ __all__ = [
     "BadRequest",
     "BulkfetchError",
     "EndpointError",
+    "FieldsError",
     "LedgerCorrupt",
     "LedgerError",
     "LedgerLocked",
@@ -92,11 +94,20 @@ class ManifestError(BulkfetchError):
     It carries every problem found, not just the first, so one edit fixes them all.
     """
 
+    #: What the file is, for messages.
+    what = "manifest"
+
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         shown = "\n".join(str(p) for p in problems[:50])
         more = f"\n... and {len(problems) - 50} more" if len(problems) > 50 else ""
         super().__init__(shown + more)
+
+
+class FieldsError(ManifestError):
+    """Raised when a file of fields to search over cannot be read or fails validation."""
+
+    what = "fields file"
 
 
 class LedgerError(BulkfetchError):

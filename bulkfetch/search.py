@@ -1,0 +1,452 @@
+"""From fields and dates to a manifest: EOS's Search API, so users never hand-write view_ids.
+
+:func:`search` (and :func:`search_async`) searches each field over each dataset, keeps the
+scenes the user's :class:`~bulkfetch.scenes.Selection` asks for, and returns the jobs, one
+per field × scene × bm_type, named from a template; :func:`write_manifest` writes them as
+a manifest ready for ``bulkfetch run``. ``bulkfetch search`` is the same from the shell.
+
+Everything the user gave is checked before the first request (the fields file, the dates,
+the name template, the job parameters, through the manifest's own validation), so a typo
+never costs a request. Each request is one page of one calendar year of one dataset for
+one field (EOS recommends at most a year per request); pages are followed until ``found``
+is reached. Requests go through a lane of their own in the limiter, at ``search_rate``
+(EOS does not document the Search API's limits: 5/min by default, learned down on 429s).
+A 429 pauses the lane (``Retry-After`` honoured); connection errors, 5xx and malformed
+answers are retried ``max_attempts`` times with exponential back-off; 401/403 stop the
+search; any other refusal fails that field with the server's message. A field that
+fails makes the whole search fail (``SearchResult.failed``): a manifest missing a field
+would look complete. The cache (:mod:`bulkfetch.search_cache`) keeps what was found, so a
+re-run asks only about what it cannot know yet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import orjson
+from yarl import URL
+
+from .client import MAX_JSON, Client, _error_for, _server_text, _transient
+from .config import ApiKey, Rate, load_api_key
+from .durable import atomic_write
+from .errors import (
+    ApiError,
+    BadRequest,
+    EndpointError,
+    ManifestError,
+    RateLimited,
+    TransientError,
+    UsageError,
+    first_error,
+)
+from .fields import Field, load_fields
+from .limiter import Limiter
+from .manifest import parse_manifest
+from .scenes import (
+    DEFAULT_TEMPLATE,
+    Scene,
+    Selection,
+    check_template,
+    job_names,
+    parse_scene,
+    select,
+    split_dates,
+)
+from .search_cache import SearchCache, default_cache_path, query_key
+
+__all__ = [
+    "DEFAULT_SEARCH_URL",
+    "SearchResult",
+    "check_output",
+    "search",
+    "search_async",
+    "search_url_for",
+    "write_manifest",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEARCH_URL = "https://api-connect.eos.com/api/lms/search/v2"
+_TASK_PATH = "/api/gdw/api"
+_SEARCH_PATH = "/api/lms/search/v2"
+#: What each result must hold; asking only for these keeps pages small.
+_FIELDS = ["view_id", "sceneID", "date", "cloudCoverage", "dataCoveragePercentage"]
+PAGE_SIZE = 100
+MAX_PAGES = 200  # 20,000 scenes of one field in one year is a wrong query, not a catalogue
+MAX_RATE_LIMITED = 50  # 429s in a row on one request before the search gives up
+
+
+def search_url_for(api_url: str) -> str:
+    """The Search API beside a task API URL (same host), or EOS's own."""
+    url = URL(api_url.rstrip("/"))
+    if url.path.endswith(_TASK_PATH):
+        return str(url.with_path(url.path[: -len(_TASK_PATH)] + _SEARCH_PATH).with_query(None))
+    return DEFAULT_SEARCH_URL
+
+
+@dataclass(slots=True)
+class SearchStats:
+    """What a search did, for the summary line and the Python caller."""
+
+    fields: int = 0
+    requests: int = 0
+    rate_limited: int = 0
+    retried: int = 0
+    #: (field, dataset) questions answered from the cache alone.
+    from_cache: int = 0
+    scenes_found: int = 0
+    scenes_kept: int = 0
+    bad_results: int = 0
+
+
+@dataclass(slots=True)
+class SearchResult:
+    """The jobs found, ready to write; ``failed`` maps a field id to why its search failed."""
+
+    jobs: list[dict[str, Any]]
+    defaults: dict[str, Any]
+    stats: SearchStats
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+class _SearchClient(Client):
+    """The task API's client, pointed at the Search API: one POST per page."""
+
+    async def page(self, dataset: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        url = self.api_url / dataset
+        headers = self._headers(url) | {"Content-Type": "application/json"}
+        try:
+            async with self.session.post(url, data=orjson.dumps(body), headers=headers) as resp:
+                raw = self._scrub(await resp.content.read(16 * MAX_JSON))
+                status, retry_after = resp.status, resp.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _transient(exc, "searching") from None
+        if status != 200:
+            error = _error_for(status, raw, retry_after)
+            if 400 <= status < 500 and status not in (401, 403, 408, 425, 429):
+                if status in (404, 405):
+                    raise EndpointError(
+                        f"the search URL answered HTTP {status} for dataset {dataset!r}: check "
+                        f"the dataset name and --search-url ({_server_text(raw)})",
+                        status=status,
+                    )
+                raise BadRequest(
+                    f"EOS refused the search (HTTP {status}): {_server_text(raw)}", status=status
+                )
+            raise error
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise TransientError("the search answer is not JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+            raise TransientError("the search answer has no 'results' list")
+        return data
+
+
+@dataclass(slots=True)
+class _Searcher:
+    client: _SearchClient
+    limiter: Limiter
+    cache: SearchCache
+    stats: SearchStats
+    search_url: str
+    settled_until: dt.date
+    max_attempts: int
+
+    async def post(self, dataset: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """One page, retried through rate limits and transient faults within bounds."""
+        failures = limited = 0
+        while True:
+            await self.limiter.acquire()
+            self.stats.requests += 1
+            try:
+                data = await self.client.page(dataset, body)
+            except RateLimited as exc:
+                self.stats.rate_limited += 1
+                limited += 1
+                pause = self.limiter.rate_limited_by_server(exc.retry_after)
+                log.info("search rate limited; lane paused %.1f s", pause)
+                if limited >= MAX_RATE_LIMITED:
+                    raise
+                continue
+            except ApiError as exc:
+                self.limiter.succeeded()  # answered: not a rate-limit signal
+                failures += 1
+                if not exc.retryable or failures >= self.max_attempts:
+                    raise
+                self.stats.retried += 1
+                delay = min(60.0, 2.0 * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+                log.info("search failed (%s); retrying in %.1f s", exc, delay)
+                await anyio.sleep(delay)
+                continue
+            self.limiter.succeeded()
+            return data
+
+    async def pages(self, dataset: str, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every result of one query, page after page."""
+        results: list[dict[str, Any]] = []
+        for page in range(1, MAX_PAGES + 1):
+            data = await self.post(dataset, {**query, "page": page})
+            batch = data["results"]
+            results.extend(batch)
+            meta = data.get("meta")
+            meta = meta if isinstance(meta, dict) else {}
+            size = meta.get("limit")
+            size = size if isinstance(size, int) and size > 0 else PAGE_SIZE
+            found = meta.get("found")
+            if len(batch) < size or (isinstance(found, int) and page * size >= found):
+                return results
+        raise BadRequest(f"more than {MAX_PAGES} pages of results: narrow the search")
+
+    async def field_scenes(
+        self, fld: Field, dataset: str, start: dt.date, end: dt.date, filters: dict[str, Any]
+    ) -> list[Scene]:
+        """The scenes of one dataset over one field, from the cache and the API."""
+        key = query_key(
+            {"url": self.search_url, "dataset": dataset, "shape": fld.geometry, **filters}
+        )
+        known, todo = self.cache.lookup(key, start, end)
+        if not todo:
+            self.stats.from_cache += 1
+        raw: list[dict[str, Any]] = list(known)
+        for gap in todo:
+            for a, b in split_dates(*gap):
+                search: dict[str, Any] = {
+                    "date": {"from": a.isoformat(), "to": b.isoformat()},
+                    "shape": fld.geometry,
+                    "shapeRelation": "INTERSECTS",
+                    **filters,
+                }
+                query: dict[str, Any] = {
+                    "search": search,
+                    "sort": {"date": "asc"},
+                    "fields": _FIELDS,
+                    "limit": PAGE_SIZE,
+                }
+                found = []
+                for obj in await self.pages(dataset, query):
+                    try:
+                        found.append(parse_scene(obj, dataset).to_json())
+                    except ValueError as exc:
+                        self.stats.bad_results += 1
+                        log.warning("%s: %s: skipped a search result: %s", fld.id, dataset, exc)
+                self.cache.store(key, (a, b), found, settled_until=self.settled_until)
+                raw.extend(found)
+        scenes = {}
+        for obj in raw:
+            scene = parse_scene(obj, dataset)
+            scenes[scene.view_id] = scene
+        return list(scenes.values())
+
+
+def _check_dates(date_from: dt.date, date_to: dt.date) -> None:
+    if date_to < date_from:
+        raise UsageError(f"--to {date_to} is before --from {date_from}")
+
+
+def _filters(max_cloud: float | None, min_coverage: float | None) -> dict[str, Any]:
+    filters: dict[str, Any] = {}
+    if max_cloud is not None:
+        filters["cloudCoverage"] = {"from": 0, "to": max_cloud}
+    if min_coverage is not None:
+        filters["dataCoveragePercentage"] = {"from": min_coverage, "to": 100}
+    return filters
+
+
+def _manifest_bytes(defaults: Mapping[str, Any], jobs: Sequence[Mapping[str, Any]]) -> bytes:
+    lines = [orjson.dumps({"defaults": dict(defaults)})] if defaults else []
+    lines.extend(orjson.dumps(job) for job in jobs)
+    return b"\n".join(lines) + b"\n"
+
+
+def _check_params(
+    fields: Sequence[Field], bm_types: Sequence[str], params: Mapping[str, Any], template: str
+) -> None:
+    """Validate what every job will carry by building a sample manifest of it, so a bad
+    ``px_size`` or ``format`` is found before any request, by the manifest's own rules."""
+    try:
+        check_template(template)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not bm_types:
+        raise UsageError("give at least one --bm-type")
+    if "view_id" in params or "geometry" in params or "name" in params:
+        raise UsageError("view_id, geometry and name come from the search, not from --param")
+    sample = [
+        {"view_id": "S2/1/C/AA/2020/1/1/0", "bm_type": bm, "geometry": fields[0].geometry}
+        for bm in bm_types
+    ]
+    try:
+        parse_manifest(_manifest_bytes(params, sample), filename="parameters.jsonl")
+    except ManifestError as exc:
+        said = "; ".join(f"{p.field}: {p.message}" if p.field else p.message for p in exc.problems)
+        raise UsageError(f"the job parameters are not valid: {said}") from None
+
+
+def _build_jobs(
+    chosen: Sequence[tuple[Field, list[Scene]]], bm_types: Sequence[str], template: str
+) -> list[dict[str, Any]]:
+    rows = [(fld, scene, bm) for fld, scenes in chosen for scene in scenes for bm in bm_types]
+    names = job_names(template, [(fld.id, scene, bm) for fld, scene, bm in rows])
+    return [
+        {
+            "view_id": scene.view_id,
+            "bm_type": bm,
+            "geometry": fld.geometry,
+            "name": name,
+            "_field": fld.id,
+            "_date": scene.date.isoformat(),
+            "_cloud": scene.cloud,
+            "_dataset": scene.dataset,
+        }
+        for (fld, scene, bm), name in zip(rows, names, strict=True)
+    ]
+
+
+async def search_async(
+    fields: Path | str | Sequence[Field],
+    *,
+    date_from: dt.date,
+    date_to: dt.date,
+    datasets: Sequence[str] = ("sentinel2l2a",),
+    bm_types: Sequence[str] = ("NDVI",),
+    params: Mapping[str, Any] | None = None,
+    max_cloud: float | None = None,
+    min_coverage: float | None = None,
+    one_per_days: int | None = None,
+    best_per_month: int | None = None,
+    single_tile: bool = False,
+    name_template: str = DEFAULT_TEMPLATE,
+    id_property: str | None = None,
+    api_key: ApiKey | None = None,
+    search_url: str | None = None,
+    search_rate: Rate = Rate(5, 60.0),  # noqa: B008 - frozen, so a safe default
+    cache: Path | bool | None = True,
+    settle_days: int = 10,
+    today: dt.date | None = None,
+    max_attempts: int = 6,
+    request_timeout: float = 60.0,
+    concurrency: int = 4,
+) -> SearchResult:
+    """Search every field and return the jobs to run. See the module docstring.
+
+    ``cache``: ``True`` for the default file (``~/.cache/bulkfetch/search-cache.json``), a
+    path, or ``False``/``None`` for none. ``today`` (default: the UTC date) is when the
+    catalogue is seen from: the last ``settle_days`` before it are never taken as settled.
+    """
+    field_list = (
+        load_fields(fields, id_property=id_property)
+        if isinstance(fields, Path | str)
+        else list(fields)
+    )
+    if not field_list:
+        raise UsageError("no fields to search")
+    _check_dates(date_from, date_to)
+    params = dict(params or {"px_size": 10})
+    datasets = list(dict.fromkeys(datasets))
+    if not datasets:
+        raise UsageError("give at least one --dataset")
+    _check_params(field_list, bm_types, params, name_template)
+    key = api_key if api_key is not None else load_api_key(None)
+    url = search_url or DEFAULT_SEARCH_URL
+    today = today or dt.datetime.now(dt.UTC).date()
+    store = SearchCache(default_cache_path() if cache is True else cache or None)
+    stats = SearchStats(fields=len(field_list))
+    filters = _filters(max_cloud, min_coverage)
+    selection = Selection(
+        max_cloud=max_cloud,
+        min_coverage=min_coverage,
+        single_tile=single_tile,
+        one_per_days=one_per_days,
+        since=date_from,
+        best_per_month=best_per_month,
+    )
+    chosen: dict[str, list[Scene]] = {}
+    failed: dict[str, str] = {}
+    try:
+        async with _SearchClient(url, key, timeout=request_timeout) as client:
+            searcher = _Searcher(
+                client,
+                Limiter("search", search_rate),
+                store,
+                stats,
+                str(URL(url).with_query(None)),
+                today - dt.timedelta(days=settle_days),
+                max_attempts,
+            )
+            gate = anyio.Semaphore(concurrency)
+
+            async def one(fld: Field) -> None:
+                async with gate:
+                    found: list[Scene] = []
+                    try:
+                        for dataset in datasets:
+                            found += await searcher.field_scenes(
+                                fld, dataset, date_from, date_to, filters
+                            )
+                    except ApiError as exc:
+                        if exc.fatal:
+                            raise
+                        failed[fld.id] = str(exc)
+                        log.error("field %s: search failed: %s", fld.id, exc)  # noqa: TRY400 - no traceback
+                        return
+                    stats.scenes_found += len(found)
+                    chosen[fld.id] = select(found, selection)
+                    log.info(
+                        "field %s: %d scenes, %d kept", fld.id, len(found), len(chosen[fld.id])
+                    )
+
+            try:
+                async with anyio.create_task_group() as tg:
+                    for fld in field_list:
+                        tg.start_soon(one, fld)
+            except BaseExceptionGroup as group:
+                raise first_error(group) from None
+    finally:
+        store.save()
+    ordered = [(fld, chosen[fld.id]) for fld in field_list if fld.id in chosen]
+    stats.scenes_kept = sum(len(scenes) for _, scenes in ordered)
+    jobs = _build_jobs(ordered, bm_types, name_template) if not failed else []
+    return SearchResult(jobs=jobs, defaults=params, stats=stats, failed=failed)
+
+
+def check_output(path: Path) -> None:
+    """Refuse an output the manifest cannot be written to, before any request is sent."""
+    if path.suffix.lower() != ".jsonl":
+        raise UsageError(f"{path}: the manifest is written as JSON Lines; name it *.jsonl")
+    if not path.parent.is_dir():
+        raise UsageError(f"{path}: the folder {path.parent} does not exist")
+
+
+def search(fields: Path | str | Sequence[Field], **options: Any) -> SearchResult:
+    """:func:`search_async` for synchronous code (runs its own event loop)."""
+
+    async def main() -> SearchResult:
+        return await search_async(fields, **options)
+
+    return anyio.run(main)
+
+
+def write_manifest(result: SearchResult, path: Path) -> int:
+    """Write ``result``'s jobs as a JSON Lines manifest, atomically; returns the job count.
+
+    The bytes are validated as a manifest first, so the file is always one ``bulkfetch run``
+    accepts; an old manifest at ``path`` is replaced only by a complete new one.
+    """
+    check_output(path)
+    data = _manifest_bytes(result.defaults, result.jobs)
+    manifest = parse_manifest(data, filename=str(path))
+    atomic_write(path, data)
+    return len(manifest.jobs)

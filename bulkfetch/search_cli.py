@@ -1,0 +1,321 @@
+"""``bulkfetch search``: fields and dates in, a manifest ready for ``bulkfetch run`` out.
+
+A thin layer over :func:`bulkfetch.search.search_async`. Exit codes follow ``run``'s:
+0 the manifest was written (or no scene matched: then nothing is written, and it says
+so), 1 some field's search failed (nothing written; the cache keeps what was found), 2
+bad usage or fields file (nothing sent), 3 key or URL refused, 4 the manifest could not be
+written, 130/143 interrupted (the cache is saved).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import anyio
+import click
+import orjson
+
+from .api import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, exit_code_for
+from .config import DEFAULT_API_URL, Rate, load_api_key
+from .errors import BulkfetchError, UsageError
+from .logs import setup_logging
+from .scenes import DEFAULT_TEMPLATE, TEMPLATE_KEYS
+from .search import SearchResult, check_output, search_async, search_url_for, write_manifest
+from .search_cache import default_cache_path
+
+__all__ = ["parse_date", "search_command"]
+
+_RELATIVE = re.compile(r"today\s*-\s*(\d+)\s*d?", re.I)
+
+
+def parse_date(text: str, *, today: dt.date | None = None) -> dt.date:
+    """``2023-05-01``, ``today``, ``yesterday`` or ``today-30d`` (cron-friendly)."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    value = text.strip().lower()
+    if value == "today":
+        return today
+    if value == "yesterday":
+        return today - dt.timedelta(days=1)
+    relative = _RELATIVE.fullmatch(value)
+    if relative:
+        return today - dt.timedelta(days=int(relative.group(1)))
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"date {text!r} is not YYYY-MM-DD, today or today-Nd") from None
+
+
+def _date(ctx: click.Context, param: click.Parameter, value: str) -> dt.date:
+    try:
+        return parse_date(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _rate(ctx: click.Context, param: click.Parameter, value: str) -> Rate:
+    try:
+        return Rate.parse(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _params(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", ctx, param)
+        try:
+            out[name.strip()] = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            out[name.strip()] = text  # a bare word such as cubic or a colormap id
+    return out
+
+
+def _fail(exc: BulkfetchError) -> NoReturn:
+    if hasattr(exc, "problems"):
+        n = len(exc.problems)
+        click.echo(f"bulkfetch: the fields file has {n} problem{'s' if n != 1 else ''}:", err=True)
+        click.echo(str(exc), err=True)
+        click.echo("nothing was sent.", err=True)
+    else:
+        click.echo(f"bulkfetch: error: {exc}", err=True)
+    sys.exit(exit_code_for(exc))
+
+
+_TEMPLATE_HELP = ", ".join("{" + k + "}" for k in TEMPLATE_KEYS)
+
+
+@click.command("search")
+@click.argument("fields", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--from",
+    "date_from",
+    required=True,
+    callback=_date,
+    help="First date (YYYY-MM-DD, today, today-30d).",
+)
+@click.option("--to", "date_to", required=True, callback=_date, help="Last date, included.")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The manifest to write (.jsonl).",
+)
+@click.option(
+    "--dataset",
+    "datasets",
+    multiple=True,
+    default=("sentinel2l2a",),
+    show_default=True,
+    help="sentinel2, sentinel2l2a, landsat8, landsat9, naip, modis... (repeatable).",
+)
+@click.option(
+    "--max-cloud",
+    type=click.FloatRange(0, 100),
+    help="Keep scenes with at most this cloud cover (%).",
+)
+@click.option(
+    "--min-coverage",
+    type=click.FloatRange(0, 100),
+    help="Keep scenes with at least this much valid data (%).",
+)
+@click.option(
+    "--bm-type",
+    "bm_types",
+    multiple=True,
+    default=("NDVI",),
+    show_default=True,
+    help="Band combination; one job per scene and bm_type (repeatable).",
+)
+@click.option(
+    "--px-size", type=float, default=10.0, show_default=True, help="Output pixel size, metres."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jpeg", "png", "tiff"]),
+    help="Image format [EOS default: jpeg].",
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    callback=_params,
+    help="Any other Download visual parameter, NAME=VALUE (e.g. levels=-1,1).",
+)
+@click.option(
+    "--one-per-days",
+    type=click.IntRange(min=1),
+    help="At most one scene per field in each N days (the least cloudy).",
+)
+@click.option(
+    "--best-per-month",
+    type=click.IntRange(min=1),
+    help="At most the K least cloudy scenes per field per month.",
+)
+@click.option(
+    "--single-tile",
+    is_flag=True,
+    help="A field on a tile border takes its scenes from one tile only.",
+)
+@click.option(
+    "--name-template",
+    default=DEFAULT_TEMPLATE,
+    show_default=True,
+    help=f"Output names, from: {_TEMPLATE_HELP}.",
+)
+@click.option(
+    "--id-property",
+    help="The feature property holding each field's id "
+    "[default: the feature id, else id, field_id or name].",
+)
+@click.option(
+    "--api-url",
+    envvar="EOS_API_URL",
+    default=DEFAULT_API_URL,
+    show_default=True,
+    help="The task endpoint; the search URL is derived from it (env EOS_API_URL).",
+)
+@click.option(
+    "--search-url",
+    envvar="EOS_SEARCH_URL",
+    help="The Search API [default: beside --api-url] (env EOS_SEARCH_URL).",
+)
+@click.option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the API key from this file instead of EOS_API_KEY.",
+)
+@click.option(
+    "--search-rate",
+    callback=_rate,
+    default="5/min",
+    show_default=True,
+    help="Search requests allowed per key (undocumented by EOS: kept low).",
+)
+@click.option(
+    "--cache",
+    "cache_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"The search cache [default: {default_cache_path()}].",
+)
+@click.option("--no-cache", is_flag=True, help="Ask the API about everything; remember nothing.")
+@click.option(
+    "--settle-days",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Scenes of the last N days may still be published: always ask about them again.",
+)
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")
+def search_command(
+    fields: Path,
+    date_from: dt.date,
+    date_to: dt.date,
+    output: Path,
+    px_size: float,
+    fmt: str | None,
+    params: dict[str, Any],
+    api_url: str,
+    search_url: str | None,
+    api_key_file: Path | None,
+    cache_path: Path | None,
+    no_cache: bool,
+    log_format: str,
+    quiet: bool,
+    **options: Any,
+) -> None:
+    """Find the scenes over each field of FIELDS and write a manifest of them.
+
+    FIELDS is a GeoJSON FeatureCollection (or JSON Lines with geometry and id). One job
+    per field × scene × bm_type, named {field}/{date}_{sensor}_{bm_type} unless
+    --name-template says otherwise. Exit codes: 0 written (or nothing matched), 1 a
+    field's search failed, 2 bad usage, 3 key or URL refused, 4 cannot write, 130/143
+    interrupted.
+    """
+    setup_logging(fmt=log_format, quiet=quiet)
+    job_params: dict[str, Any] = {"px_size": int(px_size) if px_size.is_integer() else px_size}
+    if fmt is not None:
+        job_params["format"] = fmt
+    job_params |= params
+    try:
+        check_output(output)
+        key = load_api_key(api_key_file)
+        result = anyio.run(
+            _search_until_signal,
+            {
+                "fields": fields,
+                "date_from": date_from,
+                "date_to": date_to,
+                "params": job_params,
+                "api_key": key,
+                "search_url": search_url or search_url_for(api_url),
+                "cache": False if no_cache else (cache_path or True),
+                **options,
+            },
+        )
+        if result is None:
+            return
+        _finish(result, output, quiet=quiet)
+    except BulkfetchError as exc:
+        _fail(exc)
+
+
+async def _search_until_signal(kwargs: dict[str, Any]) -> SearchResult | None:
+    """The search, stopped cleanly (cache saved) by SIGINT or SIGTERM."""
+    result: list[SearchResult] = []
+    stopped: list[int] = []
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    stopped.append(signum)
+                    tg.cancel_scope.cancel()
+                    return
+
+        async def work() -> None:
+            result.append(await search_async(**kwargs))
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        tg.start_soon(work)
+    if stopped:
+        click.echo("bulkfetch: search interrupted; nothing written (the cache is saved)", err=True)
+        sys.exit(EXIT_SIGTERM if stopped[0] == signal.SIGTERM else EXIT_SIGINT)
+    return result[0] if result else None
+
+
+def _finish(result: SearchResult, output: Path, *, quiet: bool) -> None:
+    s = result.stats
+    summary = (
+        f"{s.fields} fields: {s.requests} search requests ({s.from_cache} answered by the "
+        f"cache, {s.rate_limited} rate-limited), {s.scenes_found} scenes found, "
+        f"{s.scenes_kept} kept"
+    )
+    if result.failed:
+        click.echo(
+            f"bulkfetch: {summary}; the search failed for {len(result.failed)} field(s):", err=True
+        )
+        for field_id, reason in list(result.failed.items())[:20]:
+            click.echo(f"  {field_id}: {reason}", err=True)
+        click.echo(f"nothing written to {output}; run again to retry those fields.", err=True)
+        sys.exit(EXIT_FAILED)
+    if not result.jobs:
+        click.echo(
+            f"bulkfetch: {summary}; no scene matched, so {output} was not written.", err=True
+        )
+        sys.exit(EXIT_OK)
+    n = write_manifest(result, output)
+    if not quiet:
+        click.echo(f"bulkfetch: {summary} → {n} jobs written to {output}", err=True)
