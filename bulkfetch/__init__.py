@@ -2,6 +2,8 @@
 
 The package is the data flow, one module per stage, each depending only on those before:
 
+    fields -> scene_search -> scenes  (optional: fields and dates to a manifest, via
+                                       EOS's Search API; search_cache remembers answers)
     manifest  (jobs in: read, validate, key)
         -> scheduler  (pure decisions: what to create, which task to poll next, when)
         -> client     (the EOS task API: create, status/result)
@@ -21,6 +23,7 @@ from .errors import (
     BadRequest,
     BulkfetchError,
     EndpointError,
+    FieldsError,
     LedgerCorrupt,
     LedgerError,
     LedgerLocked,
@@ -34,7 +37,9 @@ from .errors import (
     TransientError,
     UsageError,
 )
+from .fields import Field, load_fields
 from .manifest import Job, Manifest, load_manifest
+from .scene_search import SearchResult, search, search_async, write_manifest
 
 __all__ = [
     "ApiError",
@@ -43,6 +48,8 @@ __all__ = [
     "BadRequest",
     "BulkfetchError",
     "EndpointError",
+    "Field",
+    "FieldsError",
     "Job",
     "LedgerCorrupt",
     "LedgerError",
@@ -55,13 +62,18 @@ __all__ = [
     "RateLimited",
     "RunConfig",
     "RunResult",
+    "SearchResult",
     "StorageError",
     "TaskFailed",
     "TaskGone",
     "TransientError",
     "UsageError",
     "__version__",
+    "load_fields",
     "load_manifest",
     "run",
     "run_async",
+    "search",
+    "search_async",
+    "write_manifest",
 ]

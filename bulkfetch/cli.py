@@ -7,6 +7,7 @@ problem) and exit with the code documented in ``bulkfetch.api``; never a traceba
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import sys
 import time
@@ -423,13 +424,18 @@ def validate(manifest: Path) -> None:
     default=Path("demo-output"),
     show_default=True,
 )
-def demo(out: Path) -> None:
+@click.option(
+    "--from-fields",
+    is_flag=True,
+    help="Start from the sample fields: search the scenes, write the manifest, run it.",
+)
+def demo(out: Path, from_fields: bool) -> None:
     """Run the sample manifest against a simulator started in this process."""
     from .demo import run_demo
 
     setup_logging()
     try:
-        code = anyio.run(run_demo, out)
+        code = anyio.run(functools.partial(run_demo, out, from_fields=from_fields))
     except BulkfetchError as exc:
         _fail(exc)
     sys.exit(code)

@@ -22,10 +22,10 @@ import orjson
 
 from .api import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, exit_code_for
 from .config import DEFAULT_API_URL, Rate, load_api_key
-from .errors import BulkfetchError, UsageError
+from .errors import BulkfetchError, UsageError, first_error
 from .logs import setup_logging
+from .scene_search import SearchResult, check_output, search_async, search_url_for, write_manifest
 from .scenes import DEFAULT_TEMPLATE, TEMPLATE_KEYS
-from .search import SearchResult, check_output, search_async, search_url_for, write_manifest
 from .search_cache import default_cache_path
 
 __all__ = ["parse_date", "search_command"]
@@ -275,21 +275,24 @@ async def _search_until_signal(kwargs: dict[str, Any]) -> SearchResult | None:
     """The search, stopped cleanly (cache saved) by SIGINT or SIGTERM."""
     result: list[SearchResult] = []
     stopped: list[int] = []
-    async with anyio.create_task_group() as tg:
+    try:
+        async with anyio.create_task_group() as tg:
 
-        async def watch() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    stopped.append(signum)
-                    tg.cancel_scope.cancel()
-                    return
+            async def watch() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        stopped.append(signum)
+                        tg.cancel_scope.cancel()
+                        return
 
-        async def work() -> None:
-            result.append(await search_async(**kwargs))
-            tg.cancel_scope.cancel()
+            async def work() -> None:
+                result.append(await search_async(**kwargs))
+                tg.cancel_scope.cancel()
 
-        tg.start_soon(watch)
-        tg.start_soon(work)
+            tg.start_soon(watch)
+            tg.start_soon(work)
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
     if stopped:
         click.echo("bulkfetch: search interrupted; nothing written (the cache is saved)", err=True)
         sys.exit(EXIT_SIGTERM if stopped[0] == signal.SIGTERM else EXIT_SIGINT)

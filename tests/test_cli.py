@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pkgutil
+import re
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import orjson
 
 import bulkfetch
-from bulkfetch.demo import demo_manifest
+from bulkfetch.demo import demo_fields, demo_manifest
 
 from .conftest import bulkfetch_cli
 
@@ -23,6 +24,29 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_packaged_demo_manifest_is_the_one_in_manifests() -> None:
     assert demo_manifest().read_bytes() == (ROOT / "manifests" / "demo.jsonl").read_bytes()
     assert len(bulkfetch.load_manifest(demo_manifest()).jobs) == 40
+
+
+def test_packaged_demo_fields_are_the_ones_in_manifests() -> None:
+    assert demo_fields().read_bytes() == (ROOT / "manifests" / "fields.geojson").read_bytes()
+    assert len(bulkfetch.load_fields(demo_fields())) == 6
+
+
+def test_demo_from_fields_searches_then_downloads_then_asks_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    first = bulkfetch_cli("demo", "--from-fields", "--out", out, timeout=120)
+    assert first.returncode == 0, first.stderr
+    found = re.search(r"(\d+) search requests .* (\d+) kept -> (\d+) jobs", first.stderr)
+    assert found, first.stderr
+    requests, kept, jobs = map(int, found.groups())
+    assert requests == 6 and kept == jobs > 0
+    assert f"all {jobs} jobs done: {jobs} downloaded" in first.stderr
+    manifest = bulkfetch.load_manifest(out / "manifest.jsonl")
+    for job in manifest.jobs:
+        assert (out / job.relative_path()).is_file()
+    second = bulkfetch_cli("demo", "--from-fields", "--out", out, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert "0 search requests (6 of 6 fields answered by the cache)" in second.stderr
+    assert f"0 downloaded, {jobs} already there" in second.stderr
 
 
 def test_demo_downloads_everything_then_sends_nothing(tmp_path: Path) -> None:

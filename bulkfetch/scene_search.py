@@ -92,6 +92,14 @@ def search_url_for(api_url: str) -> str:
     return DEFAULT_SEARCH_URL
 
 
+def _service(url: str) -> str:
+    """The catalogue a URL names, for cache keys: host and path. Not the port, so the
+    simulator a demo or test starts on a new port each time is the same catalogue; not
+    the query, which could hold a key."""
+    parsed = URL(url)
+    return f"{parsed.host}{parsed.path}"
+
+
 @dataclass(slots=True)
 class SearchStats:
     """What a search did, for the summary line and the Python caller."""
@@ -382,7 +390,7 @@ async def search_async(
                 Limiter("search", search_rate),
                 store,
                 stats,
-                str(URL(url).with_query(None)),
+                _service(url),
                 today - dt.timedelta(days=settle_days),
                 max_attempts,
             )
