@@ -378,7 +378,6 @@ async def search_async(
         min_coverage=min_coverage,
         single_tile=single_tile,
         one_per_days=one_per_days,
-        since=date_from,
         best_per_month=best_per_month,
     )
     chosen: dict[str, list[Scene]] = {}

@@ -28,6 +28,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_TEMPLATE",
+    "EPOCH",
     "TEMPLATE_KEYS",
     "Scene",
     "Selection",
@@ -53,6 +54,9 @@ TEMPLATE_KEYS: Mapping[str, str] = {
     "bm_type": "the band combination",
     "scene": "the scene's sceneID",
 }
+
+#: Where ``one_per_days`` periods are counted from unless told otherwise.
+EPOCH = dt.date(2000, 1, 1)
 
 _LANDSAT = re.compile(r"L[COTEM]?\d(\d{3})(\d{3})\d{7}")
 
@@ -156,9 +160,11 @@ class Selection:
     max_cloud: float | None = None
     min_coverage: float | None = None
     single_tile: bool = False
-    #: At most one scene in each run of this many days, counted from ``since``.
+    #: At most one scene in each period of this many days, counted from ``since``. The
+    #: default is a fixed day, so that a scheduled search whose ``--from`` moves with the
+    #: calendar keeps the periods, and so the choices, of its earlier runs.
     one_per_days: int | None = None
-    since: dt.date | None = None
+    since: dt.date = EPOCH
     best_per_month: int | None = None
 
 
@@ -211,7 +217,7 @@ def select(scenes: Iterable[Scene], selection: Selection) -> list[Scene]:
         kept = [s for s in kept if (s.sensor, s.tile) in tiles]
     if selection.one_per_days:
         days = selection.one_per_days
-        since = selection.since or min((s.date for s in kept), default=dt.date.min)
+        since = selection.since
         kept = _best_per_group(kept, lambda s: (s.date - since).days // days, 1)
     if selection.best_per_month:
         kept = _best_per_group(

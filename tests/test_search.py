@@ -181,7 +181,7 @@ def test_selection_options(ssim: SimulatorThread, tmp_path: Path) -> None:
             len({"/".join(j["view_id"].split("/")[1:4]) for j in one_tile if j["_field"] == f}) == 1
         )
 
-    start = dt.date(2023, 5, 1)
+    start = dt.date(2000, 1, 1)  # periods are counted from a fixed day, not from --from
     sparse = scenes("--one-per-days", "15", out="sparse.jsonl")
     bins = Counter(
         (j["_field"], (dt.date.fromisoformat(j["_date"]) - start).days // 15) for j in sparse

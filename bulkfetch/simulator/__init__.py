@@ -1,15 +1,18 @@
 """A loopback EOS task API for tests, demos and benchmarks: bulkfetch's ``trio.testing``.
 
 It plays the service described in ``eos-api.md``: task creation and status/result on one
-URL, per-key sliding-window rate limits on each endpoint, lognormal processing times, task
-expiry, and every answer the real service might plausibly give (redirects, JSON holding a
-URL, 429 with or without ``Retry-After``) plus injected faults (5xx, resets, truncated,
-empty, wrong or JSON bodies, outages). Counters report what a client did, and
-``bound_seconds`` the best makespan any client could have reached, to judge it by.
+URL, EOS's Search API over a deterministic catalogue of scenes around any AOI
+(``search_scenes`` computes what it answers), per-key sliding-window rate limits on each
+endpoint, lognormal processing times, task expiry, and every answer the real service might
+plausibly give (redirects, JSON holding a URL, 429 with or without ``Retry-After``) plus
+injected faults (5xx, resets, truncated, empty, wrong or JSON bodies, outages). Counters
+report what a client did, and ``bound_seconds`` the best makespan any client could have
+reached, to judge it by.
 
 Modules: ``config`` (the knobs) → ``state`` (tasks, windows, counters; no I/O) → ``images``
-(real result files) → ``app`` (the aiohttp routes) → ``server`` (``Simulator``, threads)
-→ ``cli`` (``simulate``).
+(real result files) and ``catalogue`` (the scenes; pure) → ``search_app`` (search bodies
+and answers; pure) → ``app`` (the aiohttp routes) → ``server`` (``Simulator``, threads) →
+``cli`` (``simulate``).
 
 Typical use::
 
@@ -19,14 +22,17 @@ Typical use::
 
     with run_in_thread(SimConfig()) as sim:  # from synchronous code
         sim.configure(reset_rate=0.2)
+        search_url = sim.search_url + "/sentinel2"  # POST search bodies here
 """
 
+from bulkfetch.simulator.catalogue import DATASETS, search_scenes, shape_bbox
 from bulkfetch.simulator.config import TEST_API_KEY, ResultForm, RetryAfterMode, SimConfig
 from bulkfetch.simulator.images import canonical_params, render_result, result_content_type
 from bulkfetch.simulator.server import Simulator, SimulatorThread, run_in_thread
 from bulkfetch.simulator.state import Counters, bound_makespan
 
 __all__ = [
+    "DATASETS",
     "TEST_API_KEY",
     "Counters",
     "ResultForm",
@@ -39,4 +45,6 @@ __all__ = [
     "render_result",
     "result_content_type",
     "run_in_thread",
+    "search_scenes",
+    "shape_bbox",
 ]

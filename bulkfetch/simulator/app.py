@@ -1,9 +1,11 @@
 """The aiohttp application that plays the EOS task API.
 
-Routes (``API`` is ``/api/gdw/api``)::
+Routes (``API`` is ``/api/gdw/api``, ``SEARCH`` is ``/api/lms/search/v2``)::
 
     POST {API}?api_key=KEY           create a task            (rate limited: create lane)
     GET  {API}/{task_id}             status, or the result    (rate limited: status lane)
+    POST {SEARCH}/{dataset}          search one dataset       (rate limited: search lane)
+    POST {SEARCH}                    search search.satellites (rate limited: search lane)
     GET  /_sim/results/{task_id}     a finished result, no key, no rate limit (redirect target)
     GET  /_sim/counters              counters, bound_seconds, makespan_seconds
     GET  /_sim/tasks                 every task created, with timing and poll counts
@@ -16,27 +18,33 @@ request passes the same gate, in this order, so each answer has one cause:
 → injected 5xx → injected connection reset. Then the endpoint's own logic runs: parameter
 checks (400), unknown or expired task (404), pending (200 JSON with a status word), task
 error (200 JSON ``task_type: error``), and finally the result in the configured form, subject
-to the body faults (JSON instead, empty 200, wrong format, truncation, slow chunks).
+to the body faults (JSON instead, empty 200, wrong format, truncation, slow chunks). A search
+checks its body (400, see ``search_app``) and answers a page of the catalogue (``catalogue``)
+as seen from ``catalogue_today``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import email.utils
 import math
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 
+from bulkfetch.simulator.config import SimConfig
 from bulkfetch.simulator.images import FORMATS, GEOREFERENCES, result_body
-from bulkfetch.simulator.state import SimState, Task
+from bulkfetch.simulator.search_app import parse_query, run_query
+from bulkfetch.simulator.state import SimState, SlidingWindow, Task
 
-__all__ = ["API_PATH", "RESULTS_PATH", "STATE_KEY", "apply_changes", "make_app"]
+__all__ = ["API_PATH", "RESULTS_PATH", "SEARCH_PATH", "STATE_KEY", "apply_changes", "make_app"]
 
 API_PATH = "/api/gdw/api"
+SEARCH_PATH = "/api/lms/search/v2"
 RESULTS_PATH = "/_sim/results"
 STATE_KEY = web.AppKey("bulkfetch_simulator_state", SimState)
 _REQUIRED = ("view_id", "bm_type", "geometry", "px_size")
@@ -48,6 +56,8 @@ def make_app(state: SimState) -> web.Application:
     app[STATE_KEY] = state
     app.router.add_post(API_PATH, _create)
     app.router.add_get(API_PATH + "/{task_id}", _status)
+    app.router.add_post(SEARCH_PATH, _search)
+    app.router.add_post(SEARCH_PATH + "/{dataset}", _search)
     app.router.add_get(RESULTS_PATH + "/{task_id}", _result)
     app.router.add_get("/_sim/counters", _counters)
     app.router.add_get("/_sim/tasks", _tasks)
@@ -88,37 +98,56 @@ def _retry_after(mode: str, wait: float) -> dict[str, str]:
     return {}
 
 
-def _gate(request: web.Request, state: SimState, lane: str, now: float) -> web.Response | None:
+_Lane = Literal["create", "status", "search"]
+
+
+def _lane(state: SimState, lane: _Lane) -> tuple[SlidingWindow, int, float, float]:
+    """A lane's window, limit, window seconds and injected 5xx rate."""
+    config = state.config
+    if lane == "create":
+        return (
+            state.create_window,
+            config.create_limit,
+            config.create_window,
+            config.create_5xx_rate,
+        )
+    if lane == "status":
+        return (
+            state.status_window,
+            config.status_limit,
+            config.status_window,
+            config.status_5xx_rate,
+        )
+    return state.search_window, config.search_limit, config.search_window, config.search_5xx_rate
+
+
+def _count(state: SimState, lane: _Lane, what: str) -> None:
+    """Add one to the counter ``{lane}_{what}`` (``calls``, ``429`` or ``5xx``)."""
+    name = f"{lane}_{what}"
+    setattr(state.counters, name, getattr(state.counters, name) + 1)
+
+
+def _gate(request: web.Request, state: SimState, lane: _Lane, now: float) -> web.Response | None:
     """The checks every API request passes (see module docstring); None means go on."""
     config, counters = state.config, state.counters
-    state.note_request(now)
-    if lane == "create":
-        counters.create_calls += 1
-    else:
-        counters.status_calls += 1
+    if lane != "search":  # the makespan measures downloads: a search before a run is not one
+        state.note_request(now)
+    _count(state, lane, "calls")
     if config.forbidden:
         return _error(403, "forbidden: this key may not use the task API")
     if now < config.outage_until:
-        _count_5xx(state, lane)
+        _count(state, lane, "5xx")
         return _error(503, "service unavailable")
     keys = {request.headers.get("x-api-key"), request.query.get("api_key")} - {None}
     if config.api_key not in keys:
         return _error(401, "invalid or missing api key")
-    window, limit, seconds = (
-        (state.create_window, config.create_limit, config.create_window)
-        if lane == "create"
-        else (state.status_window, config.status_limit, config.status_window)
-    )
+    window, limit, seconds, rate = _lane(state, lane)
     wait = window.admit(config.api_key, now, limit, seconds)
     if wait is not None:
-        if lane == "create":
-            counters.create_429 += 1
-        else:
-            counters.status_429 += 1
+        _count(state, lane, "429")
         return _error(429, "rate limit exceeded", _retry_after(config.retry_after, wait))
-    rate = config.create_5xx_rate if lane == "create" else config.status_5xx_rate
     if state.chance(rate):
-        _count_5xx(state, lane)
+        _count(state, lane, "5xx")
         status = state.fault_rng.choice((500, 502, 503))
         if status == 500:
             return _error(500, "simulated internal server error")
@@ -128,13 +157,6 @@ def _gate(request: web.Request, state: SimState, lane: str, now: float) -> web.R
         counters.resets += 1
         return _reset(request)
     return None
-
-
-def _count_5xx(state: SimState, lane: str) -> None:
-    if lane == "create":
-        state.counters.create_5xx += 1
-    else:
-        state.counters.status_5xx += 1
 
 
 def _check_create(body: Any, state: SimState) -> str | None:
@@ -206,6 +228,38 @@ async def _status(request: web.Request) -> web.StreamResponse:
     if form == "redirect":
         return web.Response(status=302, headers={"Location": url})
     return _json({"status": "done", "task_id": task.task_id, "url": url})
+
+
+def _catalogue_today(config: SimConfig) -> dt.date:
+    """The date the catalogue is seen from: ``config.catalogue_today``, or the UTC date."""
+    if config.catalogue_today is not None:
+        return dt.date.fromisoformat(config.catalogue_today)
+    return dt.datetime.now(dt.UTC).date()
+
+
+async def _search(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    refused = _gate(request, state, "search", time.monotonic())
+    if refused is not None:
+        return refused
+    config = state.config
+    try:
+        query = parse_query(
+            await request.read(),
+            request.match_info.get("dataset"),
+            max_days=config.search_max_days,
+            max_limit=config.search_max_limit,
+        )
+        answer = run_query(
+            query,
+            today=_catalogue_today(config),
+            seed=config.seed,
+            root=f"{request.scheme}://{request.host}",
+        )
+    except ValueError as exc:
+        return _error(400, str(exc))
+    state.counters.search_results += len(answer["results"])
+    return _json(answer)
 
 
 async def _result(request: web.Request) -> web.StreamResponse:

@@ -1,7 +1,8 @@
 """``simulate``: serve the EOS simulator from the command line until Ctrl-C.
 
 Contract: the click command ``simulate`` (add it to a group with ``cli.add_command(simulate)``)
-builds a ``SimConfig`` from its options, prints one line naming the API URL, and serves.
+builds a ``SimConfig`` from its options, prints a line naming the task API URL, then one
+naming the Search API URL, and serves.
 The accepted key is read from the environment variable named by ``--api-key-env`` (default
 ``EOS_API_KEY``), falling back on ``TEST_API_KEY``; the key itself is never printed.
 Rates are written ``N/s``, ``N/min`` or ``N/h`` (``parse_rate``).
@@ -43,10 +44,20 @@ def _rate_option(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
     return parse_rate(value)
 
 
+def _date_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            SimConfig(catalogue_today=value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a date YYYY-MM-DD") from None
+    return value
+
+
 _PROBABILITY = click.FloatRange(0.0, 1.0)
 _FAULTS = (
     "create-5xx-rate",
     "status-5xx-rate",
+    "search-5xx-rate",
     "reset-rate",
     "truncate-rate",
     "wrong-format-rate",
@@ -80,6 +91,19 @@ def _fault_options(command: Any) -> Any:
     show_default=True,
     callback=_rate_option,
     help="Status requests allowed per key.",
+)
+@click.option(
+    "--search-rate",
+    default="10/min",
+    show_default=True,
+    callback=_rate_option,
+    help="Search requests allowed per key (both search endpoints together).",
+)
+@click.option(
+    "--catalogue-today",
+    default=None,
+    callback=_date_option,
+    help="YYYY-MM-DD: the search catalogue's today (default: the real UTC date).",
 )
 @click.option(
     "--processing-median", type=click.FloatRange(min=0.001), default=3.0, show_default=True
@@ -132,6 +156,7 @@ def simulate(
     seed: int,
     create_rate: tuple[int, float],
     status_rate: tuple[int, float],
+    search_rate: tuple[int, float],
     api_key_env: str,
     **knobs: Any,
 ) -> None:
@@ -145,6 +170,8 @@ def simulate(
         create_window=create_rate[1],
         status_limit=status_rate[0],
         status_window=status_rate[1],
+        search_limit=search_rate[0],
+        search_window=search_rate[1],
         **knobs,
     )
     try:
@@ -156,4 +183,5 @@ def simulate(
 async def _serve(config: SimConfig) -> None:
     async with Simulator(config) as sim:
         click.echo(f"EOS simulator on {sim.api_url}")
+        click.echo(f"EOS search API on {sim.search_url}")
         await asyncio.Event().wait()  # until cancelled by Ctrl-C

@@ -3,7 +3,8 @@
 Contract:
 
 - ``SimConfig()`` is a well-behaved EOS: 202 on create, 10 requests per 60 s per key on each
-  endpoint, lognormal processing times around 3 s, results as raw bytes, no faults.
+  endpoint (create, status, search), lognormal processing times around 3 s, results as raw
+  bytes, no faults, and a Search API whose catalogue is seen from the real UTC date.
 - Every field can be changed while the simulator runs (``SimConfig.update``, ``Simulator
   .configure`` or ``POST /_sim/config``); the change applies to the next request. ``host`` and
   ``port`` are read only when the server (re)starts.
@@ -15,7 +16,9 @@ Contract:
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -39,7 +42,35 @@ _RATES = (
     "wrong_format_rate",
     "json_instead_rate",
     "empty_200_rate",
+    "search_5xx_rate",
 )
+
+_POSITIVE_INTS = (
+    "create_limit",
+    "status_limit",
+    "search_limit",
+    "search_max_days",
+    "search_max_limit",
+    "image_size",
+    "chunk_size",
+)
+_POSITIVE_SECONDS = (
+    "create_window",
+    "status_window",
+    "search_window",
+    "task_timeout",
+    "processing_median",
+)
+
+
+def _is_date(value: object) -> bool:
+    if not (isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value)):
+        return False
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(slots=True)
@@ -62,12 +93,24 @@ class SimConfig:
     #: Creations naming one of these view_ids get 400, as EOS does for an unknown scene.
     bad_view_ids: frozenset[str] = frozenset()
 
-    # --- rate limits: at most ``limit`` requests in any ``window`` seconds, per key ---
+    # --- rate limits: at most ``limit`` requests in any ``window`` seconds, per key, in
+    # each lane: create, status, and search (both search endpoints share one lane) ---
     create_limit: int = 10
     create_window: float = 60.0
     status_limit: int = 10
     status_window: float = 60.0
+    search_limit: int = 10
+    search_window: float = 60.0
     retry_after: RetryAfterMode = "int"
+
+    # --- the Search API (``POST /api/lms/search/v2[/{dataset}]``) ---
+    #: Longest date range one search may span, in days, both ends included.
+    search_max_days: int = 366
+    #: Largest page: a bigger ``limit`` is clamped to this (and ``meta.limit`` says so).
+    search_max_limit: int = 100
+    #: ``"YYYY-MM-DD"``: the catalogue's today; scenes after it do not exist yet. ``None``
+    #: means the real UTC date. Move it forward to make new scenes "appear".
+    catalogue_today: str | None = None
 
     # --- tasks ---
     processing_median: float = 3.0
@@ -90,6 +133,7 @@ class SimConfig:
     # --- faults (probabilities per eligible request) ---
     create_5xx_rate: float = 0.0
     status_5xx_rate: float = 0.0
+    search_5xx_rate: float = 0.0
     reset_rate: float = 0.0
     truncate_rate: float = 0.0
     slow_body_seconds: float = 0.0
@@ -134,10 +178,11 @@ class SimConfig:
             problems.append(
                 f"result_form must be bytes, redirect or json-url: {self.result_form!r}"
             )
-        for name in ("create_limit", "status_limit", "image_size", "chunk_size"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+        for name in _POSITIVE_INTS:
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 problems.append(f"{name} must be a positive integer")
-        for name in ("create_window", "status_window", "task_timeout", "processing_median"):
+        for name in _POSITIVE_SECONDS:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 problems.append(f"{name} must be a positive number of seconds")
@@ -151,5 +196,7 @@ class SimConfig:
             problems.append("pending_words must be a non-empty list of strings")
         if not (isinstance(self.port, int) and 0 <= self.port < 65536):
             problems.append(f"port must be in 0..65535, got {self.port!r}")
+        if self.catalogue_today is not None and not _is_date(self.catalogue_today):
+            problems.append(f"catalogue_today must be YYYY-MM-DD or None: {self.catalogue_today!r}")
         if problems:
             raise ValueError("; ".join(problems))

@@ -3,7 +3,8 @@
 Contract:
 
 - ``async with Simulator(config) as sim:`` serves on ``config.host:config.port`` until the
-  block ends; port 0 picks a free port, and ``sim.url``/``sim.api_url`` say which.
+  block ends; port 0 picks a free port, and ``sim.url``/``sim.api_url``/``sim.search_url``
+  say which.
 - ``stop()`` then ``start()`` takes the server away and brings it back on the same port with
   its tasks, windows and counters intact, as an outage of the real service would.
 - ``run_in_thread(config)`` does the same from synchronous code: a daemon thread runs a
@@ -24,7 +25,7 @@ from typing import Any, Self, TypeVar
 
 from aiohttp import web
 
-from bulkfetch.simulator.app import API_PATH, apply_changes, make_app
+from bulkfetch.simulator.app import API_PATH, SEARCH_PATH, apply_changes, make_app
 from bulkfetch.simulator.config import SimConfig
 from bulkfetch.simulator.state import SimState
 
@@ -74,6 +75,12 @@ class Simulator:
     def api_url(self) -> str:
         """The URL to give a client as its API base: ``url + "/api/gdw/api"``."""
         return self.url + API_PATH
+
+    @property
+    def search_url(self) -> str:
+        """The Search API's base: ``url + "/api/lms/search/v2"``; POST to it, or to
+        ``search_url + "/" + dataset``."""
+        return self.url + SEARCH_PATH
 
     async def start(self) -> None:
         """Start serving (again); a restart reuses the port first bound."""
@@ -178,6 +185,11 @@ class SimulatorThread:
     def api_url(self) -> str:
         """The URL to give a client as its API base."""
         return self._sim.api_url
+
+    @property
+    def search_url(self) -> str:
+        """The Search API's base URL; see ``Simulator.search_url``."""
+        return self._sim.search_url
 
     @property
     def port(self) -> int:

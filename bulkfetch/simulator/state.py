@@ -1,4 +1,5 @@
-"""The simulator's memory: tasks, rate-limit windows, counters, and the makespan bound.
+"""The simulator's memory: tasks, rate-limit windows (create, status, search), counters, and
+the makespan bound.
 
 Contract:
 
@@ -109,10 +110,14 @@ class Counters:
 
     create_calls: int = 0  # every request to the create endpoint, whatever its answer
     status_calls: int = 0  # every request to the status endpoint, whatever its answer
+    search_calls: int = 0  # every request to a search endpoint, whatever its answer
     create_429: int = 0
     status_429: int = 0
+    search_429: int = 0
     create_5xx: int = 0
     status_5xx: int = 0
+    search_5xx: int = 0
+    search_results: int = 0  # result objects returned by the search endpoints
     resets: int = 0  # connections aborted without an answer
     truncated: int = 0  # result bodies cut short on purpose
     tasks_created: int = 0
@@ -122,7 +127,7 @@ class Counters:
     polls_expired: int = 0
     duplicate_creations: int = 0
     live_duplicate_creations: int = 0
-    first_request_at: float | None = None
+    first_request_at: float | None = None  # task API requests only (create, status)
     last_request_at: float | None = None
     last_result_at: float | None = None
 
@@ -145,6 +150,7 @@ class SimState:
     counters: Counters = field(default_factory=Counters)
     create_window: SlidingWindow = field(default_factory=SlidingWindow)
     status_window: SlidingWindow = field(default_factory=SlidingWindow)
+    search_window: SlidingWindow = field(default_factory=SlidingWindow)
     #: Index into ``history`` of the first task counted by the bound (moved by resets).
     bound_from: int = 0
 
