@@ -207,3 +207,63 @@ def test_check_template_refuses_what_cannot_work(template: str, message: str) ->
     with pytest.raises(ValueError, match=message):
         check_template(template)
     check_template(DEFAULT_TEMPLATE)
+
+
+_scene = st.builds(
+    s2,
+    st.dates(D(2023, 1, 1), D(2023, 12, 31)),
+    st.floats(0, 100).map(lambda c: round(c, 1)),
+    tile=st.sampled_from(["14/S/NG", "14/S/NF", "14/S/MG"]),
+    coverage=st.one_of(st.none(), st.floats(0, 100)),
+)
+
+
+@given(
+    # One record per view_id: when the cache and a fresh answer both hold a scene, the
+    # later record wins, so only distinct scenes are free of order.
+    st.lists(_scene, max_size=40, unique_by=lambda s: s.view_id),
+    st.one_of(st.none(), st.integers(1, 40)),
+    st.one_of(st.none(), st.integers(1, 4)),
+    st.booleans(),
+    st.one_of(st.none(), st.floats(0, 100)),
+)
+def test_select_invariants(
+    scenes: list[Scene],
+    per_days: int | None,
+    per_month: int | None,
+    one_tile: bool,
+    cloud: float | None,
+) -> None:
+    selection = Selection(
+        max_cloud=cloud, single_tile=one_tile, one_per_days=per_days, best_per_month=per_month
+    )
+    kept = select(scenes, selection)
+    unique = {s.view_id: s for s in scenes}
+    assert set(kept) <= set(unique.values())
+    assert kept == sorted(kept, key=lambda s: (s.date, s.view_id))
+    assert len({s.view_id for s in kept}) == len(kept)
+    assert select(list(reversed(scenes)), selection) == kept  # answer order does not matter
+    if cloud is not None:
+        assert all(s.cloud <= cloud for s in kept)
+    if one_tile:
+        assert len({s.tile for s in kept}) <= 1
+    if per_days:
+        periods = [(s.date - selection.since).days // per_days for s in kept]
+        assert len(periods) == len(set(periods))
+    if per_month:
+        months = [(s.date.year, s.date.month) for s in kept]
+        assert all(months.count(m) <= per_month for m in months)
+    if not (per_days or per_month or one_tile):
+        assert len(kept) == len([s for s in unique.values() if cloud is None or s.cloud <= cloud])
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "A", "b"]), _scene, st.sampled_from(["NDVI", "NDWI"])),
+        max_size=30,
+    )
+)
+def test_job_names_are_always_distinct_ignoring_case(rows: list[tuple[str, Scene, str]]) -> None:
+    for template in (DEFAULT_TEMPLATE, "{field}", "{date}/{field}"):
+        names = job_names(template, rows)
+        assert len({n.casefold() for n in names}) == len(rows)
