@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import anyio
 import click
@@ -21,18 +21,19 @@ import orjson
 from click.core import ParameterSource
 
 from . import __version__
-from .api import EXIT_OK, exit_code_for, run_async
+from ._cli_util import fail as _fail
+from ._cli_util import rate_option as _rate
+from .api import EXIT_OK, run_async
 from .config import (
     CONFIG_NAME,
     DEFAULT_API_URL,
-    Rate,
     RunConfig,
     load_api_key,
     parse_duration,
     read_config_file,
 )
 from .engine import Run
-from .errors import BulkfetchError, ManifestError, UsageError
+from .errors import BulkfetchError, UsageError
 from .ledger import JobState, Ledger
 from .logs import setup_logging
 from .manifest import load_manifest
@@ -44,24 +45,6 @@ from .units import duration_text, size_text
 log = logging.getLogger("bulkfetch")
 
 __all__ = ["main"]
-
-
-def _rate(ctx: click.Context, param: click.Parameter, value: str) -> Rate:
-    try:
-        return Rate.parse(value)
-    except UsageError as exc:
-        raise click.BadParameter(str(exc), ctx, param) from None
-
-
-def _fail(exc: BulkfetchError) -> NoReturn:
-    if isinstance(exc, ManifestError):
-        n = len(exc.problems)
-        click.echo(f"bulkfetch: the {exc.what} has {n} problem{'s' if n != 1 else ''}:", err=True)
-        click.echo(str(exc), err=True)
-        click.echo("nothing was sent.", err=True)
-    else:
-        click.echo(f"bulkfetch: error: {exc}", err=True)
-    sys.exit(exit_code_for(exc))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

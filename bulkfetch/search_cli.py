@@ -14,14 +14,15 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import anyio
 import click
 import orjson
 
-from .api import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, exit_code_for
-from .config import DEFAULT_API_URL, Rate, load_api_key
+from ._cli_util import fail, rate_option
+from .api import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
+from .config import DEFAULT_API_URL, load_api_key
 from .errors import BulkfetchError, UsageError, first_error
 from .logs import setup_logging
 from .scene_search import SearchResult, check_output, search_async, search_url_for, write_manifest
@@ -57,13 +58,6 @@ def _date(ctx: click.Context, param: click.Parameter, value: str) -> dt.date:
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
-def _rate(ctx: click.Context, param: click.Parameter, value: str) -> Rate:
-    try:
-        return Rate.parse(value)
-    except UsageError as exc:
-        raise click.BadParameter(str(exc), ctx, param) from None
-
-
 def _params(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in values:
@@ -75,17 +69,6 @@ def _params(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
         except orjson.JSONDecodeError:
             out[name.strip()] = text  # a bare word such as cubic or a colormap id
     return out
-
-
-def _fail(exc: BulkfetchError) -> NoReturn:
-    if hasattr(exc, "problems"):
-        n = len(exc.problems)
-        click.echo(f"bulkfetch: the fields file has {n} problem{'s' if n != 1 else ''}:", err=True)
-        click.echo(str(exc), err=True)
-        click.echo("nothing was sent.", err=True)
-    else:
-        click.echo(f"bulkfetch: error: {exc}", err=True)
-    sys.exit(exit_code_for(exc))
 
 
 _TEMPLATE_HELP = ", ".join("{" + k + "}" for k in TEMPLATE_KEYS)
@@ -195,7 +178,7 @@ _TEMPLATE_HELP = ", ".join("{" + k + "}" for k in TEMPLATE_KEYS)
 )
 @click.option(
     "--search-rate",
-    callback=_rate,
+    callback=rate_option,
     default="5/min",
     show_default=True,
     help="Search requests allowed per key (undocumented by EOS: kept low).",
@@ -268,7 +251,7 @@ def search_command(
             return
         _finish(result, output, quiet=quiet)
     except BulkfetchError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 async def _search_until_signal(kwargs: dict[str, Any]) -> SearchResult | None:
