@@ -2,8 +2,8 @@
 
 The package is the data flow, one module per stage, each depending only on those before:
 
-    fields -> scene_search -> scenes  (optional: fields and dates to a manifest, via
-                                       EOS's Search API; search_cache remembers answers)
+    fields -> scene_search -> search_client, scenes  (before a run, if wanted: fields and
+              dates to a manifest via EOS's Search API; search_cache remembers answers)
     manifest  (jobs in: read, validate, key)
         -> scheduler  (pure decisions: what to create, which task to poll next, when)
         -> client     (the EOS task API: create, status/result)

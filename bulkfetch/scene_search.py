@@ -23,27 +23,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import orjson
 from yarl import URL
 
-from .client import MAX_JSON, Client, _error_for, _server_text, _transient
 from .config import ApiKey, Rate, load_api_key
 from .durable import atomic_write
 from .errors import (
     ApiError,
-    BadRequest,
-    EndpointError,
     ManifestError,
-    RateLimited,
-    TransientError,
     UsageError,
     first_error,
 )
@@ -61,10 +54,12 @@ from .scenes import (
     split_dates,
 )
 from .search_cache import SearchCache, default_cache_path, query_key
+from .search_client import PAGE_SIZE, SearchClient, SearchLane, SearchStats
 
 __all__ = [
     "DEFAULT_SEARCH_URL",
     "SearchResult",
+    "SearchStats",
     "check_output",
     "search",
     "search_async",
@@ -79,9 +74,6 @@ _TASK_PATH = "/api/gdw/api"
 _SEARCH_PATH = "/api/lms/search/v2"
 #: What each result must hold; asking only for these keeps pages small.
 _FIELDS = ["view_id", "sceneID", "date", "cloudCoverage", "dataCoveragePercentage"]
-PAGE_SIZE = 100
-MAX_PAGES = 200  # 20,000 scenes of one field in one year is a wrong query, not a catalogue
-MAX_RATE_LIMITED = 50  # 429s in a row on one request before the search gives up
 
 
 def search_url_for(api_url: str) -> str:
@@ -101,21 +93,6 @@ def _service(url: str) -> str:
 
 
 @dataclass(slots=True)
-class SearchStats:
-    """What a search did, for the summary line and the Python caller."""
-
-    fields: int = 0
-    requests: int = 0
-    rate_limited: int = 0
-    retried: int = 0
-    #: (field, dataset) questions answered from the cache alone.
-    from_cache: int = 0
-    scenes_found: int = 0
-    scenes_kept: int = 0
-    bad_results: int = 0
-
-
-@dataclass(slots=True)
 class SearchResult:
     """The jobs found, ready to write; ``failed`` maps a field id to why its search failed."""
 
@@ -129,105 +106,23 @@ class SearchResult:
         return not self.failed
 
 
-class _SearchClient(Client):
-    """The task API's client, pointed at the Search API: one POST per page."""
-
-    async def page(self, dataset: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        url = self.api_url / dataset
-        headers = self._headers(url) | {"Content-Type": "application/json"}
-        try:
-            async with self.session.post(url, data=orjson.dumps(body), headers=headers) as resp:
-                raw = self._scrub(await resp.content.read(16 * MAX_JSON))
-                status, retry_after = resp.status, resp.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _transient(exc, "searching") from None
-        if status != 200:
-            error = _error_for(status, raw, retry_after)
-            if 400 <= status < 500 and status not in (401, 403, 408, 425, 429):
-                if status in (404, 405):
-                    raise EndpointError(
-                        f"the search URL answered HTTP {status} for dataset {dataset!r}: check "
-                        f"the dataset name and --search-url ({_server_text(raw)})",
-                        status=status,
-                    )
-                raise BadRequest(
-                    f"EOS refused the search (HTTP {status}): {_server_text(raw)}", status=status
-                )
-            raise error
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise TransientError("the search answer is not JSON") from None
-        if not isinstance(data, dict) or not isinstance(data.get("results"), list):
-            raise TransientError("the search answer has no 'results' list")
-        return data
-
-
 @dataclass(slots=True)
 class _Searcher:
-    client: _SearchClient
-    limiter: Limiter
+    """Answers "which scenes of this dataset over this field" from the cache and the lane."""
+
+    lane: SearchLane
     cache: SearchCache
-    stats: SearchStats
-    search_url: str
+    service: str
     settled_until: dt.date
-    max_attempts: int
-
-    async def post(self, dataset: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """One page, retried through rate limits and transient faults within bounds."""
-        failures = limited = 0
-        while True:
-            await self.limiter.acquire()
-            self.stats.requests += 1
-            try:
-                data = await self.client.page(dataset, body)
-            except RateLimited as exc:
-                self.stats.rate_limited += 1
-                limited += 1
-                pause = self.limiter.rate_limited_by_server(exc.retry_after)
-                log.info("search rate limited; lane paused %.1f s", pause)
-                if limited >= MAX_RATE_LIMITED:
-                    raise
-                continue
-            except ApiError as exc:
-                self.limiter.succeeded()  # answered: not a rate-limit signal
-                failures += 1
-                if not exc.retryable or failures >= self.max_attempts:
-                    raise
-                self.stats.retried += 1
-                delay = min(60.0, 2.0 * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
-                log.info("search failed (%s); retrying in %.1f s", exc, delay)
-                await anyio.sleep(delay)
-                continue
-            self.limiter.succeeded()
-            return data
-
-    async def pages(self, dataset: str, query: dict[str, Any]) -> list[dict[str, Any]]:
-        """Every result of one query, page after page."""
-        results: list[dict[str, Any]] = []
-        for page in range(1, MAX_PAGES + 1):
-            data = await self.post(dataset, {**query, "page": page})
-            batch = data["results"]
-            results.extend(batch)
-            meta = data.get("meta")
-            meta = meta if isinstance(meta, dict) else {}
-            size = meta.get("limit")
-            size = size if isinstance(size, int) and size > 0 else PAGE_SIZE
-            found = meta.get("found")
-            if len(batch) < size or (isinstance(found, int) and page * size >= found):
-                return results
-        raise BadRequest(f"more than {MAX_PAGES} pages of results: narrow the search")
 
     async def field_scenes(
         self, fld: Field, dataset: str, start: dt.date, end: dt.date, filters: dict[str, Any]
     ) -> list[Scene]:
         """The scenes of one dataset over one field, from the cache and the API."""
-        key = query_key(
-            {"url": self.search_url, "dataset": dataset, "shape": fld.geometry, **filters}
-        )
+        key = query_key({"url": self.service, "dataset": dataset, "shape": fld.geometry, **filters})
         known, todo = self.cache.lookup(key, start, end)
         if not todo:
-            self.stats.from_cache += 1
+            self.lane.stats.from_cache += 1
         raw: list[dict[str, Any]] = list(known)
         for gap in todo:
             for a, b in split_dates(*gap):
@@ -244,11 +139,11 @@ class _Searcher:
                     "limit": PAGE_SIZE,
                 }
                 found = []
-                for obj in await self.pages(dataset, query):
+                for obj in await self.lane.pages(dataset, query):
                     try:
                         found.append(parse_scene(obj, dataset).to_json())
                     except ValueError as exc:
-                        self.stats.bad_results += 1
+                        self.lane.stats.bad_results += 1
                         log.warning("%s: %s: skipped a search result: %s", fld.id, dataset, exc)
                 self.cache.store(key, (a, b), found, settled_until=self.settled_until)
                 raw.extend(found)
@@ -383,16 +278,9 @@ async def search_async(
     chosen: dict[str, list[Scene]] = {}
     failed: dict[str, str] = {}
     try:
-        async with _SearchClient(url, key, timeout=request_timeout) as client:
-            searcher = _Searcher(
-                client,
-                Limiter("search", search_rate),
-                store,
-                stats,
-                _service(url),
-                today - dt.timedelta(days=settle_days),
-                max_attempts,
-            )
+        async with SearchClient(url, key, timeout=request_timeout) as client:
+            lane = SearchLane(client, Limiter("search", search_rate), stats, max_attempts)
+            searcher = _Searcher(lane, store, _service(url), today - dt.timedelta(days=settle_days))
             gate = anyio.Semaphore(concurrency)
 
             async def one(fld: Field) -> None:

@@ -1,0 +1,149 @@
+"""The Search API on the wire: one page per request, paced and retried within bounds.
+
+``SearchClient.page`` POSTs one query for one dataset and returns the JSON answer, or
+raises from :mod:`bulkfetch.errors` as the task client does (``RateLimited``,
+``AuthError``, ``TransientError``), plus ``BadRequest`` when EOS refuses the query and
+``EndpointError`` when the URL or dataset is not a search endpoint. The key travels in the
+``x-api-key`` header only, to the search URL's own origin (see :mod:`bulkfetch.client`).
+
+``SearchLane`` spends the search lane of the limiter: a 429 pauses the lane (honouring
+``Retry-After``) and is retried up to ``MAX_RATE_LIMITED`` times in a row; transient
+failures are retried ``max_attempts`` times with exponential back-off and jitter
+(2 s, 4 s, ... at most 60 s, times 0.5-1.0); anything else is raised at once.
+``pages`` follows ``page`` until the answer's ``found`` (or a short page) is reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import anyio
+import orjson
+
+from .client import MAX_JSON, Client, _error_for, _server_text, _transient
+from .errors import ApiError, BadRequest, EndpointError, RateLimited, TransientError
+from .limiter import Limiter
+
+__all__ = [
+    "MAX_PAGES",
+    "MAX_RATE_LIMITED",
+    "PAGE_SIZE",
+    "SearchClient",
+    "SearchLane",
+    "SearchStats",
+]
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 100
+MAX_PAGES = 200  # 20,000 scenes of one field in one year is a wrong query, not a catalogue
+MAX_RATE_LIMITED = 50  # 429s in a row on one request before the search gives up
+
+
+@dataclass(slots=True)
+class SearchStats:
+    """What a search did, for the summary line and the Python caller."""
+
+    fields: int = 0
+    requests: int = 0
+    rate_limited: int = 0
+    retried: int = 0
+    #: (field, dataset) questions answered from the cache alone.
+    from_cache: int = 0
+    scenes_found: int = 0
+    scenes_kept: int = 0
+    bad_results: int = 0
+
+
+class SearchClient(Client):
+    """The task API's client, pointed at the Search API: one POST per page."""
+
+    async def page(self, dataset: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        url = self.api_url / dataset
+        headers = self._headers(url) | {"Content-Type": "application/json"}
+        try:
+            async with self.session.post(url, data=orjson.dumps(body), headers=headers) as resp:
+                raw = self._scrub(await resp.content.read(16 * MAX_JSON))
+                status, retry_after = resp.status, resp.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _transient(exc, "searching") from None
+        if status != 200:
+            error = _error_for(status, raw, retry_after)
+            if 400 <= status < 500 and status not in (401, 403, 408, 425, 429):
+                if status in (404, 405):
+                    raise EndpointError(
+                        f"the search URL answered HTTP {status} for dataset {dataset!r}: check "
+                        f"the dataset name and --search-url ({_server_text(raw)})",
+                        status=status,
+                    )
+                raise BadRequest(
+                    f"EOS refused the search (HTTP {status}): {_server_text(raw)}", status=status
+                )
+            raise error
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise TransientError("the search answer is not JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+            raise TransientError("the search answer has no 'results' list")
+        return data
+
+
+@dataclass(slots=True)
+class SearchLane:
+    """Requests to the Search API, paced by their own limiter, retried within bounds."""
+
+    client: SearchClient
+    limiter: Limiter
+    stats: SearchStats
+    max_attempts: int
+
+    async def post(self, dataset: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """One page, retried through rate limits and transient faults within bounds."""
+        failures = limited = 0
+        while True:
+            await self.limiter.acquire()
+            self.stats.requests += 1
+            try:
+                data = await self.client.page(dataset, body)
+            except RateLimited as exc:
+                self.stats.rate_limited += 1
+                limited += 1
+                pause = self.limiter.rate_limited_by_server(exc.retry_after)
+                log.info("search rate limited; lane paused %.1f s", pause)
+                if limited >= MAX_RATE_LIMITED:
+                    raise
+                continue
+            except ApiError as exc:
+                self.limiter.succeeded()  # answered: not a rate-limit signal
+                failures += 1
+                if not exc.retryable or failures >= self.max_attempts:
+                    raise
+                self.stats.retried += 1
+                delay = min(60.0, 2.0 * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+                log.info("search failed (%s); retrying in %.1f s", exc, delay)
+                await anyio.sleep(delay)
+                continue
+            self.limiter.succeeded()
+            return data
+
+    async def pages(self, dataset: str, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every result of one query, page after page."""
+        results: list[dict[str, Any]] = []
+        for page in range(1, MAX_PAGES + 1):
+            data = await self.post(dataset, {**query, "page": page})
+            batch = data["results"]
+            results.extend(batch)
+            meta = data.get("meta")
+            meta = meta if isinstance(meta, dict) else {}
+            size = meta.get("limit")
+            size = size if isinstance(size, int) and size > 0 else PAGE_SIZE
+            found = meta.get("found")
+            if len(batch) < size or (isinstance(found, int) and page * size >= found):
+                return results
+        raise BadRequest(f"more than {MAX_PAGES} pages of results: narrow the search")
