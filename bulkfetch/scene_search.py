@@ -233,9 +233,9 @@ async def search_async(
     single_tile: bool = False,
     name_template: str = DEFAULT_TEMPLATE,
     id_property: str | None = None,
-    api_key: ApiKey | None = None,
+    api_key: ApiKey | str | None = None,
     search_url: str | None = None,
-    search_rate: Rate = Rate(5, 60.0),  # noqa: B008 - frozen, so a safe default
+    search_rate: Rate | str = Rate(5, 60.0),  # noqa: B008 - frozen, so a safe default
     cache: Path | bool | None = True,
     settle_days: int = 10,
     today: dt.date | None = None,
@@ -262,7 +262,10 @@ async def search_async(
     if not datasets:
         raise UsageError("give at least one --dataset")
     _check_params(field_list, bm_types, params, name_template)
-    key = api_key if api_key is not None else load_api_key(None)
+    if api_key is None:
+        api_key = load_api_key(None)
+    key = ApiKey(api_key) if isinstance(api_key, str) else api_key
+    rate = Rate.parse(search_rate) if isinstance(search_rate, str) else search_rate
     url = search_url or DEFAULT_SEARCH_URL
     today = today or dt.datetime.now(dt.UTC).date()
     store = SearchCache(default_cache_path() if cache is True else cache or None)
@@ -279,7 +282,7 @@ async def search_async(
     failed: dict[str, str] = {}
     try:
         async with SearchClient(url, key, timeout=request_timeout) as client:
-            lane = SearchLane(client, Limiter("search", search_rate), stats, max_attempts)
+            lane = SearchLane(client, Limiter("search", rate), stats, max_attempts)
             searcher = _Searcher(lane, store, _service(url), today - dt.timedelta(days=settle_days))
             gate = anyio.Semaphore(concurrency)
 

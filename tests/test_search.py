@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from bulkfetch import scene_search as search_api
-from bulkfetch.config import ApiKey, Rate
+from bulkfetch.config import ApiKey
 from bulkfetch.errors import AuthError, UsageError
 from bulkfetch.fields import Field
 from bulkfetch.manifest import load_manifest
@@ -298,9 +298,9 @@ def test_fields_from_a_jsonl_manifest_and_the_python_api(
         date_to=dt.date(2023, 6, 30),
         datasets=["sentinel2", "landsat8"],
         bm_types=["NDVI"],
-        api_key=ApiKey(TEST_API_KEY),
+        api_key=TEST_API_KEY,
         search_url=ssim.search_url,
-        search_rate=Rate(100, 1.0),
+        search_rate="100/s",
         cache=None,
     )
     assert result.ok and result.stats.requests == 4
