@@ -206,15 +206,18 @@ def test_selection_options(ssim: SimulatorThread, tmp_path: Path) -> None:
 
 
 def test_the_search_lane_slows_down_on_429_and_retries_5xx(tmp_path: Path) -> None:
-    config = SimConfig(**FAST, search_limit=4, search_window=0.5, search_5xx_rate=0.2)
+    config = SimConfig(
+        **FAST, search_limit=4, search_window=0.5, search_5xx_rate=0.2, reset_rate=0.1
+    )
     with run_in_thread(config) as sim:
         result, manifest = search_cli(sim, tmp_path, *SEASON, "--no-cache")
         assert result.returncode == 0, result.stderr
         counters = sim.counters()
         assert counters["search_429"] > 0 and counters["search_5xx"] > 0
+        assert counters["resets"] > 0
         assert counters["create_calls"] == counters["status_calls"] == 0
         faulty = sorted((j["_field"], j["view_id"]) for j in jobs_of(manifest))
-        sim.configure(search_limit=200, search_window=1.0, search_5xx_rate=0.0)
+        sim.configure(search_limit=200, search_window=1.0, search_5xx_rate=0.0, reset_rate=0.0)
         clean, manifest2 = search_cli(sim, tmp_path, *SEASON, "--no-cache", out="n.jsonl")
         assert clean.returncode == 0, clean.stderr
         assert sorted((j["_field"], j["view_id"]) for j in jobs_of(manifest2)) == faulty
