@@ -110,3 +110,26 @@ def load_ledger_json(out: Path) -> dict[str, Any]:
 
     with Ledger.open(out / "bulkfetch-ledger.json", readonly=True) as ledger:
         return {key: record.to_json() for key, record in ledger.records().items()}
+
+
+def run_cli(
+    sim: SimulatorThread,
+    manifest: Path,
+    out: Path,
+    *flags: str | Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 90,
+) -> subprocess.CompletedProcess[str]:
+    """``bulkfetch run MANIFEST --out OUT`` against ``sim`` at the fast test rates."""
+    return bulkfetch_cli(
+        "run",
+        manifest,
+        "--out",
+        out,
+        "--api-url",
+        sim.api_url,
+        *FAST_FLAGS,
+        *flags,
+        env=env,
+        timeout=timeout,
+    )

@@ -12,7 +12,15 @@ import orjson
 
 from bulkfetch.simulator import SimConfig, run_in_thread
 
-from .conftest import FAST, FAST_FLAGS, bulkfetch_cli, load_ledger_json, make_jobs, write_jsonl
+from .conftest import (
+    FAST,
+    FAST_FLAGS,
+    bulkfetch_cli,
+    load_ledger_json,
+    make_jobs,
+    run_cli,
+    write_jsonl,
+)
 from .test_run import assert_files_match_server
 
 
@@ -27,12 +35,7 @@ def test_plan_and_dry_run_send_nothing_and_count_right(tmp_path: Path) -> None:
         assert data["actions"] == {"create": 6}
         assert data["requests"]["create"] == 6
         assert data["estimated_seconds"] >= 6 * 6  # six creations at 10/min
-        assert (
-            bulkfetch_cli(
-                "run", manifest, "--out", out, "--api-url", sim.api_url, *FAST_FLAGS
-            ).returncode
-            == 0
-        )
+        assert run_cli(sim, manifest, out).returncode == 0
         jobs[0]["px_size"] = 20  # changed: same file, other parameters
         write_jsonl(manifest, [*jobs[:5], make_jobs(7)[6]])  # one removed, one added
         (out / load_ledger_json(out)[next(iter(load_ledger_json(out)))]["path"]).unlink()
@@ -167,14 +170,10 @@ def test_quarantined_failures_wait_for_retry_failed(tmp_path: Path) -> None:
 def test_log_format_json(tmp_path: Path) -> None:
     manifest = write_jsonl(tmp_path / "jobs.jsonl", make_jobs(3))
     with run_in_thread(SimConfig(**FAST)) as sim:
-        proc = bulkfetch_cli(
-            "run",
+        proc = run_cli(
+            sim,
             manifest,
-            "--out",
             tmp_path / "out",
-            "--api-url",
-            sim.api_url,
-            *FAST_FLAGS,
             "--log-format",
             "json",
         )
@@ -253,7 +252,7 @@ def test_html_report_of_a_real_run(tmp_path: Path) -> None:
     manifest = write_jsonl(tmp_path / "jobs.jsonl", make_jobs(5))
     out = tmp_path / "out"
     with run_in_thread(SimConfig(**FAST)) as sim:
-        proc = bulkfetch_cli("run", manifest, "--out", out, "--api-url", sim.api_url, *FAST_FLAGS)
+        proc = run_cli(sim, manifest, out)
         assert proc.returncode == 0, proc.stderr
     page = tmp_path / "report.html"
     proc = bulkfetch_cli("report", "--out", out, "-o", page)

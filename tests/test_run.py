@@ -26,6 +26,7 @@ from .conftest import (
     bulkfetch_cli,
     load_ledger_json,
     make_jobs,
+    run_cli,
     spawn_cli,
     write_jsonl,
 )
@@ -55,9 +56,7 @@ def test_run_downloads_every_job_byte_for_byte(sim: SimulatorThread, tmp_path: P
     manifest = write_jsonl(tmp_path / "jobs.jsonl", make_jobs(12))
     out = tmp_path / "out"
     report = tmp_path / "report.json"
-    proc = bulkfetch_cli(
-        "run", manifest, "--out", out, "--api-url", sim.api_url, *FAST_FLAGS, "--report", report
-    )
+    proc = run_cli(sim, manifest, out, "--report", report)
     assert proc.returncode == 0, proc.stderr
     assert_files_match_server(out, manifest)
     data = orjson.loads(report.read_bytes())
@@ -77,7 +76,7 @@ def test_run_downloads_every_job_byte_for_byte(sim: SimulatorThread, tmp_path: P
     )
 
     # A second run finds everything done and sends nothing at all.
-    again = bulkfetch_cli("run", manifest, "--out", out, "--api-url", sim.api_url, *FAST_FLAGS)
+    again = run_cli(sim, manifest, out)
     assert again.returncode == 0, again.stderr
     assert sim.counters()["create_calls"] == counters["create_calls"]
     assert sim.counters()["status_calls"] == counters["status_calls"]
@@ -160,14 +159,10 @@ def test_validate_command(tmp_path: Path) -> None:
 def test_refused_key_stops_the_run_with_exit_3(sim: SimulatorThread, tmp_path: Path) -> None:
     manifest = write_jsonl(tmp_path / "jobs.jsonl", make_jobs(3))
     wrong = "apk." + "ab" * 32
-    proc = bulkfetch_cli(
-        "run",
+    proc = run_cli(
+        sim,
         manifest,
-        "--out",
         tmp_path / "out",
-        "--api-url",
-        sim.api_url,
-        *FAST_FLAGS,
         env={"EOS_API_KEY": wrong},
     )
     assert proc.returncode == 3, proc.stderr
@@ -191,14 +186,10 @@ def test_task_errors_and_bad_params_fail_jobs_with_reasons(tmp_path: Path) -> No
     out = tmp_path / "out"
     report = tmp_path / "r.json"
     with run_in_thread(config) as sim:
-        proc = bulkfetch_cli(
-            "run",
+        proc = run_cli(
+            sim,
             manifest,
-            "--out",
             out,
-            "--api-url",
-            sim.api_url,
-            *FAST_FLAGS,
             "--report",
             report,
         )
@@ -210,22 +201,13 @@ def test_task_errors_and_bad_params_fail_jobs_with_reasons(tmp_path: Path) -> No
         assert data["states"]["done"] == 5
         creates = sim.counters()["create_calls"]
         # A failed job is not retried by the next run unless asked.
-        assert (
-            bulkfetch_cli(
-                "run", manifest, "--out", out, "--api-url", sim.api_url, *FAST_FLAGS
-            ).returncode
-            == 1
-        )
+        assert run_cli(sim, manifest, out).returncode == 1
         assert sim.counters()["create_calls"] == creates
         sim.configure(bad_view_ids=frozenset(), task_error_rate=1.0)
-        proc = bulkfetch_cli(
-            "run",
+        proc = run_cli(
+            sim,
             manifest,
-            "--out",
             out,
-            "--api-url",
-            sim.api_url,
-            *FAST_FLAGS,
             "--retry-failed",
             "--report",
             report,
@@ -285,7 +267,7 @@ def test_faults_are_survived(tmp_path: Path, faults: dict[str, Any]) -> None:
     manifest = write_jsonl(tmp_path / "jobs.jsonl", make_jobs(10))
     out = tmp_path / "out"
     with run_in_thread(SimConfig(**FAST, seed=3, **faults)) as sim:
-        proc = bulkfetch_cli("run", manifest, "--out", out, "--api-url", sim.api_url, *FAST_FLAGS)
+        proc = run_cli(sim, manifest, out)
     assert proc.returncode == 0, proc.stderr
     assert_files_match_server(out, manifest)
     assert_no_key(proc.stdout, proc.stderr)
@@ -372,7 +354,7 @@ def test_signals_stop_promptly_with_saved_ledger(tmp_path: Path, sig: int, code:
         ledger = load_ledger_json(out)
         assert {record["state"] for record in ledger.values()} == {"created"}
         # The next run polls those tasks instead of creating them again.
-        again = bulkfetch_cli("run", manifest, "--out", out, "--api-url", sim.api_url, *FAST_FLAGS)
+        again = run_cli(sim, manifest, out)
         assert again.returncode == 0, again.stderr
         assert sim.counters()["tasks_created"] == 10
     assert_files_match_server(out, manifest)
@@ -387,7 +369,7 @@ def test_second_run_on_same_ledger_is_refused(tmp_path: Path) -> None:
         deadline = time.monotonic() + 20
         while sim.counters()["tasks_created"] < 4 and time.monotonic() < deadline:
             time.sleep(0.02)
-        second = bulkfetch_cli("run", manifest, "--out", out, "--api-url", sim.api_url, *FAST_FLAGS)
+        second = run_cli(sim, manifest, out)
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=15)
     assert second.returncode == 5
@@ -398,12 +380,7 @@ def test_second_run_on_same_ledger_is_refused(tmp_path: Path) -> None:
 def test_status_command(sim: SimulatorThread, tmp_path: Path) -> None:
     manifest = write_jsonl(tmp_path / "jobs.jsonl", make_jobs(3))
     out = tmp_path / "out"
-    assert (
-        bulkfetch_cli(
-            "run", manifest, "--out", out, "--api-url", sim.api_url, *FAST_FLAGS
-        ).returncode
-        == 0
-    )
+    assert run_cli(sim, manifest, out).returncode == 0
     proc = bulkfetch_cli("status", "--out", out)
     assert proc.returncode == 0
     assert "3 jobs" in proc.stdout and "done" in proc.stdout

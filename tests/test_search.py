@@ -21,7 +21,7 @@ from bulkfetch.fields import Field
 from bulkfetch.manifest import load_manifest
 from bulkfetch.simulator import TEST_API_KEY, SimConfig, SimulatorThread, run_in_thread
 
-from .conftest import FAST, FAST_FLAGS, bulkfetch_cli, spawn_cli, square, write_jsonl
+from .conftest import FAST, bulkfetch_cli, run_cli, spawn_cli, square, write_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 FIELDS = REPO / "manifests" / "fields.geojson"
@@ -90,9 +90,7 @@ def test_search_then_run_downloads_every_scene_kept(ssim: SimulatorThread, tmp_p
     assert set(per_scene.values()) == {2}  # one job per bm_type
     assert all(j.params["format"] == "png" and j.params["px_size"] == 10 for j in loaded.jobs)
 
-    ran = bulkfetch_cli(
-        "run", manifest, "--out", tmp_path / "out", "--api-url", ssim.api_url, *FAST_FLAGS
-    )
+    ran = run_cli(ssim, manifest, tmp_path / "out")
     assert ran.returncode == 0, ran.stderr
     for loaded_job in loaded.jobs:
         assert (tmp_path / "out" / loaded_job.relative_path()).stat().st_size > 0

@@ -31,7 +31,7 @@ from aiohttp import web
 from bulkfetch.manifest import load_manifest
 from bulkfetch.simulator import SimConfig, render_result, result_content_type, run_in_thread
 
-from .conftest import FAST, FAST_FLAGS, bulkfetch_cli, make_jobs, spawn_cli, write_jsonl
+from .conftest import FAST, FAST_FLAGS, bulkfetch_cli, make_jobs, run_cli, spawn_cli, write_jsonl
 from .test_run import assert_files_match_server
 
 
@@ -427,7 +427,7 @@ def test_names_that_could_escape_the_folder_are_refused_before_anything_is_sent(
     manifest = write_jsonl(tmp_path / "jobs.jsonl", jobs)
     out = tmp_path / "out"
     with run_in_thread(SimConfig(**FAST)) as sim:
-        proc = bulkfetch_cli("run", manifest, "--out", out, "--api-url", sim.api_url, *FAST_FLAGS)
+        proc = run_cli(sim, manifest, out)
         counters = sim.counters()
     validate = bulkfetch_cli("validate", manifest)
     assert proc.returncode == 2, proc.stderr
@@ -453,7 +453,7 @@ def test_a_symlink_inside_the_output_folder_does_not_lead_outside(tmp_path: Path
     jobs[0]["name"] = "link/escaped"
     manifest = write_jsonl(tmp_path / "jobs.jsonl", jobs)
     with run_in_thread(SimConfig(**FAST)) as sim:
-        proc = bulkfetch_cli("run", manifest, "--out", out, "--api-url", sim.api_url, *FAST_FLAGS)
+        proc = run_cli(sim, manifest, out)
     assert proc.returncode != 0, proc.stderr
     assert "outside the output folder" in proc.stderr
     assert "Traceback" not in proc.stderr
