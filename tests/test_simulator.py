@@ -200,6 +200,13 @@ def test_create_answer_shape() -> None:
     serve(fast(create_status=201), check)
 
 
+def test_a_sub_second_task_timeout_is_reported_as_it_is() -> None:
+    async def check(sim: Simulator, session: aiohttp.ClientSession) -> None:
+        assert (await create(sim, session))["task_timeout"] == 0.25
+
+    serve(fast(task_timeout=0.25), check)
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [

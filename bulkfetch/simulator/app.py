@@ -66,6 +66,10 @@ def make_app(state: SimState) -> web.Application:
     return app
 
 
+def _seconds(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
@@ -199,7 +203,9 @@ async def _create(request: web.Request) -> web.StreamResponse:
         "status": "created",
         "task_id": task.task_id,
         "req_id": req_id,
-        "task_timeout": int(state.config.task_timeout),
+        # Whole seconds as EOS sends them; a test's sub-second lifetime stays a float
+        # rather than reading as 0 (which a client must take as "not given").
+        "task_timeout": _seconds(state.config.task_timeout),
     }
     return _json(answer, state.config.create_status, {"X-Request-Id": req_id})
 
