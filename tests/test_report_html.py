@@ -30,17 +30,14 @@ from bulkfetch.ledger import JobRecord, JobState, Ledger
 from bulkfetch.manifest import Job, load_manifest
 from bulkfetch.report_html import (
     ReportData,
-    ThumbnailError,
     Tile,
-    aoi_svg,
     collect,
     render_html,
     report_command,
     run_figures,
-    thumbnail,
-    view_date,
 )
 from bulkfetch.simulator.images import render_result
+from bulkfetch.thumbnails import ThumbnailError, aoi_svg, thumbnail, view_date
 
 DEMO = Path(__file__).resolve().parents[1] / "manifests" / "demo.jsonl"
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
