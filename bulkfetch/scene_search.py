@@ -110,43 +110,53 @@ class SearchResult:
 class _Searcher:
     """Answers "which scenes of this dataset over this field" from the cache and the lane."""
 
-    lane: SearchLane
+    lane: SearchLane | None  # None: plan only (a dry run sends nothing)
+    stats: SearchStats
     cache: SearchCache
     service: str
     settled_until: dt.date
+
+    def plan(
+        self, fld: Field, dataset: str, start: dt.date, end: dt.date, filters: dict[str, Any]
+    ) -> tuple[str, list[dict[str, Any]], list[tuple[dt.date, dt.date]]]:
+        """The cache key, the scenes the cache knows, and the date ranges still to ask."""
+        key = query_key({"url": self.service, "dataset": dataset, "shape": fld.geometry, **filters})
+        known, todo = self.cache.lookup(key, start, end)
+        if not todo:
+            self.stats.from_cache += 1
+        pieces = [piece for gap in todo for piece in split_dates(*gap)]
+        self.stats.questions += len(pieces)
+        return key, known, pieces
 
     async def field_scenes(
         self, fld: Field, dataset: str, start: dt.date, end: dt.date, filters: dict[str, Any]
     ) -> list[Scene]:
         """The scenes of one dataset over one field, from the cache and the API."""
-        key = query_key({"url": self.service, "dataset": dataset, "shape": fld.geometry, **filters})
-        known, todo = self.cache.lookup(key, start, end)
-        if not todo:
-            self.lane.stats.from_cache += 1
+        assert self.lane is not None
+        key, known, pieces = self.plan(fld, dataset, start, end, filters)
         raw: list[dict[str, Any]] = list(known)
-        for gap in todo:
-            for a, b in split_dates(*gap):
-                search: dict[str, Any] = {
-                    "date": {"from": a.isoformat(), "to": b.isoformat()},
-                    "shape": fld.geometry,
-                    "shapeRelation": "INTERSECTS",
-                    **filters,
-                }
-                query: dict[str, Any] = {
-                    "search": search,
-                    "sort": {"date": "asc"},
-                    "fields": _FIELDS,
-                    "limit": PAGE_SIZE,
-                }
-                found = []
-                for obj in await self.lane.pages(dataset, query):
-                    try:
-                        found.append(parse_scene(obj, dataset).to_json())
-                    except ValueError as exc:
-                        self.lane.stats.bad_results += 1
-                        log.warning("%s: %s: skipped a search result: %s", fld.id, dataset, exc)
-                self.cache.store(key, (a, b), found, settled_until=self.settled_until)
-                raw.extend(found)
+        for a, b in pieces:
+            search: dict[str, Any] = {
+                "date": {"from": a.isoformat(), "to": b.isoformat()},
+                "shape": fld.geometry,
+                "shapeRelation": "INTERSECTS",
+                **filters,
+            }
+            query: dict[str, Any] = {
+                "search": search,
+                "sort": {"date": "asc"},
+                "fields": _FIELDS,
+                "limit": PAGE_SIZE,
+            }
+            found = []
+            for obj in await self.lane.pages(dataset, query):
+                try:
+                    found.append(parse_scene(obj, dataset).to_json())
+                except ValueError as exc:
+                    self.stats.bad_results += 1
+                    log.warning("%s: %s: skipped a search result: %s", fld.id, dataset, exc)
+            self.cache.store(key, (a, b), found, settled_until=self.settled_until)
+            raw.extend(found)
         scenes = {}
         for obj in raw:
             scene = parse_scene(obj, dataset)
@@ -242,8 +252,13 @@ async def search_async(
     max_attempts: int = 6,
     request_timeout: float = 60.0,
     concurrency: int = 4,
+    dry_run: bool = False,
 ) -> SearchResult:
     """Search every field and return the jobs to run. See the module docstring.
+
+    ``dry_run``: check everything, consult the cache, send nothing and need no key; the
+    result has no jobs, and ``stats.questions`` says how many requests at least a real
+    search would send (one more per extra page).
 
     ``cache``: ``True`` for the default file (``~/.cache/bulkfetch/search-cache.json``), a
     path, or ``False``/``None`` for none. ``today`` (default: the UTC date) is when the
@@ -262,15 +277,22 @@ async def search_async(
     if not datasets:
         raise UsageError("give at least one --dataset")
     _check_params(field_list, bm_types, params, name_template)
-    if api_key is None:
-        api_key = load_api_key(None)
-    key = ApiKey(api_key) if isinstance(api_key, str) else api_key
     rate = Rate.parse(search_rate) if isinstance(search_rate, str) else search_rate
     url = search_url or DEFAULT_SEARCH_URL
     today = today or dt.datetime.now(dt.UTC).date()
     store = SearchCache(default_cache_path() if cache is True else cache or None)
     stats = SearchStats(fields=len(field_list))
     filters = _filters(max_cloud, min_coverage)
+    settled_until = today - dt.timedelta(days=settle_days)
+    if dry_run:
+        planner = _Searcher(None, stats, store, _service(url), settled_until)
+        for fld in field_list:
+            for dataset in datasets:
+                planner.plan(fld, dataset, date_from, date_to, filters)
+        return SearchResult(jobs=[], defaults=params, stats=stats)
+    if api_key is None:
+        api_key = load_api_key(None)
+    key = ApiKey(api_key) if isinstance(api_key, str) else api_key
     selection = Selection(
         max_cloud=max_cloud,
         min_coverage=min_coverage,
@@ -283,7 +305,7 @@ async def search_async(
     try:
         async with SearchClient(url, key, timeout=request_timeout) as client:
             lane = SearchLane(client, Limiter("search", rate), stats, max_attempts)
-            searcher = _Searcher(lane, store, _service(url), today - dt.timedelta(days=settle_days))
+            searcher = _Searcher(lane, stats, store, _service(url), settled_until)
             gate = anyio.Semaphore(concurrency)
 
             async def one(fld: Field) -> None:

@@ -28,6 +28,7 @@ from .logs import setup_logging
 from .scene_search import SearchResult, check_output, search_async, search_url_for, write_manifest
 from .scenes import DEFAULT_TEMPLATE, TEMPLATE_KEYS
 from .search_cache import default_cache_path
+from .search_client import PAGE_SIZE
 
 __all__ = ["parse_date", "search_command"]
 
@@ -201,6 +202,11 @@ _TEMPLATE_HELP = ", ".join("{" + k + "}" for k in TEMPLATE_KEYS)
     "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check everything and say how many requests the search needs; send nothing.",
+)
 def search_command(
     fields: Path,
     date_from: dt.date,
@@ -216,6 +222,7 @@ def search_command(
     no_cache: bool,
     log_format: str,
     quiet: bool,
+    dry_run: bool,
     **options: Any,
 ) -> None:
     """Find the scenes over each field of FIELDS and write a manifest of them.
@@ -233,25 +240,40 @@ def search_command(
     job_params |= params
     try:
         check_output(output)
-        key = load_api_key(api_key_file)
-        result = anyio.run(
-            _search_until_signal,
-            {
-                "fields": fields,
-                "date_from": date_from,
-                "date_to": date_to,
-                "params": job_params,
-                "api_key": key,
-                "search_url": search_url or search_url_for(api_url),
-                "cache": False if no_cache else (cache_path or True),
-                **options,
-            },
-        )
+        kwargs: dict[str, Any] = {
+            "fields": fields,
+            "date_from": date_from,
+            "date_to": date_to,
+            "params": job_params,
+            "search_url": search_url or search_url_for(api_url),
+            "cache": False if no_cache else (cache_path or True),
+            **options,
+        }
+        if dry_run:
+            _print_plan(kwargs)
+            return
+        kwargs["api_key"] = load_api_key(api_key_file)
+        result = anyio.run(_search_until_signal, kwargs)
         if result is None:
             return
         _finish(result, output, quiet=quiet)
     except BulkfetchError as exc:
         fail(exc)
+
+
+def _print_plan(kwargs: dict[str, Any]) -> None:
+    async def plan() -> SearchResult:
+        return await search_async(**kwargs, dry_run=True)
+
+    s = anyio.run(plan).stats
+    pairs = s.fields * len(dict.fromkeys(kwargs["datasets"]))
+    minutes = s.questions * kwargs["search_rate"].interval / 60
+    click.echo(
+        f"{s.fields} fields valid; {s.from_cache} of {pairs} field × dataset questions "
+        f"answered by the cache; at least {s.questions} search requests to send (one more "
+        f"per extra page of {PAGE_SIZE}), about {minutes:.1f} min at {kwargs['search_rate']}. "
+        "Nothing was sent."
+    )
 
 
 async def _search_until_signal(kwargs: dict[str, Any]) -> SearchResult | None:

@@ -50,6 +50,9 @@ class SearchStats:
     """What a search did, for the summary line and the Python caller."""
 
     fields: int = 0
+    #: Date ranges (of at most a calendar year) the cache could not answer: each is at
+    #: least one request, one more per extra page.
+    questions: int = 0
     requests: int = 0
     rate_limited: int = 0
     retried: int = 0

@@ -361,3 +361,41 @@ def test_sigterm_stops_a_search_and_keeps_the_cache(tmp_path: Path) -> None:
     assert "interrupted" in err and "Traceback" not in err
     assert not output.exists()
     assert (tmp_path / "cache.json").exists()
+
+
+def test_dry_run_says_what_a_search_would_send_and_sends_nothing(
+    ssim: SimulatorThread, tmp_path: Path
+) -> None:
+    span = ["--from", "2022-05-01", "--to", "2023-09-30", "--dataset", "sentinel2"]
+    n_fields = len(orjson.loads(FIELDS.read_bytes())["features"])
+    plan = bulkfetch_cli(
+        "search",
+        FIELDS,
+        *span,
+        "-o",
+        tmp_path / "m.jsonl",
+        "--dry-run",
+        "--cache",
+        tmp_path / "cache.json",
+        env={"EOS_API_KEY": ""},  # no key needed
+    )
+    assert plan.returncode == 0, plan.stderr
+    assert f"0 of {n_fields} field × dataset questions answered by the cache" in plan.stdout
+    assert f"at least {2 * n_fields} search requests" in plan.stdout  # two calendar years
+    assert ssim.counters()["search_calls"] == 0 and not (tmp_path / "m.jsonl").exists()
+    done, _ = search_cli(ssim, tmp_path, *span)
+    assert done.returncode == 0, done.stderr
+    again = bulkfetch_cli(
+        "search",
+        FIELDS,
+        *span,
+        "-o",
+        tmp_path / "m.jsonl",
+        "--dry-run",
+        "--cache",
+        tmp_path / "cache.json",
+        "--search-url",
+        ssim.search_url,
+    )
+    assert f"{n_fields} of {n_fields} field × dataset questions" in again.stdout
+    assert "at least 0 search requests" in again.stdout
