@@ -249,20 +249,31 @@ def check_template(template: str) -> None:
         raise ValueError(f"name template {template!r} uses no {{...}}: every name would be equal")
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def _part(text: str) -> str:
+    """A server's word as one harmless piece of a file name: it cannot add a folder,
+    climb out of one, or hide the file ('.'-led)."""
+    return _UNSAFE.sub("_", text).lstrip(".")[:80] or "_"
+
+
 def _values(field: str, scene: Scene, bm_type: str) -> _Values:
     d = scene.date
+    # The field and the bm_type are the user's (checked with the manifest); the rest
+    # comes from the server's answer, which is never trusted to name a path.
     return _Values(
         field=field,
         date=d.isoformat(),
         year=f"{d.year:04d}",
         month=f"{d.month:02d}",
         day=f"{d.day:02d}",
-        sensor=scene.sensor,
-        dataset=scene.dataset,
-        tile=scene.tile,
+        sensor=_part(scene.sensor),
+        dataset=_part(scene.dataset),
+        tile=_part(scene.tile),
         cloud=str(round(scene.cloud)),
         bm_type=bm_type,
-        scene=scene.scene_id,
+        scene=_part(scene.scene_id),
     )
 
 
@@ -276,7 +287,7 @@ def job_names(template: str, rows: Sequence[tuple[str, Scene, str]]) -> list[str
     names = [template.format_map(_values(*row)) for row in rows]
     counts = _fold_counts(names)
     names = [
-        f"{name}_{row[1].tile}" if counts[name.casefold()] > 1 else name
+        f"{name}_{_part(row[1].tile)}" if counts[name.casefold()] > 1 else name
         for name, row in zip(names, rows, strict=True)
     ]
     seen: dict[str, int] = {}

@@ -267,3 +267,9 @@ def test_job_names_are_always_distinct_ignoring_case(rows: list[tuple[str, Scene
     for template in (DEFAULT_TEMPLATE, "{field}", "{date}/{field}"):
         names = job_names(template, rows)
         assert len({n.casefold() for n in names}) == len(rows)
+
+
+def test_server_words_in_names_cannot_make_folders_or_climb() -> None:
+    scene = Scene("../../etc/x/2023/1/1/0", "../../evil/name", D(2023, 1, 1), 1.0, None, "a/b")
+    [name] = job_names("{field}/{scene}_{sensor}_{dataset}_{tile}", [("f", scene, "NDVI")])
+    assert name.startswith("f/") and name.count("/") == 1 and ".." not in name.split("/")

@@ -191,6 +191,20 @@ class Hostile:
             )
         return self._result(params, "../../evil.jpg")
 
+    async def search(self, request: web.Request) -> web.StreamResponse:
+        key = self._note(request)
+        if request.match_info["dataset"] == "landsat8":
+            return web.json_response({"error": f"key {key} may not search landsat"}, status=400)
+        evil = {
+            "view_id": "S2/../../etc/2023/6/1/0",
+            "sceneID": "../../../evil",
+            "date": "2023-06-01",
+            "cloudCoverage": 1.0,
+            "dataset": "../up",
+            "note": key,
+        }
+        return web.json_response({"results": [evil], "meta": {"found": 1, "page": 1}})
+
     async def elsewhere(self, request: web.Request) -> web.StreamResponse:
         self._note(request)
         return self._result(self.tasks[request.match_info["task_id"]], "/etc/evil")
@@ -213,6 +227,7 @@ def hostile_api(modes: dict[str, str]) -> Iterator[Hostile]:
     app.router.add_post("/api/gdw/api", hostile.create)
     app.router.add_get("/api/gdw/api/{task_id}", hostile.status)
     app.router.add_get("/elsewhere/{task_id}", hostile.elsewhere)
+    app.router.add_post("/api/lms/search/v2/{dataset}", hostile.search)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -233,6 +248,40 @@ def hostile_api(modes: dict[str, str]) -> Iterator[Hostile]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def test_a_hostile_search_server_gets_its_answers_kept_inside_the_folder(tmp_path: Path) -> None:
+    key = new_key()
+    fields = write_jsonl(
+        tmp_path / "fields.jsonl", [{"id": "f", "geometry": make_jobs(1)[0]["geometry"]}]
+    )
+    args: list[str | Path] = ["search", fields, "--from", "2023-06-01", "--to", "2023-06-30"]
+    args.append("--no-cache")
+    args += ["--search-rate", "50/s", "--name-template", "{field}/{scene}_{sensor}_{dataset}"]
+    with hostile_api({}) as server:
+        url = server.api_url  # the search URL is derived from it
+        ok = bulkfetch_cli(
+            *args, "-o", tmp_path / "m.jsonl", "--api-url", url, env={"EOS_API_KEY": key}
+        )
+        refused = bulkfetch_cli(
+            *args,
+            "--dataset",
+            "landsat8",
+            "-o",
+            tmp_path / "n.jsonl",
+            "--api-url",
+            url,
+            env={"EOS_API_KEY": key},
+        )
+    assert ok.returncode == 0, ok.stderr
+    [job] = load_manifest(tmp_path / "m.jsonl").jobs
+    assert job.relative_path().parts[0] == "f" and len(job.relative_path().parts) == 2
+    assert refused.returncode == 1 and "may not search landsat" in refused.stderr
+    for proc in (ok, refused):
+        assert key not in proc.stdout + proc.stderr
+    assert key.encode() not in (tmp_path / "m.jsonl").read_bytes()
+    assert all(not seen.query for seen in server.seen)  # the key went in the header only
+    assert {seen.headers["x-api-key"] for seen in server.seen} == {key}
 
 
 def test_a_hostile_server_gets_no_key_elsewhere_and_names_no_file(tmp_path: Path) -> None:
