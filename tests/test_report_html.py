@@ -565,14 +565,20 @@ def test_in_a_real_browser(tmp_path: Path) -> None:
 
     probe_page = page.with_name("probe.html")  # the page itself has no script; this copy does
     probe_page.write_text(page.read_text("utf-8").replace("</body>", _PROBE + "</body>"), "utf-8")
-    dumped = _browse(
-        chromium,
-        tmp_path / "profile-2",
-        probe_page.as_uri(),
-        "--virtual-time-budget=10000",
-        "--dump-dom",
-    )
-    found = re.search(r'<pre id="probe">(.*?)</pre>', dumped.stdout)
+    # The probe awaits image decoding, which runs on real threads while the budget is
+    # virtual time: on a loaded machine the DOM can be dumped before the probe wrote its
+    # answer. That is the harness being early, not the page being wrong: ask again.
+    for attempt in range(3):
+        dumped = _browse(
+            chromium,
+            tmp_path / f"profile-2-{attempt}",
+            probe_page.as_uri(),
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+        )
+        found = re.search(r'<pre id="probe">(.*?)</pre>', dumped.stdout)
+        if found:
+            break
     assert found, dumped.stderr[-2000:]
     layout = json.loads(found[1])
     n = len(built.done)
