@@ -1,12 +1,19 @@
 """Results to disk: streamed, checked, and only then given their final name.
 
-A result is written in chunks to a temporary file beside its target
-(``.NAME.XXXX.bulkfetch-part``), hashed (sha256) and counted as it streams, then checked:
-its length against Content-Length, its first bytes against the format the job asked for,
-and never JSON. Only a result that passes is fsynced and renamed into place, and the
-directory fsynced, so a final name always holds a complete, checked file. Anything else is
-deleted and reported as a ``TransientError`` (the engine fetches it again). A crash leaves
-at most a ``.bulkfetch-part`` file, which ``remove_partials()`` deletes at the next start.
+A result is written to a temporary file beside its target (``.NAME.XXXX.bulkfetch-part``),
+hashed (sha256) and counted as it streams, then checked: its length against
+Content-Length, its first bytes against the format the job asked for, and never JSON. Only
+a result that passes is fsynced and renamed into place, and the directory fsynced (and any
+folder created for it, in its parent), so a final name always holds a complete, checked
+file. Anything else is deleted and reported as a ``TransientError`` (the engine fetches it
+again). A crash leaves at most a ``.bulkfetch-part`` file, which ``remove_partials()``
+deletes at the next start.
+
+The event loop only receives. A body of at most ``SMALL_BODY`` bytes is checked in memory
+and then written, fsynced and renamed in one worker-thread call. A bigger one goes in blocks
+of about ``WRITE_CHUNK`` through a queue of ``QUEUE_BLOCKS`` to a writer whose worker thread
+hashes and writes each block (``hashlib`` and ``os.writev`` release the GIL) while the loop
+receives the next: memory per download is bounded whatever the file's size.
 
 Names come from the manifest (already checked by ``manifest.safe_name``) or are made by
 bulkfetch; the server's names are never used. ``target()`` still checks that the path
@@ -23,17 +30,16 @@ import hashlib
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
-import aiofiles
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .client import Ready
 from .durable import fsync_directory
-from .errors import StorageError, TransientError
+from .errors import StorageError, TransientError, first_error
 
 __all__ = ["PART_SUFFIX", "Sink", "Written", "check_result", "sniff"]
 
@@ -42,6 +48,13 @@ log = logging.getLogger(__name__)
 PART_SUFFIX = ".bulkfetch-part"
 #: Bytes gathered before each write: few thread hops per file, bounded memory per download.
 WRITE_CHUNK = 1 << 20
+#: A body up to this size is checked in memory and written in one thread call; a bigger one
+#: is on disk (as a part file) from its first this-many bytes on.
+SMALL_BODY = 1 << 16
+#: Blocks of ``WRITE_CHUNK`` waiting for the writer thread: with the one being written and the
+#: one being received, a download holds at most ``QUEUE_BLOCKS + 2`` blocks in memory.
+QUEUE_BLOCKS = 2
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\xff\xd8\xff", "jpeg"),
@@ -92,6 +105,7 @@ class Sink:
     def __init__(self, out: Path) -> None:
         self.out = out
         self._root = out.resolve()
+        self._out = os.fspath(out)
 
     def target(self, relative: PurePosixPath | str) -> Path:
         rel = PurePosixPath(relative)
@@ -104,18 +118,15 @@ class Sink:
 
     def file_ok(self, relative: str, size: int) -> bool:
         """Whether a done job's file is still there with its recorded size."""
-        if not relative:
+        if not relative or relative.startswith("/") or ".." in relative.split("/"):
             return False
-        rel = PurePosixPath(relative)
-        if rel.is_absolute() or ".." in rel.parts:
-            return False
-        # A stat, not target(): resolving every path costs several lstat calls per job on
-        # a 100,000-job resume, and reading a size cannot write outside the folder.
+        # One stat on a string path, not target() nor a Path: a 100,000-job resume calls
+        # this for every done job, and reading a size cannot write outside the folder.
         try:
-            path = self.out.joinpath(*rel.parts)
-            return path.is_file() and path.stat().st_size == size
-        except (OSError, StorageError):
+            st = os.stat(f"{self._out}/{relative}")  # noqa: PTH116
+        except (OSError, ValueError):  # ValueError: a NUL in the path
             return False
+        return stat.S_ISREG(st.st_mode) and st.st_size == size
 
     def remove_partials(self) -> int:
         """Delete temporary files a crashed run left behind. Returns how many."""
@@ -131,77 +142,163 @@ class Sink:
         return removed
 
     async def write(self, relative: PurePosixPath, expected: str, ready: Ready) -> Written:
-        """Stream ``ready`` into place at ``relative``; raises on a bad or short body."""
+        """Stream ``ready`` into place at ``relative``; raises on a bad or short body.
+
+        The event loop only receives. A body of at most ``SMALL_BODY`` is checked, then
+        written, fsynced and renamed into place in one worker-thread call. A bigger one is
+        handed over in blocks of about ``WRITE_CHUNK`` to a writer task whose worker thread
+        hashes and writes each block (``hashlib`` and ``os.writev`` release the GIL) while the
+        loop receives the next; at most ``QUEUE_BLOCKS`` blocks wait, so memory stays bounded
+        whatever the file's size. Only a checked, complete body is fsynced and renamed.
+        """
         final = self.target(relative)
-        part = final.with_name(f".{final.name}.{secrets.token_hex(4)}{PART_SUFFIX}")
-        digest = hashlib.sha256()
+        part = _PartFile(final.with_name(f".{final.name}.{secrets.token_hex(4)}{PART_SUFFIX}"))
         size = 0
         head = b""
+        pending: list[bytes] = []
+        buffered = 0
         try:
-            await anyio.to_thread.run_sync(_mkdirs, final.parent)
-            async with _open_for_write(part) as f:
-                pending: list[bytes] = []
-                buffered = 0
-                async for chunk in ready.chunks():
-                    if len(head) < 16:
-                        head += chunk[: 16 - len(head)]
-                    digest.update(chunk)
-                    size += len(chunk)
-                    pending.append(chunk)
-                    buffered += len(chunk)
-                    if buffered >= WRITE_CHUNK:
-                        await f.write(b"".join(pending))
-                        pending, buffered = [], 0
-                if pending:
-                    await f.write(b"".join(pending))
+            chunks = ready.chunks(WRITE_CHUNK)
+            async for chunk in chunks:
+                if len(head) < 16:
+                    head += chunk[: 16 - len(head)]
+                size += len(chunk)
+                pending.append(chunk)
+                buffered += len(chunk)
+                if buffered > min(SMALL_BODY, WRITE_CHUNK):
+                    break
+            else:
+                # The whole body is in memory: check it first, then one thread call.
                 check_result(
                     expected=expected, head=head, size=size, content_length=ready.content_length
                 )
-                await f.flush()
-                await anyio.to_thread.run_sync(os.fsync, f.fileno())
-            await anyio.to_thread.run_sync(_publish, part, final)
+                await anyio.to_thread.run_sync(part.publish, final, pending)
+                return Written(PurePosixPath(relative).as_posix(), size, part.hexdigest())
+            send, receive = anyio.create_memory_object_stream[list[bytes]](QUEUE_BLOCKS)
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_write_blocks, part, receive)
+                    async with send:
+                        await send.send(pending)
+                        pending, buffered = [], 0
+                        async for chunk in chunks:
+                            size += len(chunk)
+                            pending.append(chunk)
+                            buffered += len(chunk)
+                            if buffered >= WRITE_CHUNK:
+                                await send.send(pending)
+                                pending, buffered = [], 0
+                        check_result(
+                            expected=expected,
+                            head=head,
+                            size=size,
+                            content_length=ready.content_length,
+                        )
+            except BaseExceptionGroup as group:
+                # One download's own failure (a short body, a full disk), not a group; a
+                # writer that failed leaves the receiver's send broken, which says nothing.
+                _, rest = group.split(anyio.BrokenResourceError)
+                raise first_error(rest or group) from None
+            # The writer has written every block it was sent; the rest goes with the publish.
+            await anyio.to_thread.run_sync(part.publish, final, pending)
         except OSError as exc:
-            _discard(part)
+            part.discard()
             raise _storage_error(exc, final) from None
         except BaseException:
-            _discard(part)
+            part.discard()
             raise
-        return Written(PurePosixPath(relative).as_posix(), size, digest.hexdigest())
+        return Written(PurePosixPath(relative).as_posix(), size, part.hexdigest())
 
 
-@contextlib.asynccontextmanager
-async def _open_for_write(path: Path) -> AsyncIterator[Any]:
-    """``aiofiles.open(path, "wb")`` whose close survives cancellation.
+async def _write_blocks(part: _PartFile, receive: MemoryObjectReceiveStream[list[bytes]]) -> None:
+    async with receive:
+        async for blocks in receive:
+            await anyio.to_thread.run_sync(part.write, blocks)
 
-    A cancelled download must still close its file, or the descriptor leaks; aiofiles'
-    own exit awaits the close inside the cancelled scope, where it never runs.
+
+class _PartFile:
+    """A result's temporary file, written from worker threads one call at a time.
+
+    ``write`` and ``publish`` run in a worker thread; the event loop awaits each call before
+    making the next, so the descriptor and the digest are never used by two threads at once.
+    ``discard`` (on the loop, after the last call returned) closes and deletes the file.
     """
-    opener = aiofiles.open(path, "wb")
-    f = await opener.__aenter__()
-    try:
-        yield f
-    except BaseException as exc:
-        with anyio.CancelScope(shield=True):
-            await opener.__aexit__(type(exc), exc, exc.__traceback__)
-        raise
-    with anyio.CancelScope(shield=True):
-        await opener.__aexit__(None, None, None)
+
+    __slots__ = ("_digest", "_fd", "path")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = -1
+        self._digest = hashlib.sha256()
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+    def write(self, blocks: list[bytes]) -> None:
+        """Hash ``blocks`` and append them to the file (created on the first call)."""
+        if self._fd < 0:
+            _mkdirs(self.path.parent)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            self._fd = os.open(self.path, flags, 0o666)
+        for block in blocks:
+            self._digest.update(block)
+        _writev_all(self._fd, blocks)
+
+    def publish(self, final: Path, blocks: list[bytes]) -> None:
+        """Write the last ``blocks``, fsync, close, rename over ``final``, fsync its folder."""
+        self.write(blocks)
+        os.fsync(self._fd)
+        fd, self._fd = self._fd, -1
+        os.close(fd)
+        self.path.replace(final)
+        fsync_directory(final.parent)
+
+    def discard(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not remove %s: %s", self.path, exc.strerror)
+
+
+def _writev_all(fd: int, blocks: list[bytes]) -> None:
+    """Write every byte of ``blocks``: one ``writev`` call unless the kernel takes less."""
+    if len(blocks) == 1:
+        _write_all(fd, blocks[0])
+        return
+    done = os.writev(fd, blocks) if len(blocks) <= _IOV_MAX else 0
+    for block in blocks:
+        if done >= len(block):
+            done -= len(block)
+            continue
+        # A short writev (a signal, a filling disk): write the rest block by block.
+        _write_all(fd, memoryview(block)[done:])
+        done = 0
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _mkdirs(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-
-
-def _publish(part: Path, final: Path) -> None:
-    part.replace(final)
-    fsync_directory(final.parent)
-
-
-def _discard(part: Path) -> None:
-    try:
-        part.unlink(missing_ok=True)
-    except OSError as exc:
-        log.warning("could not remove %s: %s", part, exc.strerror)
+    """``mkdir -p path``, and each new folder's entry made durable in its parent."""
+    missing: list[Path] = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
+            continue
+        fsync_directory(folder.parent)
 
 
 def _storage_error(exc: OSError, final: Path) -> StorageError:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
-import aiofiles
 import anyio
 import anyio.lowlevel
 import pytest
@@ -18,6 +17,7 @@ import pytest
 import bulkfetch.sink as sink_module
 from bulkfetch.client import Client, Ready
 from bulkfetch.config import ApiKey
+from bulkfetch.durable import fsync_directory
 from bulkfetch.errors import StorageError, TransientError
 from bulkfetch.simulator import TEST_API_KEY, SimConfig, Simulator, render_result
 from bulkfetch.sink import PART_SUFFIX, Sink, Written, check_result, sniff
@@ -208,6 +208,62 @@ def test_write_large_body_in_many_chunks(tmp_path: Path) -> None:
     assert written.size == len(body)
 
 
+class _CountingReady(FakeReady):
+    """Records, as each chunk is handed over, how many bytes the writer has written."""
+
+    def __init__(self, body: bytes, written: list[int], **kwargs: Any) -> None:
+        super().__init__(body, **kwargs)
+        self.written = written
+        self.ahead: list[int] = []  # bytes received and not yet written, at each chunk
+
+    async def chunks(self, size: int = 1 << 20) -> AsyncIterator[bytes]:
+        received = 0
+        async for chunk in super().chunks(size):
+            self.ahead.append(received - sum(self.written))
+            received += len(chunk)
+            yield chunk
+
+
+def test_write_streams_big_bodies_in_bounded_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow disk holds the receiver back: at most QUEUE_BLOCKS + 2 blocks in memory."""
+    block = 1000
+    monkeypatch.setattr(sink_module, "WRITE_CHUNK", block)
+    written: list[int] = []
+    real = sink_module._writev_all
+
+    def slow(fd: int, blocks: list[bytes]) -> None:
+        time.sleep(0.002)
+        real(fd, blocks)
+        written.append(sum(map(len, blocks)))
+
+    monkeypatch.setattr(sink_module, "_writev_all", slow)
+    body = b"II*\x00" + os.urandom(200 * block)
+    ready = _CountingReady(body, written, chunk=250)
+    result = write(Sink(tmp_path), "big.tif", "tiff", ready)
+    assert (tmp_path / "big.tif").read_bytes() == body
+    assert result.sha256 == hashlib.sha256(body).hexdigest()
+    assert len(written) > 100  # streamed block by block, not gathered
+    assert max(ready.ahead) <= (sink_module.QUEUE_BLOCKS + 2) * block + 250
+
+
+def test_write_makes_new_folders_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[Path] = []
+
+    def record(path: Path) -> None:
+        synced.append(path)
+        fsync_directory(path)
+
+    monkeypatch.setattr(sink_module, "fsync_directory", record)
+    write(Sink(tmp_path), "a/b/x.jpg", "jpeg", FakeReady(JPEG))
+    # Each new folder's entry in its parent, then the file's entry in its folder.
+    assert synced == [tmp_path, tmp_path / "a", tmp_path / "a" / "b"]
+    synced.clear()
+    write(Sink(tmp_path), "a/b/y.jpg", "jpeg", FakeReady(JPEG))
+    assert synced == [tmp_path / "a" / "b"]
+
+
 def test_write_without_content_length(tmp_path: Path) -> None:
     written = write(Sink(tmp_path), "p.png", "png", FakeReady(PNG, content_length=None))
     assert (tmp_path / "p.png").read_bytes() == PNG
@@ -251,46 +307,50 @@ def test_write_bad_body_keeps_the_previous_good_file(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
-class _RecordingOpen:
-    """Wraps ``aiofiles.open`` unchanged, keeping each file object to look at afterwards."""
+class _RecordingPart(sink_module._PartFile):
+    """A ``_PartFile`` that keeps the descriptor it opened, to check afterwards it was closed."""
 
-    def __init__(self, cm: Any, opened: list[Any]) -> None:
-        self.cm = cm
-        self.opened = opened
+    fds: ClassVar[list[int]] = []
 
-    async def __aenter__(self) -> Any:
-        f = await self.cm.__aenter__()
-        self.opened.append(f)
-        return f
+    def write(self, blocks: list[bytes]) -> None:
+        opened = self._fd >= 0
+        super().write(blocks)
+        if not opened:
+            self.fds.append(self._fd)
 
-    async def __aexit__(self, *exc: object) -> Any:
-        return await self.cm.__aexit__(*exc)
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def _cancel_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, times: int) -> int:
-    """Cancel ``times`` writes midway; return how many left their file open (then closed here,
-    or the garbage collector's ResourceWarning would fail whichever test runs next)."""
-    real_open = aiofiles.open
-    opened: list[Any] = []
-    monkeypatch.setattr(
-        aiofiles, "open", lambda *a, **k: _RecordingOpen(real_open(*a, **k), opened)
-    )
+    """Cancel ``times`` writes midway, after the file was opened and written to; return how
+    many left their descriptor open (then closed here, so no other test sees it)."""
+    _RecordingPart.fds = []
+    monkeypatch.setattr(sink_module, "_PartFile", _RecordingPart)
+    monkeypatch.setattr(sink_module, "WRITE_CHUNK", 64)  # stream: a file is open midway
     sink = Sink(tmp_path)
 
     async def main() -> None:
-        with anyio.move_on_after(0.02) as scope:
+        with anyio.move_on_after(0.05) as scope:
             await sink.write(
-                PurePosixPath("x.jpg"), "jpeg", cast(Ready, FakeReady(JPEG, hang_after=2))
+                PurePosixPath("x.jpg"), "jpeg", cast(Ready, FakeReady(JPEG, hang_after=4))
             )
         assert scope.cancelled_caught
 
-    for _ in range(times):
+    leaked = 0
+    for run in range(times):
         anyio.run(main)
-    leaked = [f for f in opened if not f._file.closed]
-    for f in leaked:
-        f._file.close()
-    assert len(opened) == times
-    return len(leaked)
+        assert len(_RecordingPart.fds) == run + 1
+        fd = _RecordingPart.fds[-1]
+        if _is_open(fd):  # checked at once: a closed descriptor's number is reused
+            os.close(fd)
+            leaked += 1
+    return leaked
 
 
 def test_write_cancelled_midway_leaves_no_part_file(
@@ -310,9 +370,11 @@ def _enospc(*args: Any) -> None:
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+@pytest.mark.parametrize("write_chunk", [1 << 20, 64], ids=["in-one-call", "streamed"])
 def test_write_disk_full_at_fsync_is_a_storage_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_chunk: int
 ) -> None:
+    monkeypatch.setattr(sink_module, "WRITE_CHUNK", write_chunk)
     monkeypatch.setattr(os, "fsync", _enospc)
     with pytest.raises(StorageError, match="disk full") as info:
         write(Sink(tmp_path), "x.jpg", "jpeg", FakeReady(JPEG))
@@ -320,41 +382,26 @@ def test_write_disk_full_at_fsync_is_a_storage_error(
     assert files(tmp_path) == []
 
 
-class _FullDisk:
-    """An aiofiles file whose second write fails with ENOSPC, as a filling disk does."""
+def _patch_writes(monkeypatch: pytest.MonkeyPatch, error: int) -> None:
+    """The second write of a file fails with ``error``, as a filling disk does."""
+    real = sink_module._writev_all
+    calls = 0
 
-    def __init__(self, inner: Any, error: int) -> None:
-        self.inner = inner
-        self.error = error
-        self.writes = 0
+    def failing(fd: int, blocks: list[bytes]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls >= 2:
+            raise OSError(error, os.strerror(error))
+        real(fd, blocks)
 
-    async def write(self, data: bytes) -> int:
-        self.writes += 1
-        if self.writes >= 2:
-            raise OSError(self.error, os.strerror(self.error))
-        return int(await self.inner.write(data))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-def _patch_open(monkeypatch: pytest.MonkeyPatch, error: int) -> None:
-    real_open = aiofiles.open
-
-    @contextlib.asynccontextmanager
-    async def failing_open(path: Path, mode: str) -> AsyncIterator[_FullDisk]:
-        assert mode == "wb"
-        async with real_open(path, "wb") as f:
-            yield _FullDisk(f, error)
-
-    monkeypatch.setattr(aiofiles, "open", failing_open)
+    monkeypatch.setattr(sink_module, "_writev_all", failing)
     monkeypatch.setattr(sink_module, "WRITE_CHUNK", 64)  # write every chunk at once
 
 
 def test_write_disk_full_midway_is_a_storage_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _patch_open(monkeypatch, errno.ENOSPC)
+    _patch_writes(monkeypatch, errno.ENOSPC)
     with pytest.raises(StorageError, match="disk full") as info:
         write(Sink(tmp_path), "d/x.jpg", "jpeg", FakeReady(JPEG))
     assert str(tmp_path / "d" / "x.jpg") in str(info.value)
@@ -364,7 +411,7 @@ def test_write_disk_full_midway_is_a_storage_error(
 def test_write_other_os_error_is_a_storage_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _patch_open(monkeypatch, errno.EIO)
+    _patch_writes(monkeypatch, errno.EIO)
     with pytest.raises(StorageError, match="cannot write") as info:
         write(Sink(tmp_path), "x.jpg", "jpeg", FakeReady(JPEG))
     assert "disk full" not in str(info.value)
