@@ -24,7 +24,9 @@ Contract:
 
 Self-intersection is O(n²) pairs for rings up to 500 vertices (the usual case, and the
 fastest in Python there); longer rings use a sweep over edges sorted by their west end,
-so a 10,000-vertex ring checks in well under a second.
+so a 10,000-vertex ring checks in well under a second. A triangle or quadrilateral (a box,
+the usual AOI) that turns the same way at every vertex is convex, so simple, and is passed
+without the pairwise test.
 """
 
 from __future__ import annotations
@@ -206,6 +208,8 @@ def ring_self_intersection(ring: list[Position]) -> tuple[int, int, str] | None:
     offending edges in ``ring`` as given, and ``message`` is a template over ``{i}`` and
     ``{j}``; or ``None`` when the ring is simple.
     """
+    if len(ring) in (4, 5) and _convex(ring):
+        return None
     # Drop consecutive repeats (zero-length edges), remembering original indices.
     vs: list[Position] = []
     idx: list[int] = []
@@ -237,6 +241,26 @@ def ring_self_intersection(ring: list[Position]) -> tuple[int, int, str] | None:
         idx[j],
         "ring crosses or touches itself: edge from position {j} meets edge from position {i}",
     )
+
+
+def _convex(ring: list[Position]) -> bool:
+    """Whether a closed triangle or quadrilateral turns the same way, strictly, at every
+    vertex: then it is convex, so simple (a quadrilateral's turns add up to one full turn
+    at most twice over, and a bow tie turns both ways). The usual AOI, a box, is one; this
+    settles it without the pairwise test. A zero turn (a repeat, a spike) says nothing."""
+    vs = ring[:-1]
+    m = len(vs)
+    positive = negative = False
+    for k in range(m):
+        (ax, ay), (bx, by), (cx, cy) = vs[k - 1], vs[k], vs[(k + 1) % m]
+        turn = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+        if turn > 0:
+            positive = True
+        elif turn < 0:
+            negative = True
+        else:
+            return False
+    return positive != negative
 
 
 def _all_pairs(vs: list[Position]) -> tuple[int, int] | None:
