@@ -126,6 +126,7 @@ class Run:
         self._creates: dict[str, int] = {}  # creations this run, per job
         self._errors: dict[str, int] = {}  # transient failures this run, per job
         self._wake = anyio.Event()
+        self._unflushed = anyio.Event()  # set when put_soon left records to write
         self._stopping = False
         self._scope: anyio.CancelScope | None = None
         self._create_scopes: set[anyio.CancelScope] = set()
@@ -191,7 +192,7 @@ class Run:
             case _:
                 if record is None:
                     path = job.relative_path().as_posix()
-                    self._put(JobRecord(key=job.key, path=path, slot=job.slot))
+                    self._put(JobRecord(key=job.key, path=path, slot=job.slot), soon=True)
                 elif record.state is JobState.FAILED:  # --retry-failed, or its back-off is over
                     log.info("%s: failed before (%s); trying again", _short(job), record.reason)
                     self._put(record, state=JobState.PENDING)
@@ -219,6 +220,7 @@ class Run:
                     left = self._time_box - self._clock()
                     tg.cancel_scope.deadline = anyio.current_time() + left
                 if not self._finished():
+                    tg.start_soon(self._flush_ledger)
                     tg.start_soon(self._create_lane, tg)
                     tg.start_soon(self._status_lane, tg)
         except BaseExceptionGroup as group:
@@ -387,6 +389,7 @@ class Run:
             self.ledger.set_meta("task_timeout", created.task_timeout)
         self._put(
             record,
+            soon=True,
             state=JobState.CREATED,
             task_id=created.task_id,
             req_id=created.req_id,
@@ -401,6 +404,7 @@ class Run:
         while True:
             for key in self.poller.take_expired():
                 self._expired(key)
+            self.poller.set_draining(not self._queue and not self.counters.creating)
             due = self.poller.earliest_due()
             if due > self._clock():
                 await self._wait(due)
@@ -454,12 +458,13 @@ class Run:
         except ApiError as exc:
             self._api_failure(key, record, exc, creating=False)
             return
-        self.poller.remove(key)
-        self.model.observe(self._clock() - record.created_at)
+        # Learns from when the answer came (``now``), not from after the download.
+        self.poller.found_ready(key, now=now)
         self.counters.done += 1
         self.counters.bytes += written.size
         self._put(
             record,
+            soon=True,
             state=JobState.DONE,
             path=written.path,
             size=written.size,
@@ -586,11 +591,24 @@ class Run:
             record = JobRecord(key=key, path=job.relative_path().as_posix(), slot=job.slot)
         return record
 
-    def _put(self, record: JobRecord, **changes: Any) -> JobRecord:
+    def _put(self, record: JobRecord, *, soon: bool = False, **changes: Any) -> JobRecord:
+        """Record a change durably, or with ``soon`` in the ledger's next group commit:
+        for changes no request depends on (``_flush_ledger`` writes them within one turn of
+        the event loop, a durable change before that takes them along)."""
         changes["updated_at"] = self._clock()
         updated = record.replace(**changes)
-        self.ledger.put(updated)
+        if soon:
+            self.ledger.put_soon(updated)
+            self._unflushed.set()
+        else:
+            self.ledger.put(updated)
         return updated
+
+    async def _flush_ledger(self) -> None:
+        while True:
+            await self._unflushed.wait()
+            self._unflushed = anyio.Event()
+            self.ledger.flush()
 
     def _save_meta(self) -> None:
         try:

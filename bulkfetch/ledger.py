@@ -2,7 +2,14 @@
 
 Contract: at any instant (``kill -9`` between any two syscalls) the files on disk load to a
 complete, valid state equal to the state after some prefix of the ``put``/``put_many``/
-``set_meta`` calls, and every call that returned is in it. A ``put_many`` is all or nothing.
+``put_soon``/``set_meta`` calls, and every ``put``/``put_many``/``set_meta`` that returned is
+in it, with every call made before it. A ``put_many`` is all or nothing.
+
+Group commit: ``put_soon`` changes the state at once (``get`` sees it) but leaves the write
+to the next durable call, ``flush()`` or ``close()``, which writes everything waiting, in
+order, with its own change: one ``write`` and one ``fsync`` for all of them. It is for
+changes nothing outside depends on until then: the caller flushes (or makes a durable call)
+before acting on one, e.g. before a request that a record's state must precede.
 
 Files, for a ledger at ``PATH`` (e.g. ``out/bulkfetch-ledger.json``):
 
@@ -14,10 +21,12 @@ Files, for a ledger at ``PATH`` (e.g. ``out/bulkfetch-ledger.json``):
     where ``record`` is :meth:`JobRecord.to_json`: the fields that differ from their default.
 
 ``PATH.journal`` — changes since the snapshot, a :class:`~bulkfetch.durable.Journal` whose
-payloads are ``{"jobs": [record, ...]}`` (one ``put`` or ``put_many``) or
-``{"meta": [key, value]}``. On load, lines with ``seq <= N`` are skipped: they are left over
-from a compaction that crashed between writing the snapshot and truncating the journal. The
-first line after the snapshot must have ``seq N + 1``; a gap means lost changes (corrupt).
+payloads are ``{"jobs": [record, ...]}`` (one ``put`` or ``put_many``, or the records a
+group commit writes) or ``{"meta": [key, value]}``. A durable call with ``put_soon`` records
+waiting writes two lines in one ``write``: theirs, then its own. On load, lines with
+``seq <= N`` are skipped: they are left over from a compaction that crashed between writing
+the snapshot and truncating the journal. The first line after the snapshot must have
+``seq N + 1``; a gap means lost changes (corrupt).
 
 ``PATH.lock`` — the :class:`~bulkfetch.durable.FileLock` of the one run that may write.
 
@@ -182,6 +191,7 @@ class Ledger:
         self._scan = durable.JournalScan()
         self._lock = durable.FileLock(self.lock_path, target=path)
         self._journal: durable.Journal | None = None
+        self._staged: list[dict[str, Any]] = []  # put_soon records not yet written, in order
         self._broken = False
         self._closed = False
 
@@ -353,13 +363,20 @@ class Ledger:
             )
         return self._journal
 
-    def _append(self, payload: Any) -> None:
+    def _append(self, payload: Any | None) -> None:
+        """Write the staged records, then ``payload`` (if any), with one write and fsync."""
         journal = self._writer()
+        payloads = [{"jobs": self._staged}] if self._staged else []
+        if payload is not None:
+            payloads.append(payload)
+        if not payloads:
+            return
         try:
-            self._seq = journal.append(payload)
+            self._seq = journal.append_many(payloads)
         except StorageError:
             self._broken = True
             raise
+        self._staged = []
 
     def put(self, record: JobRecord) -> None:
         """Store ``record`` (replacing its key's); durable when this returns."""
@@ -369,14 +386,39 @@ class Ledger:
         """Store all ``records`` with one fsync, all or nothing; durable when this returns."""
         pairs = [(r, _record_json(r)) for r in records]
         if not pairs:
+            self.flush()
             return
         self._append({"jobs": [rec for _, rec in pairs]})
         for record, rec in pairs:
-            if not isinstance(record.state, JobState):  # a caller passed state="done"
-                record = record.replace(state=_STATES[record.state])
-            self._json[record.key] = rec
-            self._jobs[record.key] = record
+            self._remember(record, rec)
         self._maybe_compact()
+
+    def put_soon(self, record: JobRecord) -> None:
+        """Store ``record`` now; it reaches the disk with the next durable call or flush().
+
+        See "Group commit" in the module docstring for when that is enough.
+        """
+        rec = _record_json(record)
+        self._writer()
+        self._staged.append(rec)
+        self._remember(record, rec)
+
+    @property
+    def unflushed(self) -> int:
+        """Records stored with :meth:`put_soon` and not written yet."""
+        return len(self._staged)
+
+    def flush(self) -> None:
+        """Write the records :meth:`put_soon` stored (one write, one fsync); durable on return."""
+        if self._staged:
+            self._append(None)
+            self._maybe_compact()
+
+    def _remember(self, record: JobRecord, rec: dict[str, Any]) -> None:
+        if not isinstance(record.state, JobState):  # a caller passed state="done"
+            record = record.replace(state=_STATES[record.state])
+        self._json[record.key] = rec
+        self._jobs[record.key] = record
 
     def set_meta(self, key: str, value: Any) -> None:
         """Store a ledger-level value (JSON-able); durable when this returns."""
@@ -408,6 +450,7 @@ class Ledger:
         try:
             durable.atomic_write(self.path, orjson.dumps(snapshot))
             self._snapshot_exists = True
+            self._staged = []  # the snapshot holds them
             journal.truncate()
         except StorageError:
             self._broken = True
@@ -415,11 +458,13 @@ class Ledger:
         log.debug("ledger %s: compacted at seq %d, %d jobs", self.path, self._seq, len(self._jobs))
 
     def close(self) -> None:
-        """Compact if the journal has records, then release the lock; idempotent."""
+        """Compact if the journal or :meth:`put_soon` has records, then release the lock;
+        idempotent."""
         if self._closed:
             return
         try:
-            if self._journal is not None and self._journal.count and not self._broken:
+            journal = self._journal
+            if journal is not None and (journal.count or self._staged) and not self._broken:
                 self.compact()
         finally:
             self._release()

@@ -27,6 +27,7 @@ import enum
 import heapq
 import itertools
 import math
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -112,28 +113,96 @@ def safety_margin(configured: float, task_timeout: float) -> float:
     return max(0.0, min(configured, 0.1 * task_timeout))
 
 
+#: Censored observations the model keeps (the latest ones): bounds the cost of a refit.
+KEEP_INTERVALS = 1000
+#: Waiting tasks up to which a refit re-times them all (beyond, new timings apply as
+#: tasks come up): a bound on the work of one refit.
+REKEY_MAX = 2000
+#: EM steps per refit, warm-started from the last fit: a few suffice between refits.
+EM_STEPS = 4
+
+
 @dataclass(slots=True)
 class ProcessingModel:
     """An online log-normal estimate of task processing time, in seconds.
 
-    Observations are the ages at which tasks were found ready: an upper bound on the true
-    processing time, biased by at most the polling gap, which is what matters for deciding
-    when to poll. The prior counts as ``prior_weight`` observations.
+    A poll does not see when a task became ready, only that it was or was not ready at the
+    poll: "ready at age b, after "not ready" at age a" says a < T <= b (a = 0 if it was never
+    polled before), and a task still processing after "not ready" at age a says T > a.
+    Taking b as the processing time, as a naive fit would, learns the polling schedule
+    rather than the service: when the status lane has a backlog, tasks are found ready long
+    after they were, and the model would drift later and later. So ``observe_interval``
+    keeps such intervals (the latest ``KEEP_INTERVALS``) and ``refit`` fits the log-normal to
+    them by maximum likelihood (EM over the censored log-times, warm-started, a few steps),
+    with the tasks still running passed in as right-censored. Exact times (``observe``, and
+    what earlier runs learned, ``load``) enter as they are. The prior counts as
+    ``prior_weight`` observations, so the first polls are sane.
     """
 
     prior_median: float = 30.0
     prior_sigma: float = 0.75
     prior_weight: float = 3.0
+    #: Observations behind the estimate (exact ones plus censored ones at the last refit).
     n: int = 0
     _mean: float = 0.0
     _m2: float = 0.0
+    # Exact observations (Welford), kept apart so a refit can combine them with the rest.
+    _n_exact: int = 0
+    _mean_exact: float = 0.0
+    _m2_exact: float = 0.0
+    # Censored observations as (log lower, log upper) bounds on the log processing time.
+    _intervals: deque[tuple[float, float]] = field(
+        default_factory=lambda: deque(maxlen=KEEP_INTERVALS)
+    )
 
     def observe(self, seconds: float) -> None:
+        """A processing time known exactly."""
         x = math.log(max(seconds, 1e-3))
+        self._n_exact += 1
+        delta = x - self._mean_exact
+        self._mean_exact += delta / self._n_exact
+        self._m2_exact += delta * (x - self._mean_exact)
         self.n += 1
         delta = x - self._mean
         self._mean += delta / self.n
         self._m2 += delta * (x - self._mean)
+
+    def observe_interval(self, after: float, at: float) -> None:
+        """A task found ready at age ``at``, last found not ready at age ``after`` (0: never).
+
+        Counted at the next ``refit``.
+        """
+        lo = math.log(after) if after > 1e-3 else -math.inf
+        hi = math.log(max(at, 1e-3))
+        self._intervals.append((lo, max(lo, hi)))
+
+    @property
+    def pending_intervals(self) -> int:
+        """Censored observations kept (all of them count at each refit)."""
+        return len(self._intervals)
+
+    def refit(self, running: list[float] | None = None) -> None:
+        """Fit to the exact times, the kept intervals and ``running`` (ages of tasks found
+        not ready and still processing, i.e. T > age)."""
+        data = list(self._intervals)
+        data.extend((math.log(a), math.inf) for a in running or () if a > 1e-3)
+        if not data:
+            return
+        n_data = len(data)
+        for _ in range(EM_STEPS):
+            mu, sigma = self.mu, self.sigma
+            # E-step: each censored log-time's expected value and square under the current
+            # fit, truncated to its bounds; M-step: the same formula as for exact times.
+            s1 = self._n_exact * self._mean_exact
+            s2 = self._m2_exact + self._n_exact * self._mean_exact**2
+            for lo, hi in data:
+                m1, m2 = _truncated_moments(mu, sigma, lo, hi)
+                s1 += m1
+                s2 += m2
+            n = self._n_exact + n_data
+            self.n = n
+            self._mean = s1 / n
+            self._m2 = max(0.0, s2 - n * self._mean**2)
 
     @property
     def mu(self) -> float:
@@ -144,7 +213,7 @@ class ProcessingModel:
     def sigma(self) -> float:
         w = self.prior_weight
         var = (w * self.prior_sigma**2 + self._m2) / (w + self.n)
-        return max(math.sqrt(var), 0.05)
+        return min(max(math.sqrt(var), 0.05), 5.0)
 
     def cdf(self, age: float) -> float:
         if age <= 0:
@@ -181,6 +250,43 @@ class ProcessingModel:
             # spread below e^10, so a damaged ledger cannot make the model overflow.
             if 0 <= n < 10**12 and abs(mean) <= 30 and 0 <= m2 <= 100 * max(n, 1):
                 self.n, self._mean, self._m2 = n, mean, m2
+                # What earlier runs learned counts as exact times from now on.
+                self._n_exact, self._mean_exact, self._m2_exact = n, mean, m2
+                self._intervals.clear()
+
+
+_SQRT2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _truncated_moments(mu: float, sigma: float, lo: float, hi: float) -> tuple[float, float]:
+    """E[X] and E[X^2] for X ~ N(mu, sigma) restricted to (lo, hi] (bounds may be infinite)."""
+    a = (lo - mu) / sigma
+    b = (hi - mu) / sigma
+    if a >= b:  # a point
+        return lo, lo * lo
+    # Work in the tail nearer the mass: Φ(b) - Φ(a) computed as a difference of upper-tail
+    # probabilities when both bounds are above the mean, so far-tail intervals keep digits.
+    if a > 0:
+        mass = 0.5 * (math.erfc(a / _SQRT2) - math.erfc(b / _SQRT2))
+    else:
+        mass = 0.5 * (math.erfc(-b / _SQRT2) - math.erfc(-a / _SQRT2))
+    pa = _INV_SQRT_2PI * math.exp(-0.5 * a * a) if math.isfinite(a) else 0.0
+    pb = _INV_SQRT_2PI * math.exp(-0.5 * b * b) if math.isfinite(b) else 0.0
+    if mass < 1e-12:
+        # Too far in a tail to compute: the nearer bound (or the middle) stands in.
+        z = a if math.isfinite(a) and (not math.isfinite(b) or abs(a) < abs(b)) else b
+        if math.isfinite(a) and math.isfinite(b):
+            z = (a + b) / 2
+        x = mu + sigma * z
+        return x, x * x
+    ez = (pa - pb) / mass
+    apa = a * pa if math.isfinite(a) else 0.0
+    bpb = b * pb if math.isfinite(b) else 0.0
+    ez2 = 1.0 + (apa - bpb) / mass
+    m1 = mu + sigma * ez
+    m2 = mu * mu + 2 * mu * sigma * ez + sigma * sigma * max(ez2, 0.0)
+    return m1, max(m2, m1 * m1)
 
 
 def _erfinv(y: float) -> float:
@@ -205,6 +311,10 @@ class TaskTiming:
     due: float = 0.0
     polls: int = 0
     last_poll: float = 0.0
+    #: Age at the last "not ready" (0: never polled): the lower bound on its processing.
+    last_age: float = 0.0
+    #: Due at a time set by ``retry_later``, which a refit of the model leaves alone.
+    pinned: bool = False
 
 
 @dataclass(slots=True)
@@ -216,10 +326,34 @@ class Poller:
     #: Minimum seconds between two polls of one task: the status interval keeps a
     #: "not ready" task from being polled again in the very next slot.
     min_gap: float = 0.0
+    #: The odds that a task is ready at which it becomes due (given its last "not ready").
+    #: A poll that finds a task not ready takes a slot another task could have used, and
+    #: a task polled at odds p takes about 1/p calls: 0.5 spent two calls per task on a
+    #: spread-out processing time (2.0 per job with sigma 1). Waiting for high odds costs
+    #: little: while the lane has a backlog the tasks at its head are past these odds
+    #: anyway, and when it has none, a ready task waiting a little does not delay the
+    #: batch, except at its very end (see ``watch_last``).
+    target: float = 0.9
+    #: In the end game (nothing left to create) the last few tasks decide when the batch
+    #: ends, and the status lane has slots to spare: each of the last ``watch_last`` tasks
+    #: (or ``watch_fraction`` of all the tasks given, if more) is polled at least every
+    #: ``watch_share`` of the run so far, however unlikely the model says it is to be
+    #: ready. That bounds what a slow last task adds to the makespan (that share of the
+    #: run at worst, half on average) at a few calls for a few tasks, where polling at
+    #: good odds only would leave a task in the tail of a heavy distribution unpolled for
+    #: long after it was ready (the odds in a log-normal tail build up slowly).
+    watch_last: int = 3
+    watch_fraction: float = 0.025
+    watch_share: float = 0.05
     _tasks: dict[str, TaskTiming] = field(default_factory=dict)
     _heap: list[tuple[float, int, str]] = field(default_factory=list)
     _seq: Iterator[int] = field(default_factory=itertools.count)
     _expired: list[str] = field(default_factory=list)
+    _draining: bool = False  # nothing left to create: the end game
+    _added: int = 0  # tasks ever added
+    _first_created: float = math.inf  # when the run's first task was created
+    _events: int = 0  # answers fed to the model
+    _since_fit: int = 0  # answers since its last refit
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -230,10 +364,28 @@ class Poller:
     def add(self, key: str, *, created_at: float, deadline: float) -> None:
         task = TaskTiming(key, created_at, deadline)
         self._tasks[key] = task
-        self._schedule(task, created_at + self.model.next_poll_age(0.0))
+        self._first_created = min(self._first_created, created_at)
+        self._added += 1
+        self._schedule(task, self._model_due(task))
 
     def remove(self, key: str) -> None:
-        self._tasks.pop(key, None)
+        if self._tasks.pop(key, None) is not None:
+            self._end_game_check()
+
+    def set_draining(self, draining: bool) -> None:
+        """Whether tasks are still to be created (False) or the queue is all there is."""
+        if draining != self._draining:
+            self._draining = draining
+            self._end_game_check()
+
+    def _watching(self) -> bool:
+        last = max(self.watch_last, int(self.watch_fraction * self._added))
+        return self._draining and len(self._tasks) <= last
+
+    def _end_game_check(self) -> None:
+        # Entering the end game re-times the last tasks, which were timed for good odds.
+        if self._watching():
+            self._retime()
 
     def not_ready(self, key: str, *, now: float) -> None:
         """The task answered "not ready" at ``now``: schedule its next poll."""
@@ -242,14 +394,57 @@ class Poller:
             return
         task.polls += 1
         task.last_poll = now
-        age = now - task.created_at
-        due = task.created_at + self.model.next_poll_age(age)
-        self._schedule(task, max(due, now + self.min_gap))
+        task.last_age = max(task.last_age, now - task.created_at)
+        task.pinned = False
+        self._learned()
+        self._schedule(task, self._model_due(task))
+
+    def found_ready(self, key: str, *, now: float) -> None:
+        """The task answered with its file at ``now``: done with it, and learn from it.
+
+        What it teaches is an interval (ready after its last "not ready", by now), not an
+        exact time: see ``ProcessingModel``.
+        """
+        task = self._tasks.pop(key, None)
+        if task is None:
+            return
+        self.model.observe_interval(task.last_age, now - task.created_at)
+        self._learned()
+        self._end_game_check()
+
+    def _model_due(self, task: TaskTiming) -> float:
+        age = task.created_at + self.model.next_poll_age(task.last_age, target=self.target)
+        if self._watching():
+            since = max(task.last_poll, task.created_at)
+            age = min(age, since + self.watch_share * (since - self._first_created))
+        if task.polls:
+            return max(age, task.last_poll + self.min_gap)
+        return age
+
+    def _learned(self) -> None:
+        """Refit the model now and then: often while it knows little, rarely once it knows
+        much (every ~10% more answers, at most every 100), so the cost per answer stays
+        bounded. While the queue is small, re-time every waiting task by the new fit: the
+        first tasks were timed by the prior alone."""
+        self._events += 1
+        self._since_fit += 1
+        if self._since_fit < max(4, min(100, self._events // 10)):
+            return
+        self._since_fit = 0
+        self.model.refit([t.last_age for t in self._tasks.values() if t.polls])
+        if len(self._tasks) <= REKEY_MAX:
+            self._retime()
+
+    def _retime(self) -> None:
+        for task in self._tasks.values():
+            if task.due != math.inf and not task.pinned:
+                self._schedule(task, self._model_due(task))
 
     def retry_later(self, key: str, *, at: float) -> None:
         """A poll failed transiently: try the task again no sooner than ``at``."""
         task = self._tasks.get(key)
         if task is not None:
+            task.pinned = True
             self._schedule(task, at)
 
     def _schedule(self, task: TaskTiming, due: float) -> None:

@@ -169,6 +169,90 @@ def test_put_appends_one_line_and_rewrites_nothing_else(path: Path) -> None:
         assert ledger.journal_path.read_bytes().count(b"\n") == 1
 
 
+def _on_disk(path: Path) -> State:
+    with Ledger.open(path, readonly=True) as reader:
+        return state(reader)
+
+
+def test_put_soon_is_seen_at_once_and_written_by_flush(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Ledger.open(path) as ledger:
+        ledger.put(JobRecord("a"))
+        journal = ledger.journal_path.read_bytes()
+        for i in range(5):
+            ledger.put_soon(JobRecord(f"s{i}", JobState.CREATED, task_id=f"t{i}"))
+        ledger.put_soon(JobRecord("a", JobState.DONE, size=3))
+        assert ledger.get("a") == JobRecord("a", JobState.DONE, size=3)
+        assert ledger.unflushed == 6
+        assert ledger.journal_path.read_bytes() == journal  # nothing written yet
+        assert _on_disk(path) == ({"a": JobRecord("a")}, {})
+        fsyncs: list[int] = []
+        real_fsync = os.fsync
+
+        def counting_fsync(fd: int) -> None:
+            fsyncs.append(fd)
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", counting_fsync)
+        ledger.flush()
+        assert len(fsyncs) == 1  # one group commit for all six
+        assert ledger.unflushed == 0
+        assert ledger.journal_path.read_bytes().count(b"\n") == journal.count(b"\n") + 1
+        assert _on_disk(path) == state(ledger)
+        ledger.flush()  # nothing waiting: nothing written
+        assert len(fsyncs) == 1
+
+
+def test_a_durable_call_writes_what_put_soon_left_first(path: Path) -> None:
+    with Ledger.open(path) as ledger:
+        ledger.put_soon(JobRecord("a", JobState.CREATED, task_id="t"))
+        ledger.put_soon(JobRecord("b"))
+        ledger.put(JobRecord("c", JobState.CREATING, creates=1))  # e.g. before a request
+        assert ledger.unflushed == 0
+        assert _on_disk(path) == state(ledger)
+        ledger.put_soon(JobRecord("a", JobState.DONE))
+        ledger.set_meta("n", 1)
+        assert _on_disk(path) == state(ledger)
+        ledger.put_soon(JobRecord("b", JobState.DONE))
+        expected = state(ledger)
+    assert _on_disk(path) == expected  # close writes them too
+
+
+def test_a_crash_loses_only_what_put_soon_left_unwritten(path: Path) -> None:
+    ledger = Ledger.open(path)
+    ledger.put(JobRecord("a"))
+    ledger.put_soon(JobRecord("b"))
+    ledger.flush()
+    durable_state = state(ledger)
+    ledger.put_soon(JobRecord("a", JobState.DONE))
+    ledger.put_soon(JobRecord("c"))
+    crash(ledger)
+    with Ledger.open(path) as again:
+        assert state(again) == durable_state
+
+
+def test_put_soon_in_a_compaction_is_not_written_again(path: Path) -> None:
+    with Ledger.open(path) as ledger:
+        ledger.put_soon(JobRecord("a", JobState.DONE))
+        ledger.compact()
+        assert ledger.unflushed == 0
+        assert ledger.journal_path.read_bytes() == b""
+        assert _on_disk(path) == state(ledger)
+
+
+def test_put_soon_refused_read_only_and_after_close(path: Path) -> None:
+    Ledger.open(path).close()
+    with Ledger.open(path, readonly=True) as reader, pytest.raises(LedgerError, match="read-only"):
+        reader.put_soon(JobRecord("a"))
+    ledger = Ledger.open(path)
+    ledger.close()
+    with pytest.raises(LedgerError, match="closed"):
+        ledger.put_soon(JobRecord("a"))
+    with Ledger.open(path) as ledger, pytest.raises(ValueError, match="size"):
+        ledger.put_soon(JobRecord("a", size=-1))
+
+
 def test_auto_compaction_bounds_the_journal(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Ledger, "COMPACT_MIN_RECORDS", 8)
     with Ledger.open(path) as ledger:
@@ -542,47 +626,82 @@ def test_lock_held_by_another_process_and_released_by_its_death(path: Path) -> N
 
 
 class LedgerMachine(RuleBasedStateMachine):
-    """The ledger against a dict model, through puts, compactions, reopenings and crashes."""
+    """The ledger against a dict model, through puts, group commits, compactions,
+    reopenings and crashes."""
 
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="ledger-machine-"))
         self.path = self.dir / "bulkfetch-ledger.json"
         self.ledger = Ledger.open(self.path)
-        self.model: State = ({}, {})
-        # The model before the change whose line ends the journal: what a torn line leaves.
+        self.model: State = ({}, {})  # what the ledger holds in memory
+        self.disk: State = ({}, {})  # what a crash leaves: every durable call, nothing after
+        # The disk before the journal's last line: what a torn last line leaves.
         self.before_last: State | None = None
+        self.staged = False  # put_soon records wait for the next write
 
-    def _changing(self) -> None:
-        self.before_last = (dict(self.model[0]), dict(self.model[1]))
+    @staticmethod
+    def _copy(model: State) -> State:
+        return dict(model[0]), dict(model[1])
+
+    def _written(self, before: State) -> None:
+        """The model reached the disk; ``before`` is what the journal's last line held not.
+
+        A durable call writes the staged records (if any) and its own change as two lines
+        of one write: a torn last line leaves the staged ones, i.e. the model before it.
+        """
+        self.before_last = before
+        self.disk = self._copy(self.model)
+        self.staged = False
 
     @rule(record=records)
     def put(self, record: JobRecord) -> None:
-        self._changing()
+        before = self._copy(self.model)
         self.ledger.put(record)
         self.model[0][record.key] = record
+        self._written(before)
 
     @rule(batch=st.lists(records, min_size=1, max_size=4))
     def put_many(self, batch: list[JobRecord]) -> None:
-        self._changing()
+        before = self._copy(self.model)
         self.ledger.put_many(batch)
         self.model[0].update((r.key, r) for r in batch)
+        self._written(before)
+
+    @rule(record=records)
+    def put_soon(self, record: JobRecord) -> None:
+        self.ledger.put_soon(record)
+        self.model[0][record.key] = record
+        self.staged = True
+        assert self.ledger.unflushed > 0
+
+    @rule()
+    def flush(self) -> None:
+        self.ledger.flush()
+        if self.staged:
+            self._written(self._copy(self.disk))
+        assert self.ledger.unflushed == 0
 
     @rule(key=st.sampled_from(["runs", "stats"]) | texts, value=json_values)
     def set_meta(self, key: str, value: Any) -> None:
-        self._changing()
+        before = self._copy(self.model)
         self.ledger.set_meta(key, value)
         self.model[1][key] = value
+        self._written(before)
 
     @rule()
     def compact(self) -> None:
         self.ledger.compact()
+        self.disk = self._copy(self.model)
+        self.staged = False
         self.before_last = None
 
     @rule()
     def close_and_reopen(self) -> None:
         self.ledger.close()
         self.ledger = Ledger.open(self.path)
+        self.disk = self._copy(self.model)
+        self.staged = False
         self.before_last = None
 
     @rule(tear=st.integers(min_value=0, max_value=300))
@@ -593,11 +712,13 @@ class LedgerMachine(RuleBasedStateMachine):
             data = journal.read_bytes()
             line = len(data) - (data.rstrip(b"\n").rfind(b"\n") + 1)
             os.truncate(journal, len(data) - min(tear, line))
-            self.model = self.before_last
+            self.disk = self.before_last
             event("crash tore the last journal line")
         with Ledger.open(self.path, readonly=True) as reader:
-            assert state(reader) == self.model
+            assert state(reader) == self.disk  # staged records not flushed are lost
         self.ledger = Ledger.open(self.path)
+        self.model = self._copy(self.disk)
+        self.staged = False
         self.before_last = None
 
     @invariant()

@@ -22,9 +22,11 @@ from hypothesis.stateful import (
 
 from bulkfetch.ledger import JobRecord, JobState
 from bulkfetch.scheduler import (
+    KEEP_INTERVALS,
     Action,
     Poller,
     ProcessingModel,
+    _truncated_moments,
     resume_action,
     safety_margin,
     window_size,
@@ -275,13 +277,126 @@ def test_load_keeps_the_model_usable() -> None:
     assert math.isfinite(model.quantile(0.9))
 
 
+def _polled(rng: random.Random, n: int) -> list[tuple[float, float, float]]:
+    """n tasks of log-normal processing (median 20 s, sigma 0.5), each polled first at a
+    random age from 5 to 60 s (a lane with a backlog polls late), then every 10 s until
+    ready: (true time, age at the last "not ready" or 0, age found ready)."""
+    out = []
+    for _ in range(n):
+        t = math.exp(math.log(20.0) + 0.5 * rng.gauss(0.0, 1.0))
+        age, last = rng.uniform(5.0, 60.0), 0.0
+        while age < t:
+            last, age = age, age + 10.0
+        out.append((t, last, age))
+    return out
+
+
+def test_censored_fit_learns_the_processing_time_not_the_polling() -> None:
+    rng = random.Random(7)
+    censored = ProcessingModel(prior_median=2.0)
+    naive = ProcessingModel(prior_median=2.0)
+    for i, (_, last, found) in enumerate(_polled(rng, 400)):
+        censored.observe_interval(last, found)
+        naive.observe(found)
+        if i % 20 == 19:
+            censored.refit()
+    for _ in range(20):
+        censored.refit()
+    # Ages found ready overstate the time by the polling gap (here ~1.7x the median).
+    assert math.exp(naive.mu) > 30.0
+    assert math.exp(censored.mu) == pytest.approx(20.0, rel=0.12)
+    assert censored.sigma == pytest.approx(0.5, rel=0.25)
+
+
+def test_not_ready_answers_alone_move_the_model_later() -> None:
+    model = ProcessingModel(prior_median=2.0)
+    for _ in range(5):
+        model.refit([10.0] * 20)  # twenty tasks still processing at 10 s
+    assert model.quantile(0.5) > 10.0
+    assert model.cdf(10.0) < 0.5
+
+
+def test_refit_without_data_changes_nothing() -> None:
+    model = ProcessingModel(prior_median=20.0)
+    model.observe(12.0)
+    before = (model.n, model.mu, model.sigma)
+    model.refit()
+    model.refit([])
+    model.refit([0.0])  # an age of zero says nothing
+    assert (model.n, model.mu, model.sigma) == before
+
+
+def test_refit_keeps_exact_times() -> None:
+    model = ProcessingModel(prior_median=20.0, prior_weight=1e-9)
+    for x in (10.0, 20.0, 40.0):
+        model.observe(x)
+    exact = (model.mu, model.sigma)
+    model.observe_interval(19.9, 20.1)  # as good as exact: 20 s
+    model.refit()
+    assert model.n == 4
+    assert model.mu == pytest.approx((math.log(10) + 2 * math.log(20) + math.log(40)) / 4, abs=1e-3)
+    assert model.sigma < exact[1]
+
+
+def test_kept_intervals_are_bounded() -> None:
+    model = ProcessingModel()
+    for i in range(KEEP_INTERVALS + 50):
+        model.observe_interval(float(i % 7), float(i % 7) + 1.0)
+    assert model.pending_intervals == KEEP_INTERVALS
+
+
+def test_json_round_trip_after_a_censored_fit() -> None:
+    rng = random.Random(3)
+    model = ProcessingModel(prior_median=5.0)
+    for _, last, found in _polled(rng, 50):
+        model.observe_interval(last, found)
+    model.refit([30.0, 45.0])
+    other = ProcessingModel(prior_median=5.0)
+    other.load(model.to_json())
+    assert other.n == model.n
+    assert other.mu == pytest.approx(model.mu)
+    assert other.sigma == pytest.approx(model.sigma)
+
+
+bounds = st.floats(-20, 20, allow_nan=False)
+
+
+@given(
+    mu=st.floats(-10, 10),
+    sigma=st.floats(0.05, 5),
+    lo=st.one_of(st.just(-math.inf), bounds),
+    width=st.one_of(st.just(math.inf), st.floats(0, 40)),
+)
+def test_truncated_moments_stay_within_the_bounds(
+    mu: float, sigma: float, lo: float, width: float
+) -> None:
+    hi = lo + width if math.isfinite(lo) else (mu + width if math.isfinite(width) else width)
+    m1, m2 = _truncated_moments(mu, sigma, lo, hi)
+    assert math.isfinite(m1) and math.isfinite(m2)
+    assert lo - 1e-6 <= m1 <= hi + 1e-6
+    assert m2 >= m1 * m1 - 1e-9
+
+
+@given(data=st.lists(st.tuples(st.floats(0, 1e5), st.floats(0, 1e5)), min_size=1, max_size=40))
+def test_refit_on_any_intervals_keeps_the_model_usable(data: list[tuple[float, float]]) -> None:
+    model = ProcessingModel()
+    for a, b in data:
+        model.observe_interval(min(a, b), max(a, b))
+    model.refit([a for a, _ in data])
+    assert math.isfinite(model.mu)
+    assert 0.05 <= model.sigma <= 5.0
+    assert model.quantile(0.5) > 0
+
+
 # -- Poller -----------------------------------------------------------------------------------
 
 
 def poller(**kwargs: Any) -> Poller:
+    """A poller whose first poll of a task is 20 s after its creation."""
     model = ProcessingModel(prior_median=20.0, prior_sigma=0.5)
     kwargs.setdefault("margin", MARGIN)
     kwargs.setdefault("min_gap", 6.0)
+    kwargs.setdefault("target", 0.5)  # even odds: the first poll at the median
     return Poller(model, **kwargs)
 
 
@@ -308,7 +423,7 @@ def test_not_ready_pushes_the_next_poll_later() -> None:
     p.not_ready("a", now=t)
     due = p.earliest_due()
     assert due >= t + 6.0
-    assert due == pytest.approx(NOW + p.model.next_poll_age(20.0))
+    assert due == pytest.approx(NOW + p.model.next_poll_age(20.0, target=p.target))
     assert p.next_due(due - 0.01) is None
     assert p.next_due(due) == "a"
 
@@ -548,6 +663,86 @@ class PollerMachine(RuleBasedStateMachine):
 
 TestPollerMachine = PollerMachine.TestCase
 TestPollerMachine.settings = settings(max_examples=150, stateful_step_count=50, deadline=None)
+
+
+def test_first_poll_waits_for_the_target_odds() -> None:
+    model = ProcessingModel(prior_median=20.0, prior_sigma=0.5)
+    p = Poller(model, margin=MARGIN, min_gap=6.0, target=0.9)
+    p.add("a", created_at=NOW, deadline=NOW + 172800)
+    assert p.earliest_due() == pytest.approx(NOW + model.quantile(0.9))
+    assert model.quantile(0.9) > model.quantile(0.5)
+
+
+def test_found_ready_removes_the_task_and_teaches_an_interval() -> None:
+    p = poller()
+    p.add("a", created_at=NOW, deadline=NOW + 172800)
+    assert p.next_due(NOW + 20.0) == "a"
+    p.not_ready("a", now=NOW + 20.0)
+    assert p.next_due(p.earliest_due()) == "a"
+    p.found_ready("a", now=NOW + 40.0)
+    assert "a" not in p
+    assert p.model.pending_intervals == 1
+    p.found_ready("a", now=NOW + 50.0)  # unknown by now: ignored
+    assert p.model.pending_intervals == 1
+
+
+def test_answers_retime_the_queue_with_what_they_teach() -> None:
+    # The prior says 1 s; every task is still processing at 8 s: the model learns it
+    # is slower and the tasks waiting for their first poll are put back accordingly.
+    model = ProcessingModel(prior_median=1.0, prior_sigma=0.5)
+    p = Poller(model, margin=MARGIN, min_gap=1.0, target=0.5)
+    for i in range(20):
+        p.add(f"k{i}", created_at=NOW, deadline=NOW + 172800)
+    first = p.earliest_due()
+    for _ in range(8):
+        key = p.next_due(NOW + 8.0)
+        assert key is not None
+        p.not_ready(key, now=NOW + 8.0)
+    assert model.quantile(0.5) > 2.0
+    # The twelve never polled are now due where the new fit puts their odds.
+    assert p.earliest_due() == pytest.approx(NOW + model.quantile(0.5))
+    assert p.earliest_due() > first + 1.0
+
+
+def end_game_poller() -> Poller:
+    # A heavy tail: a task not ready late in its life is next polled much later.
+    model = ProcessingModel(prior_median=60.0, prior_sigma=1.0)
+    return Poller(model, margin=MARGIN, min_gap=1.0, target=0.9, watch_last=2)
+
+
+def test_the_last_tasks_are_watched_in_the_end_game() -> None:
+    p = end_game_poller()
+    p.add("first", created_at=NOW, deadline=NOW + 172800)
+    p.add("slow", created_at=NOW + 100, deadline=NOW + 172800)
+    p.remove("first")
+    t = NOW + 1000.0
+    assert p.next_due(t) == "slow"
+    p.not_ready("slow", now=t)
+    far = p.earliest_due()
+    assert far - t > 300.0  # at 90% odds, a long wait in the tail
+    p.set_draining(True)  # nothing left to create: it may be the one that ends the batch
+    assert p.earliest_due() == pytest.approx(t + p.watch_share * (t - NOW))
+    assert p.next_due(p.earliest_due()) == "slow"
+    p.not_ready("slow", now=t + 50.0)
+    assert p.earliest_due() == pytest.approx(t + 50.0 + p.watch_share * (t + 50.0 - NOW))
+
+
+def test_no_watch_while_tasks_remain_to_be_created_or_many_are_running() -> None:
+    p = end_game_poller()
+    for i in range(3):
+        p.add(f"k{i}", created_at=NOW + i, deadline=NOW + 172800)
+    t = NOW + 1000.0
+    for _ in range(3):
+        key = p.next_due(t)
+        assert key is not None
+        p.not_ready(key, now=t)
+    far = p.earliest_due()
+    assert far - t > 300.0
+    p.set_draining(True)  # three running, two watched at most: odds still rule
+    assert p.earliest_due() == far
+    p.set_draining(False)
+    p.remove("k0")
+    assert p.earliest_due() - t > 300.0  # two left, but still creating: no end game yet
 
 
 # -- window_size ------------------------------------------------------------------------------
