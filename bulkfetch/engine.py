@@ -177,7 +177,7 @@ class Run:
                 assert record is not None
                 self.counters.expired += 1
                 log.info("%s: its task expired; creating again", _short(job))
-                self._enqueue(job.key, max(now, record.deadline))
+                self._enqueue(job.key, max(now, record.deadline), notify=False)
             case Action.RECREATE_LOST:
                 assert record is not None
                 self.counters.lost_creates += 1
@@ -188,7 +188,7 @@ class Run:
                     reason="a creation's answer was lost when the last run stopped",
                 )
                 log.info("%s: creation answer was lost; creating again", _short(job))
-                self._enqueue(job.key, now)
+                self._enqueue(job.key, now, notify=False)
             case _:
                 if record is None:
                     path = job.relative_path().as_posix()
@@ -196,7 +196,7 @@ class Run:
                 elif record.state is JobState.FAILED:  # --retry-failed, or its back-off is over
                     log.info("%s: failed before (%s); trying again", _short(job), record.reason)
                     self._put(record, state=JobState.PENDING)
-                self._enqueue(job.key, now)
+                self._enqueue(job.key, now, notify=False)
 
     # -- the run -----------------------------------------------------------------
 
@@ -580,9 +580,12 @@ class Run:
 
     # -- bookkeeping -------------------------------------------------------------
 
-    def _enqueue(self, key: str, not_before: float) -> None:
+    def _enqueue(self, key: str, not_before: float, *, notify: bool = True) -> None:
+        """Queue ``key`` for creation; ``notify=False`` at planning, when no lane waits yet
+        (waking them costs an ``anyio.Event`` per job: 50,000 on a big resume)."""
         heapq.heappush(self._queue, (not_before, next(self._seq), key))
-        self._notify()
+        if notify:
+            self._notify()
 
     def _record(self, key: str) -> JobRecord:
         record = self.ledger.get(key)
