@@ -6,6 +6,7 @@ import contextlib
 import email.utils
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -727,3 +728,33 @@ def test_a_server_echoing_the_key_does_not_leak_it(status: int) -> None:
             await expect(ApiError, lambda: client.create(BODY))
 
     anyio.run(main)
+
+
+# -- proxies and .netrc from the environment, looked up once per origin -----------------------
+
+
+def test_route_takes_the_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:pw@proxy.example:3128")
+    client = Client("https://eos.example/api/gdw/api", KEY)
+    route = client._route(URL("https://eos.example/api/gdw/api/task-1"))
+    assert route["proxy"] == URL("http://proxy.example:3128")
+    assert route["proxy_headers"] == {"Proxy-Authorization": "Basic dXNlcjpwdw=="}
+    # NO_PROXY (127.0.0.1 in the tests' environment) is honoured.
+    assert "proxy" not in client._route(URL("https://127.0.0.1:8443/x"))
+
+
+def test_route_takes_credentials_from_netrc_once_per_origin(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine files.example login me password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    client = Client("https://eos.example/api", KEY)
+    first = client._route(URL("https://files.example/a.jpg"))
+    assert first["auth"].login == "me"
+    assert "auth" not in client._route(URL("https://eos.example/api/t"))
+    netrc.unlink()  # kept from the first look-up: read once per origin, not per request
+    assert client._route(URL("https://files.example/b.jpg")) is first
+    # A URL with credentials of its own gets none from .netrc, as with aiohttp.
+    assert "auth" not in client._route(URL("https://u:p@other.example/c.jpg"))
