@@ -32,6 +32,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from .client import Client, Failed, Pending
 from .config import ApiKey, RunConfig
@@ -348,9 +349,9 @@ class Run:
         job = self.jobs[key]
         record = self._record(key)
         self._creates[key] = self._creates.get(key, 0) + 1
-        # The intent is durable before the request leaves: a crash from here on is seen
-        # by the next run as a creation whose answer may have been lost.
-        record = self._put(record, state=JobState.CREATING, creates=record.creates + 1)
+        # The intent is durable before the request leaves (``_commit`` below): a crash from
+        # then on is seen by the next run as a creation whose answer may have been lost.
+        record = self._put(record, soon=True, state=JobState.CREATING, creates=record.creates + 1)
         self.counters.create_calls += 1
         if self.config.max_creates_day is not None:
             self._count_creates(1)  # durably before the POST: the quota must hold a crash
@@ -363,6 +364,7 @@ class Run:
         created = None
         try:
             with scope:
+                await self._commit()
                 created = await self.client.create(job.api_body())
         except RateLimited as exc:
             pause = self.create_limiter.rate_limited_by_server(exc.retry_after)
@@ -606,6 +608,15 @@ class Run:
         else:
             self.ledger.put(updated)
         return updated
+
+    async def _commit(self) -> None:
+        """Make every change recorded so far durable, in a group commit: first let the
+        other tasks ready in this turn of the loop record theirs (creations started
+        together), then one write and one fsync for all; a no-op when a commit since then
+        took ours along (``flush`` empties the staged records only once they are written).
+        """
+        await anyio.lowlevel.checkpoint()
+        self.ledger.flush()
 
     async def _flush_ledger(self) -> None:
         while True:
