@@ -11,10 +11,9 @@ deletes at the next start.
 
 The event loop only receives. A body of at most ``SMALL_BODY`` bytes is checked in memory
 and then written, fsynced and renamed in one worker-thread call. A bigger one goes in blocks
-of about ``WRITE_CHUNK`` through two queues of ``QUEUE_BLOCKS``, one to a hasher and one to a
-writer, each with a worker thread of its own (``hashlib`` and ``os.writev`` release the GIL):
-hashing, writing and receiving the next block overlap, and memory per download is bounded
-whatever the file's size.
+of about ``WRITE_CHUNK`` through a queue of ``QUEUE_BLOCKS`` to a writer whose worker thread
+hashes and writes each block (``hashlib`` and ``os.writev`` release the GIL) while the loop
+receives the next: memory per download is bounded whatever the file's size.
 
 Names come from the manifest (already checked by ``manifest.safe_name``) or are made by
 bulkfetch; the server's names are never used. ``target()`` still checks that the path
@@ -32,7 +31,6 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -53,10 +51,8 @@ WRITE_CHUNK = 1 << 20
 #: A body up to this size is checked in memory and written in one thread call; a bigger one
 #: is on disk (as a part file) from its first this-many bytes on.
 SMALL_BODY = 1 << 16
-#: Blocks of ``WRITE_CHUNK`` waiting for the writer (and for the hasher): with the one being
-#: written and the one being received, a download holds at most ``QUEUE_BLOCKS + 2`` blocks
-#: in memory (the hasher and the writer share the blocks, and the receiver waits for the
-#: slower of the two).
+#: Blocks of ``WRITE_CHUNK`` waiting for the writer thread: with the one being written and the
+#: one being received, a download holds at most ``QUEUE_BLOCKS + 2`` blocks in memory.
 QUEUE_BLOCKS = 2
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 
@@ -150,11 +146,10 @@ class Sink:
 
         The event loop only receives. A body of at most ``SMALL_BODY`` is checked, then
         written, fsynced and renamed into place in one worker-thread call. A bigger one is
-        handed over in blocks of about ``WRITE_CHUNK`` to a hasher task and a writer task, each
-        with its own worker thread (``hashlib`` and ``os.writev`` release the GIL), so hashing
-        block n, writing it and receiving block n + 1 overlap; at most ``QUEUE_BLOCKS`` blocks
-        wait for each, so memory stays bounded whatever the file's size. Only a checked,
-        complete body is fsynced and renamed.
+        handed over in blocks of about ``WRITE_CHUNK`` to a writer task whose worker thread
+        hashes and writes each block (``hashlib`` and ``os.writev`` release the GIL) while the
+        loop receives the next; at most ``QUEUE_BLOCKS`` blocks wait, so memory stays bounded
+        whatever the file's size. Only a checked, complete body is fsynced and renamed.
         """
         final = self.target(relative)
         part = _PartFile(final.with_name(f".{final.name}.{secrets.token_hex(4)}{PART_SUFFIX}"))
@@ -179,23 +174,19 @@ class Sink:
                 )
                 await anyio.to_thread.run_sync(part.publish, final, pending)
                 return Written(PurePosixPath(relative).as_posix(), size, part.hexdigest())
-            to_hash, hash_queue = anyio.create_memory_object_stream[list[bytes]](QUEUE_BLOCKS)
-            to_write, write_queue = anyio.create_memory_object_stream[list[bytes]](QUEUE_BLOCKS)
+            send, receive = anyio.create_memory_object_stream[list[bytes]](QUEUE_BLOCKS)
             try:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_each_in_thread, part.hash, hash_queue)
-                    tg.start_soon(_each_in_thread, part.write, write_queue)
-                    async with to_hash, to_write:
-                        await to_hash.send(pending)
-                        await to_write.send(pending)
+                    tg.start_soon(_write_blocks, part, receive)
+                    async with send:
+                        await send.send(pending)
                         pending, buffered = [], 0
                         async for chunk in chunks:
                             size += len(chunk)
                             pending.append(chunk)
                             buffered += len(chunk)
                             if buffered >= WRITE_CHUNK:
-                                await to_hash.send(pending)
-                                await to_write.send(pending)
+                                await send.send(pending)
                                 pending, buffered = [], 0
                         check_result(
                             expected=expected,
@@ -208,7 +199,7 @@ class Sink:
                 # writer that failed leaves the receiver's send broken, which says nothing.
                 _, rest = group.split(anyio.BrokenResourceError)
                 raise first_error(rest or group) from None
-            # Every block sent was hashed and written; the rest goes with the publish.
+            # The writer has written every block it was sent; the rest goes with the publish.
             await anyio.to_thread.run_sync(part.publish, final, pending)
         except OSError as exc:
             part.discard()
@@ -239,22 +230,17 @@ def _find_parts(top: str) -> list[str]:
     return found
 
 
-async def _each_in_thread(
-    work: Callable[[list[bytes]], None], receive: MemoryObjectReceiveStream[list[bytes]]
-) -> None:
-    """``work(blocks)`` in a worker thread for each item received, one call at a time."""
+async def _write_blocks(part: _PartFile, receive: MemoryObjectReceiveStream[list[bytes]]) -> None:
     async with receive:
         async for blocks in receive:
-            await anyio.to_thread.run_sync(work, blocks)
+            await anyio.to_thread.run_sync(part.write, blocks)
 
 
 class _PartFile:
     """A result's temporary file, written from worker threads one call at a time.
 
-    ``hash``, ``write`` and ``publish`` run in worker threads. ``hash`` touches only the digest
-    and ``write`` only the descriptor, so one of each may run at once; the event loop awaits
-    each call before making the next of its kind, and ``publish`` only once both are done,
-    so neither the descriptor nor the digest is ever used by two threads at once.
+    ``write`` and ``publish`` run in a worker thread; the event loop awaits each call before
+    making the next, so the descriptor and the digest are never used by two threads at once.
     ``discard`` (on the loop, after the last call returned) closes and deletes the file.
     """
 
@@ -268,23 +254,18 @@ class _PartFile:
     def hexdigest(self) -> str:
         return self._digest.hexdigest()
 
-    def hash(self, blocks: list[bytes]) -> None:
-        """Add ``blocks`` to the digest."""
-        for block in blocks:
-            self._digest.update(block)
-
     def write(self, blocks: list[bytes]) -> None:
-        """Append ``blocks`` to the file (created on the first call); not hashed here."""
+        """Hash ``blocks`` and append them to the file (created on the first call)."""
         if self._fd < 0:
             _mkdirs(self.path.parent)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
             self._fd = os.open(self.path, flags, 0o666)
+        for block in blocks:
+            self._digest.update(block)
         _writev_all(self._fd, blocks)
 
     def publish(self, final: Path, blocks: list[bytes]) -> None:
-        """Hash and write the last ``blocks``; fsync, close, rename over ``final``, fsync the
-        folder."""
-        self.hash(blocks)
+        """Write the last ``blocks``, fsync, close, rename over ``final``, fsync its folder."""
         self.write(blocks)
         os.fsync(self._fd)
         fd, self._fd = self._fd, -1
