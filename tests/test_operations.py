@@ -88,24 +88,15 @@ def test_creation_quotas_per_run_and_per_day(tmp_path: Path) -> None:
     manifest = write_jsonl(tmp_path / "jobs.jsonl", make_jobs(8))
     out = tmp_path / "out"
     with run_in_thread(SimConfig(**FAST)) as sim:
-        base: tuple[str | Path, ...] = (
-            "run",
-            manifest,
-            "--out",
-            out,
-            "--api-url",
-            sim.api_url,
-            *FAST_FLAGS,
-        )
-        first = bulkfetch_cli(*base, "--max-creates", "3")
+        first = run_cli(sim, manifest, out, "--max-creates", "3")
         assert first.returncode == 75, first.stderr
         assert "quota" in first.stderr
         assert sim.counters()["create_calls"] == 3
-        second = bulkfetch_cli(*base, "--max-creates-per-day", "5")
+        second = run_cli(sim, manifest, out, "--max-creates-per-day", "5")
         assert second.returncode == 75, second.stderr
         # 3 already counted today by the first run: only 2 more allowed.
         assert sim.counters()["create_calls"] == 5
-        third = bulkfetch_cli(*base)
+        third = run_cli(sim, manifest, out)
         assert third.returncode == 0, third.stderr
         assert sim.counters()["create_calls"] == 8
 
@@ -114,18 +105,8 @@ def test_failures_that_may_pass_are_retried_after_a_back_off(tmp_path: Path) -> 
     manifest = write_jsonl(tmp_path / "jobs.jsonl", make_jobs(3))
     out = tmp_path / "out"
     with run_in_thread(SimConfig(**FAST, status_5xx_rate=1.0)) as sim:
-        base: tuple[str | Path, ...] = (
-            "run",
-            manifest,
-            "--out",
-            out,
-            "--api-url",
-            sim.api_url,
-            *FAST_FLAGS,
-            "--max-outage",
-            "1s",
-        )
-        first = bulkfetch_cli(*base)
+        base: tuple[str, ...] = ("--max-outage", "1s")
+        first = run_cli(sim, manifest, out, *base)
         assert first.returncode == 1
         ledger = load_ledger_json(out)
         assert all(r["state"] == "failed" and r["retryable"] for r in ledger.values())
@@ -133,14 +114,14 @@ def test_failures_that_may_pass_are_retried_after_a_back_off(tmp_path: Path) -> 
         sim.configure(status_5xx_rate=0.0)
         creates = sim.counters()["create_calls"]
         # Within the back-off, the next run leaves them alone...
-        assert bulkfetch_cli(*base).returncode == 1
+        assert run_cli(sim, manifest, out, *base).returncode == 1
         assert sim.counters()["create_calls"] == creates
         # ...once it is over (here: forced by rewriting retry_at), it retries by itself.
         from bulkfetch.ledger import Ledger
 
         with Ledger.open(out / "bulkfetch-ledger.json") as book:
             book.put_many(r.replace(retry_at=1.0) for r in list(book.records().values()))
-        assert bulkfetch_cli(*base).returncode == 0
+        assert run_cli(sim, manifest, out, *base).returncode == 0
     assert_files_match_server(out, manifest)
 
 
@@ -150,21 +131,12 @@ def test_quarantined_failures_wait_for_retry_failed(tmp_path: Path) -> None:
     out = tmp_path / "out"
     config = SimConfig(**FAST, bad_view_ids=frozenset({jobs[0]["view_id"]}))
     with run_in_thread(config) as sim:
-        base: tuple[str | Path, ...] = (
-            "run",
-            manifest,
-            "--out",
-            out,
-            "--api-url",
-            sim.api_url,
-            *FAST_FLAGS,
-        )
-        assert bulkfetch_cli(*base).returncode == 1
+        assert run_cli(sim, manifest, out).returncode == 1
         record = next(r for r in load_ledger_json(out).values() if r["state"] == "failed")
         assert not record.get("retryable") and "retry_at" not in record
         sim.configure(bad_view_ids=frozenset())
-        assert bulkfetch_cli(*base).returncode == 1
-        assert bulkfetch_cli(*base, "--retry-failed").returncode == 0
+        assert run_cli(sim, manifest, out).returncode == 1
+        assert run_cli(sim, manifest, out, "--retry-failed").returncode == 0
 
 
 def test_log_format_json(tmp_path: Path) -> None:

@@ -87,20 +87,11 @@ def test_rerun_refetches_a_deleted_file_without_creating(
 ) -> None:
     manifest = write_jsonl(tmp_path / "jobs.jsonl", make_jobs(3))
     out = tmp_path / "out"
-    args: tuple[str | Path, ...] = (
-        "run",
-        manifest,
-        "--out",
-        out,
-        "--api-url",
-        sim.api_url,
-        *FAST_FLAGS,
-    )
-    assert bulkfetch_cli(*args).returncode == 0
+    assert run_cli(sim, manifest, out).returncode == 0
     victim = next(p for p in out.rglob("*.jpg"))
     victim.unlink()
     created = sim.counters()["tasks_created"]
-    proc = bulkfetch_cli(*args)
+    proc = run_cli(sim, manifest, out)
     assert proc.returncode == 0, proc.stderr
     assert victim.exists()
     # The task is still alive on the server: fetched again from it, not created again.
@@ -112,20 +103,11 @@ def test_added_and_changed_jobs_are_picked_up(sim: SimulatorThread, tmp_path: Pa
     jobs = make_jobs(4)
     manifest = write_jsonl(tmp_path / "jobs.jsonl", jobs)
     out = tmp_path / "out"
-    args: tuple[str | Path, ...] = (
-        "run",
-        manifest,
-        "--out",
-        out,
-        "--api-url",
-        sim.api_url,
-        *FAST_FLAGS,
-    )
-    assert bulkfetch_cli(*args).returncode == 0
+    assert run_cli(sim, manifest, out).returncode == 0
     jobs[0]["px_size"] = 20  # changed: a new job
     jobs.append(make_jobs(5)[4])  # added
     write_jsonl(manifest, jobs)
-    assert bulkfetch_cli(*args).returncode == 0
+    assert run_cli(sim, manifest, out).returncode == 0
     assert sim.counters()["tasks_created"] == 6
     assert_files_match_server(out, manifest)
 
@@ -324,7 +306,7 @@ def test_kill_and_rerun_finishes_without_duplicating_live_tasks(tmp_path: Path) 
         first = sim.counters()
         assert first["tasks_created"] >= 8, stderr
         assert first["results_served"] < 16, "the kill should land mid-run"
-        again = bulkfetch_cli(*args)
+        again = run_cli(sim, manifest, out)
         counters = sim.counters()
     assert again.returncode == 0, again.stderr
     assert_files_match_server(out, manifest)
