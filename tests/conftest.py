@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import anyio
 import orjson
 import pytest
 
-from bulkfetch.simulator import TEST_API_KEY, SimConfig, SimulatorThread, run_in_thread
+from bulkfetch.simulator import TEST_API_KEY, SimConfig, Simulator, SimulatorThread, run_in_thread
 
 #: Fast lanes for tests: the simulator's windows and the client's rates in step.
 FAST: dict[str, Any] = {
@@ -133,3 +135,15 @@ def run_cli(
         env=env,
         timeout=timeout,
     )
+
+
+#: A check against a running simulator, given a client session.
+Check = Callable[[Simulator, aiohttp.ClientSession], Awaitable[None]]
+
+
+def serve(config: SimConfig, check: Check) -> None:
+    async def main() -> None:
+        async with Simulator(config) as sim, aiohttp.ClientSession() as session:
+            await check(sim, session)
+
+    anyio.run(main)

@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ from bulkfetch.simulator import (
 )
 from bulkfetch.simulator.cli import parse_rate, simulate
 
+from .conftest import serve
+
 KEY = {"x-api-key": TEST_API_KEY}
 PARAMS: dict[str, Any] = {
     "view_id": "S2/13/R/EL/2023/7/19/0",
@@ -45,7 +47,6 @@ PARAMS: dict[str, Any] = {
     "px_size": 4,
     "reference": "ref-1",
 }
-Check = Callable[[Simulator, aiohttp.ClientSession], Awaitable[None]]
 
 
 def fast(**changes: Any) -> SimConfig:
@@ -59,14 +60,6 @@ def fast(**changes: Any) -> SimConfig:
         "processing_sigma": 0.0,
     }
     return SimConfig(**{**base, **changes})
-
-
-def serve(config: SimConfig, check: Check) -> None:
-    async def main() -> None:
-        async with Simulator(config) as sim, aiohttp.ClientSession() as session:
-            await check(sim, session)
-
-    anyio.run(main)
 
 
 async def create(sim: Simulator, session: aiohttp.ClientSession, **params: Any) -> dict[str, Any]:

@@ -11,12 +11,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import anyio
 import orjson
 import pytest
 
@@ -32,6 +31,8 @@ from bulkfetch.simulator import (
 from bulkfetch.simulator.app import SEARCH_PATH
 from bulkfetch.simulator.catalogue import tiles_for
 
+from .conftest import serve
+
 KEY = {"x-api-key": TEST_API_KEY}
 TODAY = "2024-06-30"
 FIELDS = orjson.loads((Path(__file__).parents[1] / "manifests" / "fields.geojson").read_bytes())
@@ -45,7 +46,6 @@ VIEW_IDS = {
     "landsat9": r"L9/LC9\d{3}\d{3}\d{4}\d{3}LGN00",
     "modis": r"MODIS/\d{2}/\d{2}/\d{7}/\d{13}",
 }
-Check = Callable[[Simulator, aiohttp.ClientSession], Awaitable[None]]
 
 
 def fast(**changes: Any) -> SimConfig:
@@ -55,14 +55,6 @@ def fast(**changes: Any) -> SimConfig:
         "catalogue_today": TODAY,
     }
     return SimConfig(**{**base, **changes})
-
-
-def serve(config: SimConfig, check: Check) -> None:
-    async def main() -> None:
-        async with Simulator(config) as sim, aiohttp.ClientSession() as session:
-            await check(sim, session)
-
-    anyio.run(main)
 
 
 def body(
