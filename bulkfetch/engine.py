@@ -127,6 +127,7 @@ class Run:
         self._creates: dict[str, int] = {}  # creations this run, per job
         self._errors: dict[str, int] = {}  # transient failures this run, per job
         self._wake = anyio.Event()
+        self._waiting = 0  # lanes in _wait()
         self._unflushed = anyio.Event()  # set when put_soon left records to write
         self._stopping = False
         self._scope: anyio.CancelScope | None = None
@@ -178,7 +179,7 @@ class Run:
                 assert record is not None
                 self.counters.expired += 1
                 log.info("%s: its task expired; creating again", _short(job))
-                self._enqueue(job.key, max(now, record.deadline), notify=False)
+                self._enqueue(job.key, max(now, record.deadline))
             case Action.RECREATE_LOST:
                 assert record is not None
                 self.counters.lost_creates += 1
@@ -189,7 +190,7 @@ class Run:
                     reason="a creation's answer was lost when the last run stopped",
                 )
                 log.info("%s: creation answer was lost; creating again", _short(job))
-                self._enqueue(job.key, now, notify=False)
+                self._enqueue(job.key, now)
             case _:
                 if record is None:
                     path = job.relative_path().as_posix()
@@ -197,7 +198,7 @@ class Run:
                 elif record.state is JobState.FAILED:  # --retry-failed, or its back-off is over
                     log.info("%s: failed before (%s); trying again", _short(job), record.reason)
                     self._put(record, state=JobState.PENDING)
-                self._enqueue(job.key, now, notify=False)
+                self._enqueue(job.key, now)
 
     # -- the run -----------------------------------------------------------------
 
@@ -291,8 +292,11 @@ class Run:
         self.ledger.set_meta("creates_by_day", by_day)
 
     def _notify(self) -> None:
-        self._wake.set()
-        self._wake = anyio.Event()
+        # A new Event only when a lane waits on this one: planning a big resume notifies
+        # once per queued job (50,000) with no lane started yet.
+        if self._waiting:
+            self._wake.set()
+            self._wake = anyio.Event()
         if self._finished() and self._scope is not None:
             self._scope.cancel()
 
@@ -300,8 +304,12 @@ class Run:
         """Sleep until ``until`` (clock time) or until something changes."""
         delay = until - self._clock()
         if delay > 0:
-            with anyio.move_on_after(min(delay, 3600.0)):
-                await self._wake.wait()
+            self._waiting += 1
+            try:
+                with anyio.move_on_after(min(delay, 3600.0)):
+                    await self._wake.wait()
+            finally:
+                self._waiting -= 1
 
     def window(self) -> int:
         if self.config.max_in_flight is not None:
@@ -582,12 +590,9 @@ class Run:
 
     # -- bookkeeping -------------------------------------------------------------
 
-    def _enqueue(self, key: str, not_before: float, *, notify: bool = True) -> None:
-        """Queue ``key`` for creation; ``notify=False`` at planning, when no lane waits yet
-        (waking them costs an ``anyio.Event`` per job: 50,000 on a big resume)."""
+    def _enqueue(self, key: str, not_before: float) -> None:
         heapq.heappush(self._queue, (not_before, next(self._seq), key))
-        if notify:
-            self._notify()
+        self._notify()
 
     def _record(self, key: str) -> JobRecord:
         record = self.ledger.get(key)
