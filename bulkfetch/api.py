@@ -40,7 +40,8 @@ from .errors import (
     first_error,
 )
 from .ledger import Ledger
-from .manifest import Manifest, load_manifest
+from .manifest import Manifest
+from .manifest_cache import cache_path, load_manifest_cached
 from .report import build_report, job_rows, write_report
 
 __all__ = ["RunResult", "run", "run_async"]
@@ -105,7 +106,7 @@ async def run_async(
     if key is None:
         key = load_api_key()
     if not isinstance(manifest, Manifest):
-        manifest = load_manifest(Path(manifest))
+        manifest = load_manifest_cached(Path(manifest), cache_path(cfg.ledger_path))
     for warning in manifest.warnings:
         log.warning("%s", warning)
     try:

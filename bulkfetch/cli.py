@@ -38,6 +38,7 @@ from .errors import BulkfetchError, UsageError
 from .ledger import JobState, Ledger
 from .logs import setup_logging
 from .manifest import load_manifest
+from .manifest_cache import cache_path, load_manifest_cached
 from .plan import make_plan
 from .report import build_report
 from .sink import Sink
@@ -276,7 +277,7 @@ def run(
             _print_plan(manifest, config, as_json=False)
             return
         key = load_api_key(api_key_file)
-        jobs = load_manifest(manifest)
+        jobs = load_manifest_cached(manifest, cache_path(config.ledger_path))
         progress = None if quiet else _progress_for(sys.stderr.isatty(), progress_interval)
         result = anyio.run(_run_cli, jobs, config, key, progress)
     except BulkfetchError as exc:
@@ -315,7 +316,8 @@ def plan(ctx: click.Context, /, manifest: Path, as_json: bool, **options: Any) -
 
 
 def _print_plan(manifest: Path, config: RunConfig, *, as_json: bool) -> None:
-    jobs = load_manifest(manifest)
+    # A dry run reads a cache that matches, and writes none: it must leave no file behind.
+    jobs = load_manifest_cached(manifest, cache_path(config.ledger_path), write=False)
     sink = Sink(config.out)
     with Ledger.open(config.ledger_path, readonly=True) as book:
         result = make_plan(jobs, book, config, file_ok=lambda r: sink.file_ok(r.path, r.size))

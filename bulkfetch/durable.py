@@ -101,10 +101,12 @@ def fsync_directory(path: Path) -> None:
         raise _storage_error("the directory", path, exc) from exc
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, *, sync: bool = True) -> None:
     """Replace ``path`` with ``data`` so that it is the old or the new file at every instant.
 
     Durable when it returns. Raises :class:`StorageError`; the temporary file is then gone.
+    ``sync=False`` skips both fsyncs, for a cache: after a crash the file may be the old
+    one, the new one, or empty or torn, which its reader must take as a miss.
     """
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
     fd = -1
@@ -112,12 +114,14 @@ def atomic_write(path: Path, data: bytes) -> None:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         _write_all(fd, data)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
         os.close(fd)
         fd = -1
         tmp.replace(path)
         replaced = True
-        fsync_directory(path.parent)
+        if sync:
+            fsync_directory(path.parent)
     except OSError as exc:
         raise _storage_error(path.name, path, exc) from exc
     finally:

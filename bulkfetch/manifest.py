@@ -76,7 +76,16 @@ from ._manifest_readers import READERS, Raw, Reader
 from .errors import ManifestError, Problem
 from .geometry import check_geometry
 
-__all__ = ["PARAMS", "Job", "Manifest", "job_key", "load_manifest", "parse_manifest", "safe_name"]
+__all__ = [
+    "PARAMS",
+    "Job",
+    "Manifest",
+    "job_key",
+    "load_manifest",
+    "parse_manifest",
+    "read_manifest_bytes",
+    "safe_name",
+]
 
 PARAMS: frozenset[str] = frozenset(
     {
@@ -260,8 +269,26 @@ def load_manifest(path: Path | str) -> Manifest:
         with Path(path).open("rb") as stream:
             return _build(reader(stream, issues), name, issues)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ManifestError([Problem(name, "whole file", "", f"cannot read: {reason}")]) from exc
+        raise _unreadable(name, exc) from exc
+
+
+def read_manifest_bytes(path: Path | str) -> bytes:
+    """The bytes of the manifest at ``path``, for :func:`parse_manifest`.
+
+    Raises :class:`~bulkfetch.errors.ManifestError` (as ``load_manifest`` does) if the
+    extension names no format or the file cannot be read.
+    """
+    name = os.fspath(path)
+    _reader_for(name)
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise _unreadable(name, exc) from exc
+
+
+def _unreadable(name: str, exc: OSError) -> ManifestError:
+    reason = exc.strerror or str(exc)
+    return ManifestError([Problem(name, "whole file", "", f"cannot read: {reason}")])
 
 
 def parse_manifest(data: bytes, *, filename: str) -> Manifest:

@@ -89,18 +89,19 @@ def make_plan(
         actions[action.value] = actions.get(action.value, 0) + 1
     # Changed: a ledger job no longer wanted, at the same place (file) or in the same
     # slot (view_id, bm_type, AOI) as a job of the manifest: same job, other parameters.
-    paths = {job.relative_path().as_posix().lower() for job in manifest.jobs}
-    slots = {job.slot for job in manifest.jobs}
-    changed = sorted(
-        r.path
-        for k, r in records.items()
-        if k not in wanted and (r.path.lower() in paths or (r.slot and r.slot in slots))
-    )
+    unwanted = [r for k, r in records.items() if k not in wanted]
+    changed: list[str] = []
+    if unwanted:  # (a path and a sha256 per job: only worth it when there is something to match)
+        paths = {job.relative_path().as_posix().lower() for job in manifest.jobs}
+        slots = {job.slot for job in manifest.jobs}
+        changed = sorted(
+            r.path for r in unwanted if r.path.lower() in paths or (r.slot and r.slot in slots)
+        )
     plan = Plan(
         jobs=len(manifest.jobs),
         actions=dict(sorted(actions.items())),
         changed=changed,
-        removed=sum(1 for k in records if k not in wanted) - len(changed),
+        removed=len(unwanted) - len(changed),
     )
     plan.creates = sum(actions.get(a.value, 0) for a in _CREATES)
     plan.polls = actions.get(Action.POLL.value, 0)
