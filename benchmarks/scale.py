@@ -8,7 +8,9 @@ reaped with ``wait4``, so its wall time, CPU time and peak RSS are its own:
   present and half ``pending``, built with ``Ledger.put_many``; the time from starting
   ``bulkfetch run`` to the first request the simulator (a thread of this process) receives,
   which is the time spent reading the manifest and the ledger, checking the 50% done files
-  and planning; the run is then stopped with SIGINT;
+  and planning; the run is then stopped with SIGINT. Twice: the first finds no manifest
+  cache (the harness built the ledger, not a run) and validates; the second reads the
+  cache the first left, as any resume of a run of this version does;
 * **full run**: ``bulkfetch run`` of the first ``n_full`` jobs against ``bulkfetch simulate``
   in a process of its own, both lanes at 2000/s and processing ~1 ms, so bulkfetch's own
   CPU time per job is what is measured.
@@ -178,6 +180,9 @@ def run_scale_case(*, n_manifest: int, n_full: int) -> CaseResult:
         validate_s, validate_rss, _ = _validate(manifest)
         out = work / "resume-out"
         done, build_s = _build_resume_ledger(manifest, out)
+        # The first resume validates the manifest and leaves its cache beside the ledger, as
+        # the interrupted run before it would have; the second is the resume users see.
+        cold_s, cold_rss, _ = _resume(manifest, out)
         first_s, resume_rss, code = _resume(manifest, out)
         full = _full_run(small, n_full, work / "full-out")
     c = full["counters"]
@@ -193,7 +198,13 @@ def run_scale_case(*, n_manifest: int, n_full: int) -> CaseResult:
                 ["  peak RSS", f"{validate_rss:.0f} MiB"],
                 [
                     f"resumed run ({done:,} done + files present, {n_manifest - done:,} "
-                    "pending): start to first request",
+                    "pending), no manifest cache yet: start to first request",
+                    f"{cold_s:.2f} s",
+                ],
+                ["  peak RSS", f"{cold_rss:.0f} MiB"],
+                [
+                    "resumed again (the manifest cache the run before left): start to first "
+                    "request",
                     f"{first_s:.2f} s",
                 ],
                 ["  peak RSS (stopped by SIGINT after the first request)", f"{resume_rss:.0f} MiB"],
@@ -220,8 +231,14 @@ def run_scale_case(*, n_manifest: int, n_full: int) -> CaseResult:
         )
     )
     result.target(f"validate {n_manifest:,} jobs (s)", "< 10", validate_s, validate_s < 10, ".2f")
-    result.target("resumed run, start to first request (s)", "< 3", first_s, first_s < 3, ".2f")
-    peak = max(validate_rss, resume_rss, full["rss"])
+    result.target(
+        "resumed run, start to first request (s; manifest cached by the run before)",
+        "< 3",
+        first_s,
+        first_s < 3,
+        ".2f",
+    )
+    peak = max(validate_rss, cold_rss, resume_rss, full["rss"])
     result.target("peak RSS of any of them (MiB)", "< 500", peak, peak < 500, ".0f")
     result.target("CPU per job, full run (ms)", "< 2", cpu_ms, cpu_ms < 2, ".2f")
     result.seconds = time.monotonic() - started
