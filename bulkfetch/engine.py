@@ -481,7 +481,20 @@ class Run:
             sha256=written.sha256,
             reason="",
         )
-        log.info("%s: done, %s (%d bytes)", _short(job), written.path, written.size)
+        log.info(
+            "%s: done, %s (%s)",
+            _short(job),
+            written.path,
+            _size_and_speed(written.size, written.seconds),
+            extra={
+                "fields": {
+                    "path": written.path,
+                    "bytes": written.size,
+                    "seconds": round(written.seconds, 6),
+                    "stream_seconds": round(written.stream_seconds, 6),
+                }
+            },
+        )
 
     # -- outcomes ----------------------------------------------------------------
 
@@ -650,3 +663,10 @@ def _today(when: float) -> str:
 
 def _short(job: Job) -> JobTag:
     return JobTag(job.key, job.view_id, job.bm_type)
+
+
+def _size_and_speed(size: int, seconds: float) -> str:
+    """``1234 bytes``; from a megabyte on, the speed to the fsynced file too."""
+    if size < 1_000_000 or seconds <= 0:
+        return f"{size} bytes"
+    return f"{size} bytes, {size / seconds / 1e6:.0f} MB/s"

@@ -3,8 +3,10 @@
 Text lines by default (cron mails them). ``--log-format json`` gives one JSON object per
 line with ``ts``, ``level``, ``msg``, ``run_id`` and, for job events, ``job`` (the job key),
 ``view_id`` and ``bm_type`` as fields of their own, so a collector can filter by job
-without parsing messages. Job events pass a ``JobTag`` as their first argument: it prints
-as ``<key[:12]> <view_id> <bm_type>`` in text, and becomes those fields in JSON.
+without parsing messages; an event logged with ``extra={"fields": {...}}`` adds those
+(a download's ``bytes`` and ``seconds``, say). Job events pass a ``JobTag`` as their
+first argument: it prints as ``<key[:12]> <view_id> <bm_type>`` in text, and becomes
+those fields in JSON.
 
 Nothing logged here ever holds the API key, a header, or a URL carrying the key.
 """
@@ -58,6 +60,9 @@ class JsonFormatter(logging.Formatter):
             if isinstance(arg, JobTag):
                 event |= {"job": arg.key, "view_id": arg.view_id, "bm_type": arg.bm_type}
                 break
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            event |= fields
         if record.exc_info and record.exc_info[1] is not None:
             event["error"] = str(record.exc_info[1])
         return orjson.dumps(event).decode()

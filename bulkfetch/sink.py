@@ -31,7 +31,8 @@ import logging
 import os
 import secrets
 import stat
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import anyio
@@ -97,6 +98,10 @@ class Written:
     path: str  # posix, relative to the output folder
     size: int
     sha256: str
+    #: Seconds from the first byte received to the last one written (not yet fsynced), and
+    #: to the file fsynced under its final name: the download's own speed, for the log.
+    stream_seconds: float = field(default=0.0, compare=False)
+    seconds: float = field(default=0.0, compare=False)
 
 
 class Sink:
@@ -157,9 +162,12 @@ class Sink:
         head = b""
         pending: list[bytes] = []
         buffered = 0
+        started = 0.0
         try:
             chunks = ready.chunks(WRITE_CHUNK)
             async for chunk in chunks:
+                if not started:
+                    started = time.monotonic()
                 if len(head) < 16:
                     head += chunk[: 16 - len(head)]
                 size += len(chunk)
@@ -172,8 +180,8 @@ class Sink:
                 check_result(
                     expected=expected, head=head, size=size, content_length=ready.content_length
                 )
-                await anyio.to_thread.run_sync(part.publish, final, pending)
-                return Written(PurePosixPath(relative).as_posix(), size, part.hexdigest())
+                written_at = await anyio.to_thread.run_sync(part.publish, final, pending)
+                return _written(relative, size, part, started, written_at)
             send, receive = anyio.create_memory_object_stream[list[bytes]](QUEUE_BLOCKS)
             try:
                 async with anyio.create_task_group() as tg:
@@ -200,14 +208,23 @@ class Sink:
                 _, rest = group.split(anyio.BrokenResourceError)
                 raise first_error(rest or group) from None
             # The writer has written every block it was sent; the rest goes with the publish.
-            await anyio.to_thread.run_sync(part.publish, final, pending)
+            written_at = await anyio.to_thread.run_sync(part.publish, final, pending)
         except OSError as exc:
             part.discard()
             raise _storage_error(exc, final) from None
         except BaseException:
             part.discard()
             raise
-        return Written(PurePosixPath(relative).as_posix(), size, part.hexdigest())
+        return _written(relative, size, part, started, written_at)
+
+
+def _written(
+    relative: PurePosixPath, size: int, part: _PartFile, started: float, written_at: float
+) -> Written:
+    now = time.monotonic()
+    start = started or now  # (an empty body never started)
+    path = PurePosixPath(relative).as_posix()
+    return Written(path, size, part.hexdigest(), written_at - start, now - start)
 
 
 def _find_parts(top: str) -> list[str]:
@@ -264,14 +281,19 @@ class _PartFile:
             self._digest.update(block)
         _writev_all(self._fd, blocks)
 
-    def publish(self, final: Path, blocks: list[bytes]) -> None:
-        """Write the last ``blocks``, fsync, close, rename over ``final``, fsync its folder."""
+    def publish(self, final: Path, blocks: list[bytes]) -> float:
+        """Write the last ``blocks``, fsync, close, rename over ``final``, fsync its folder.
+
+        Returns when (``time.monotonic``) the last byte was written, before the fsync.
+        """
         self.write(blocks)
+        written_at = time.monotonic()
         os.fsync(self._fd)
         fd, self._fd = self._fd, -1
         os.close(fd)
         self.path.replace(final)
         fsync_directory(final.parent)
+        return written_at
 
     def discard(self) -> None:
         if self._fd >= 0:

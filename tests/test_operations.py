@@ -157,6 +157,10 @@ def test_log_format_json(tmp_path: Path) -> None:
     done = [e for e in events if e["msg"].endswith("bytes)") and "done" in e["msg"]]
     assert len(done) == 3
     assert all(len(e["job"]) == 64 and e["view_id"] and e["bm_type"] for e in done)
+    # A download's own figures are fields of the event, for collectors.
+    for event in done:
+        assert (tmp_path / "out" / event["path"]).stat().st_size == event["bytes"] > 0
+        assert 0 < event["stream_seconds"] <= event["seconds"] < 10
 
 
 def test_config_file_beside_the_manifest_and_flags_win(tmp_path: Path) -> None:

@@ -206,6 +206,8 @@ def test_write_large_body_in_many_chunks(tmp_path: Path) -> None:
     assert (tmp_path / "big.tif").read_bytes() == body
     assert written.sha256 == hashlib.sha256(body).hexdigest()
     assert written.size == len(body)
+    # Its own timing, first byte to written, then to fsynced under its name (for the log).
+    assert 0 < written.stream_seconds <= written.seconds < 60
 
 
 class _CountingReady(FakeReady):
