@@ -6,14 +6,16 @@ mixed with another child's (``RUSAGE_CHILDREN`` is the maximum over all of them)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -22,7 +24,16 @@ from bulkfetch.simulator import TEST_API_KEY
 
 _stderr: dict[int, IO[bytes]] = {}
 
-__all__ = ["ChildUsage", "bulkfetch_cmd", "child_env", "free_port", "spawn", "wait"]
+__all__ = [
+    "ChildUsage",
+    "SimProcess",
+    "bulkfetch_cmd",
+    "child_env",
+    "free_port",
+    "sim_process",
+    "spawn",
+    "wait",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,3 +105,45 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True, slots=True)
+class SimProcess:
+    """``bulkfetch simulate`` running in a process of its own."""
+
+    proc: subprocess.Popen[bytes]
+    url: str  # http://127.0.0.1:PORT
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api/gdw/api"
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the simulator has used so far (``/proc``; 0 where there is none)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def sim_process(*flags: str) -> Iterator[SimProcess]:
+    """``bulkfetch simulate FLAGS`` on a free port, stopped (SIGINT) on exit. In a process of
+    its own, the server neither shares a GIL with the harness nor is measured with a client."""
+    port = free_port()
+    proc, started = spawn([*bulkfetch_cmd(), "simulate", "--port", str(port), *flags])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the simulator did not open port {port}")
+            time.sleep(0.05)
+        yield SimProcess(proc, f"http://127.0.0.1:{port}")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        wait(proc, started)

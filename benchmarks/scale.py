@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-import socket
 import tempfile
 import time
 import urllib.request
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import CaseResult, job_params, write_manifest
-from benchmarks.procs import bulkfetch_cmd, free_port, spawn, wait
+from benchmarks.procs import bulkfetch_cmd, sim_process, spawn, wait
 from bulkfetch.ledger import JobRecord, JobState, Ledger
 from bulkfetch.manifest import load_manifest
 from bulkfetch.simulator import SimConfig, run_in_thread
@@ -114,41 +113,19 @@ def _resume(manifest: Path, out: Path) -> tuple[float, float, int]:
     return first, usage.max_rss_mb, usage.returncode
 
 
-def _wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"the simulator did not open port {port}")
-
-
 def _full_run(manifest: Path, n: int, out: Path) -> dict[str, Any]:
-    port = free_port()
-    sim_cmd = [
-        *bulkfetch_cmd(),
-        "simulate",
-        *("--port", str(port), "--create-rate", FAST, "--status-rate", FAST),
-        *("--processing-median", "0.001", "--processing-sigma", "0", "--retry-after", "float"),
-    ]
-    sim, sim_started = spawn(sim_cmd)
-    try:
-        _wait_for_port(port)
-        api_url = f"http://127.0.0.1:{port}/api/gdw/api"
+    flags = ("--create-rate", FAST, "--status-rate", FAST, "--retry-after", "float")
+    with sim_process(*flags, "--processing-median", "0.001", "--processing-sigma", "0") as sim:
         cmd = [
             *bulkfetch_cmd(),
-            *("run", str(manifest), "--out", str(out), "--api-url", api_url),
+            *("run", str(manifest), "--out", str(out), "--api-url", sim.api_url),
             *("--create-rate", FAST, "--status-rate", FAST, "--quiet"),
         ]
         proc, started = spawn(cmd)
         usage, err = wait(proc, started)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/counters") as answer:
+        with urllib.request.urlopen(f"{sim.url}/_sim/counters") as answer:
             counters: dict[str, Any] = json.loads(answer.read())
-    finally:
-        if sim.poll() is None:
-            sim.send_signal(signal.SIGINT)
-        sim_usage, _ = wait(sim, sim_started)
+        sim_cpu = sim.cpu_seconds()
     if usage.returncode != 0:
         raise RuntimeError(f"bulkfetch run exited {usage.returncode}: {err}")
     return {
@@ -157,7 +134,7 @@ def _full_run(manifest: Path, n: int, out: Path) -> dict[str, Any]:
         "user": usage.user,
         "system": usage.system,
         "rss": usage.max_rss_mb,
-        "sim_cpu": sim_usage.cpu,
+        "sim_cpu": sim_cpu,
         "counters": counters,
         "n": n,
     }

@@ -1,33 +1,38 @@
 """Case 5: one large result, bulkfetch (a child process) against ``curl -o``.
 
-The simulator (in a thread of this process) serves tiff results as a generated TIFF of
-``big_result_bytes`` from constant memory, behind a redirect to the key-less
-``/_sim/results/{task_id}``, so curl can fetch the very same bytes. For each size:
+The simulator (``bulkfetch simulate`` in a process of its own) serves tiff results as a
+generated TIFF of ``--big-result-bytes`` from constant memory, in 1 MiB writes, behind a
+redirect to the key-less ``/_sim/results/{task_id}``, so curl can fetch the very same bytes.
+For each size:
 
-1. ``bulkfetch run`` (a child process, measured with ``wait4``) fetches the one job;
-   a watcher samples its ``.bulkfetch-part`` file every 2 ms, which dates the first and
-   last byte on disk without touching bulkfetch: *stream* throughput is bytes over that
-   span, *durable* throughput adds the fsync and rename up to the final name;
+1. ``bulkfetch run --log-format json`` (a child process, measured with ``wait4``) fetches
+   the one job; its throughput is its own, as curl's is: the ``done`` event's
+   ``stream_seconds`` (first byte received to last byte written) and ``seconds`` (to the
+   file fsynced under its final name);
 2. ``curl -o`` fetches the same task's URL; its throughput is curl's own
    ``size_download / time_total``.
 
 Both write to a temporary folder on the same disk, deleted after each run. Each pair is
 repeated and the best of each kept (the page cache and writeback make single runs noisy).
+The simulator's CPU while each client ran is measured too: on a 2-core machine the server
+and the client share the cores, so a client's CPU per byte shows in its throughput.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
-import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.common import CaseResult, job_params, sim_config, write_manifest
-from benchmarks.procs import bulkfetch_cmd, spawn, wait
-from bulkfetch.simulator import run_in_thread
+import orjson
+
+from benchmarks.common import CaseResult, job_params, write_manifest
+from benchmarks.procs import bulkfetch_cmd, sim_process, spawn, wait
 
 __all__ = ["run_streaming_case"]
 
@@ -52,65 +57,23 @@ class Fetch:
         return self.size / self.durable_s / MB
 
 
-class _Watcher(threading.Thread):
-    """Samples the size of the partial and the final file in ``folder`` every 2 ms."""
-
-    def __init__(self, folder: Path) -> None:
-        super().__init__(daemon=True)
-        self.folder = folder
-        #: (time, bytes on disk, a file exists, the final file exists)
-        self.samples: list[tuple[float, int, bool, bool]] = []
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        while not self.halt.is_set():
-            now = time.monotonic()
-            size, seen, final = 0, False, False
-            try:
-                for entry in self.folder.iterdir():
-                    if entry.name.endswith(".bulkfetch-part"):
-                        size, seen = max(size, entry.stat().st_size), True
-                    elif entry.suffix == ".tif":
-                        size, seen, final = max(size, entry.stat().st_size), True, True
-            except OSError:
-                pass
-            self.samples.append((now, size, seen, final))
-            time.sleep(0.002)
-
-
 def _bulkfetch_fetch(api_url: str, manifest: Path, out: Path) -> Fetch:
     out.mkdir()
-    watcher = _Watcher(out)
-    watcher.start()
     cmd = [
         *bulkfetch_cmd(),
-        "run",
-        str(manifest),
-        "--out",
-        str(out),
-        "--api-url",
-        api_url,
-        "--create-rate",
-        "20/s",
-        "--status-rate",
-        "20/s",
-        "--quiet",
+        *("run", str(manifest), "--out", str(out), "--api-url", api_url),
+        *("--create-rate", "20/s", "--status-rate", "20/s", "--log-format", "json"),
     ]
     proc, started = spawn(cmd)
     usage, err = wait(proc, started)
-    watcher.halt.set()
-    watcher.join()
     if usage.returncode != 0:
         raise RuntimeError(f"bulkfetch run exited {usage.returncode}: {err}")
-    final = next(out.glob("*.tif"))
-    size = final.stat().st_size
-    appeared = next(t for t, _, seen, _ in watcher.samples if seen)
-    full = next(t for t, n, _, _ in watcher.samples if n >= size)
-    done = next(t for t, _, _, fin in watcher.samples if fin)
+    events = [orjson.loads(line) for line in err.splitlines() if line.startswith('{"')]
+    done = next(e for e in events if "stream_seconds" in e)
     return Fetch(
-        size=size,
-        stream_s=max(full - appeared, 1e-3),
-        durable_s=max(done - appeared, 1e-3),
+        size=done["bytes"],
+        stream_s=done["stream_seconds"],
+        durable_s=done["seconds"],
         wall_s=usage.wall,
         rss_mb=usage.max_rss_mb,
         cpu_s=usage.cpu,
@@ -157,31 +120,36 @@ def run_streaming_case(*, sizes: list[int], repeats: int) -> CaseResult:
     rows: list[list[str]] = []
     best: dict[int, tuple[Fetch, float]] = {}
     cpu: dict[int, tuple[float, float]] = {}  # size -> (bulkfetch, curl) CPU seconds
+    # size -> the simulator's CPU seconds while (bulkfetch, curl) fetched, each repeat
+    server_cpu: dict[int, tuple[list[float], list[float]]] = {s: ([], []) for s in sizes}
     with tempfile.TemporaryDirectory(prefix="bench-streaming-") as tmp:
         work = Path(tmp)
         manifest = write_manifest(work / "big.jsonl", [job_params(0, fmt="tiff")])
         for size in sizes:
-            config = sim_config(
-                seed=5,
-                median_slots=1,
-                sigma=0.0,
-                result_form="redirect",
-                big_result_bytes=size,
-                chunk_size=1 << 20,
-            )
+            flags = [
+                *("--seed", "5", "--create-rate", "20/s", "--status-rate", "20/s"),
+                *("--processing-median", "0.05", "--processing-sigma", "0"),
+                *("--result-form", "redirect", "--retry-after", "float"),
+                *("--big-result-bytes", str(size), "--chunk-size", str(1 << 20)),
+            ]
             fetches: list[Fetch] = []
             curls: list[CurlFetch] = []
-            with run_in_thread(config) as sim:
+            with sim_process(*flags) as sim:
                 for rep in range(repeats):
                     out = work / f"bf-{size}-{rep}"
+                    before = sim.cpu_seconds()
                     fetch = _bulkfetch_fetch(sim.api_url, manifest, out)
+                    server_cpu[size][0].append(sim.cpu_seconds() - before)
                     fetches.append(fetch)
                     for f in out.iterdir():
                         f.unlink()
-                    task = sim.tasks()[-1]
+                    with urllib.request.urlopen(f"{sim.url}/_sim/tasks") as answer:
+                        task = json.loads(answer.read())[-1]
                     url = f"{sim.url}/_sim/results/{task['task_id']}"
                     target = work / f"curl-{size}-{rep}.tif"
+                    before = sim.cpu_seconds()
                     curl = _curl_fetch(url, target)
+                    server_cpu[size][1].append(sim.cpu_seconds() - before)
                     target.unlink()
                     if curl.size != fetch.size:
                         raise RuntimeError(f"curl got {curl.size} bytes, bulkfetch {fetch.size}")
@@ -201,6 +169,7 @@ def run_streaming_case(*, sizes: list[int], repeats: int) -> CaseResult:
                     f"{top.durable_mbps / curl_best:.2f}",
                     f"{max(f.rss_mb for f in fetches):.0f}",
                     f"{min(f.cpu_s for f in fetches):.2f} / {min(c.cpu_s for c in curls):.2f}",
+                    f"{min(server_cpu[size][0]):.2f} / {min(server_cpu[size][1]):.2f}",
                 ]
             )
     result.tables.append(
@@ -215,6 +184,7 @@ def run_streaming_case(*, sizes: list[int], repeats: int) -> CaseResult:
                 "durable / curl",
                 "bulkfetch peak RSS MiB",
                 "CPU s, whole process: bulkfetch / curl",
+                "simulator CPU s while bulkfetch / curl fetched",
             ],
             rows,
         )
@@ -266,8 +236,9 @@ def run_streaming_case(*, sizes: list[int], repeats: int) -> CaseResult:
             f"does not fsync). Its peak RSS was {rss_big:.0f} MiB against {rss_small:.0f} MiB "
             f"for {small // MB} MB: memory does not grow with the file. Marginal CPU per MB: "
             f"bulkfetch {bf_ms:.2f} ms, curl {curl_ms:.2f} ms (child processes, all threads). "
-            f"On this {os.cpu_count()}-core machine the simulator serving the bytes is a thread "
-            "of the benchmark process and takes a core of its own while either client runs."
+            f"On this {os.cpu_count()}-core machine the simulator serving the bytes (a process "
+            "of its own) shares the cores with the client, so a client's CPU per byte shows "
+            "in its throughput."
         )
     result.seconds = time.monotonic() - started
     return result

@@ -127,6 +127,13 @@ def _fault_options(command: Any) -> Any:
     help="Make tiff results a streamed TIFF of about this many bytes.",
 )
 @click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=64 * 1024,
+    show_default=True,
+    help="Bytes per write while a result streams.",
+)
+@click.option(
     "--retry-after",
     type=click.Choice(["int", "float", "date", "off"]),
     default="int",
