@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
 
+from ._pipe import BlockPipe
 from .client import Ready
 from .durable import fsync_directory
 from .errors import StorageError, TransientError, first_error
@@ -151,10 +151,11 @@ class Sink:
 
         The event loop only receives. A body of at most ``SMALL_BODY`` is checked, then
         written, fsynced and renamed into place in one worker-thread call. A bigger one is
-        handed over in blocks of about ``WRITE_CHUNK`` to a writer task whose worker thread
-        hashes and writes each block (``hashlib`` and ``os.writev`` release the GIL) while the
-        loop receives the next; at most ``QUEUE_BLOCKS`` blocks wait, so memory stays bounded
-        whatever the file's size. Only a checked, complete body is fsynced and renamed.
+        handed over in blocks of about ``WRITE_CHUNK`` through a :class:`BlockPipe` to one
+        worker thread that hashes and writes each block (``hashlib`` and ``os.writev``
+        release the GIL) while the loop receives the next; at most ``QUEUE_BLOCKS`` blocks
+        wait, so memory stays bounded whatever the file's size. Only a checked, complete
+        body is fsynced and renamed.
         """
         final = self.target(relative)
         part = _PartFile(final.with_name(f".{final.name}.{secrets.token_hex(4)}{PART_SUFFIX}"))
@@ -182,19 +183,19 @@ class Sink:
                 )
                 written_at = await anyio.to_thread.run_sync(part.publish, final, pending)
                 return _written(relative, size, part, started, written_at)
-            send, receive = anyio.create_memory_object_stream[list[bytes]](QUEUE_BLOCKS)
+            pipe = BlockPipe(QUEUE_BLOCKS)
             try:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_write_blocks, part, receive)
-                    async with send:
-                        await send.send(pending)
+                    tg.start_soon(anyio.to_thread.run_sync, part.drain, pipe)
+                    try:
+                        await pipe.put(pending)
                         pending, buffered = [], 0
                         async for chunk in chunks:
                             size += len(chunk)
                             pending.append(chunk)
                             buffered += len(chunk)
                             if buffered >= WRITE_CHUNK:
-                                await send.send(pending)
+                                await pipe.put(pending)
                                 pending, buffered = [], 0
                         check_result(
                             expected=expected,
@@ -202,9 +203,13 @@ class Sink:
                             size=size,
                             content_length=ready.content_length,
                         )
+                    except BaseException:
+                        pipe.abort()  # the writer stops at its next block
+                        raise
+                    pipe.close()
             except BaseExceptionGroup as group:
                 # One download's own failure (a short body, a full disk), not a group; a
-                # writer that failed leaves the receiver's send broken, which says nothing.
+                # writer that failed leaves the receiver's put broken, which says nothing.
                 _, rest = group.split(anyio.BrokenResourceError)
                 raise first_error(rest or group) from None
             # The writer has written every block it was sent; the rest goes with the publish.
@@ -247,12 +252,6 @@ def _find_parts(top: str) -> list[str]:
     return found
 
 
-async def _write_blocks(part: _PartFile, receive: MemoryObjectReceiveStream[list[bytes]]) -> None:
-    async with receive:
-        async for blocks in receive:
-            await anyio.to_thread.run_sync(part.write, blocks)
-
-
 class _PartFile:
     """A result's temporary file, written from worker threads one call at a time.
 
@@ -280,6 +279,15 @@ class _PartFile:
         for block in blocks:
             self._digest.update(block)
         _writev_all(self._fd, blocks)
+
+    def drain(self, pipe: BlockPipe) -> None:
+        """``write`` every block ``pipe`` hands over, until it is closed or aborted."""
+        try:
+            while (blocks := pipe.get()) is not None:
+                self.write(blocks)
+        except BaseException:
+            pipe.abort()  # the loop's next put raises instead of waiting for room
+            raise
 
     def publish(self, final: Path, blocks: list[bytes]) -> float:
         """Write the last ``blocks``, fsync, close, rename over ``final``, fsync its folder.
