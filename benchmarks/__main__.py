@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     if "streaming" in names:
         print("[bench] streaming ...", file=sys.stderr, flush=True)
         sizes = [20 * MB, 100 * MB] if args.quick else [100 * MB, 500 * MB]
-        results.append(run_streaming_case(sizes=sizes, repeats=1 if args.quick else 2))
+        results.append(run_streaming_case(sizes=sizes, repeats=1 if args.quick else 5))
     if "scale" in names:
         print("[bench] scale ...", file=sys.stderr, flush=True)
         sizes_scale = (10_000, 2_000) if args.quick else (100_000, 20_000)

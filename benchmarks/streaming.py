@@ -12,8 +12,9 @@ For each size:
 2. ``curl -o`` fetches the same task's URL; its throughput is curl's own
    ``size_download / time_total``.
 
-Both write to a temporary folder on the same disk, deleted after each run. Each pair is
-repeated and the best of each kept (the page cache and writeback make single runs noisy).
+Both write to a temporary folder on the same disk, deleted after each run, and each fetch
+starts after a ``sync``. Each pair is repeated and the best of each kept, with the median
+beside it (the page cache, writeback and a shared 2-core VM make single runs noisy).
 The simulator's CPU while each client ran is measured too: on a 2-core machine the server
 and the client share the cores, so a client's CPU per byte shows in its throughput.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import tempfile
 import time
@@ -57,6 +59,13 @@ class Fetch:
         return self.size / self.durable_s / MB
 
 
+def _settle() -> None:
+    """Start each fetch with no dirty pages from the one before: curl does not fsync, so
+    without this its 500 MB would still be going to disk while bulkfetch runs next."""
+    os.sync()
+    time.sleep(0.2)
+
+
 def _bulkfetch_fetch(api_url: str, manifest: Path, out: Path) -> Fetch:
     out.mkdir()
     cmd = [
@@ -86,10 +95,15 @@ class CurlFetch:
     seconds: float  # curl's own time_total
     rss_mb: float
     cpu_s: float
+    fsync_s: float  # an fsync of curl's file right after it exited, which curl never does
 
     @property
     def mbps(self) -> float:
         return self.size / self.seconds / MB
+
+    @property
+    def durable_mbps(self) -> float:
+        return self.size / (self.seconds + self.fsync_s) / MB
 
 
 def _curl_fetch(url: str, target: Path) -> CurlFetch:
@@ -103,7 +117,14 @@ def _curl_fetch(url: str, target: Path) -> CurlFetch:
     if usage.returncode != 0:
         raise RuntimeError(f"curl exited {usage.returncode}: {err}")
     size, seconds = text.split()
-    return CurlFetch(int(size), float(seconds), usage.max_rss_mb, usage.cpu)
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        synced = time.monotonic()
+        os.fsync(fd)
+        fsync_s = time.monotonic() - synced
+    finally:
+        os.close(fd)
+    return CurlFetch(int(size), float(seconds), usage.max_rss_mb, usage.cpu, fsync_s)
 
 
 def run_streaming_case(*, sizes: list[int], repeats: int) -> CaseResult:
@@ -122,6 +143,8 @@ def run_streaming_case(*, sizes: list[int], repeats: int) -> CaseResult:
     cpu: dict[int, tuple[float, float]] = {}  # size -> (bulkfetch, curl) CPU seconds
     # size -> the simulator's CPU seconds while (bulkfetch, curl) fetched, each repeat
     server_cpu: dict[int, tuple[list[float], list[float]]] = {s: ([], []) for s in sizes}
+    pairs: dict[int, list[float]] = {}  # size -> each repeat's bulkfetch / curl throughput
+    durable_best: dict[int, float] = {}  # size -> best curl + fsync MB/s
     with tempfile.TemporaryDirectory(prefix="bench-streaming-") as tmp:
         work = Path(tmp)
         manifest = write_manifest(work / "big.jsonl", [job_params(0, fmt="tiff")])
@@ -137,6 +160,7 @@ def run_streaming_case(*, sizes: list[int], repeats: int) -> CaseResult:
             with sim_process(*flags) as sim:
                 for rep in range(repeats):
                     out = work / f"bf-{size}-{rep}"
+                    _settle()
                     before = sim.cpu_seconds()
                     fetch = _bulkfetch_fetch(sim.api_url, manifest, out)
                     server_cpu[size][0].append(sim.cpu_seconds() - before)
@@ -147,6 +171,7 @@ def run_streaming_case(*, sizes: list[int], repeats: int) -> CaseResult:
                         task = json.loads(answer.read())[-1]
                     url = f"{sim.url}/_sim/results/{task['task_id']}"
                     target = work / f"curl-{size}-{rep}.tif"
+                    _settle()
                     before = sim.cpu_seconds()
                     curl = _curl_fetch(url, target)
                     server_cpu[size][1].append(sim.cpu_seconds() - before)
@@ -157,7 +182,10 @@ def run_streaming_case(*, sizes: list[int], repeats: int) -> CaseResult:
             top = max(fetches, key=lambda f: f.stream_mbps)
             curl_top = max(curls, key=lambda c: c.mbps)
             curl_best = curl_top.mbps
+            curl_durable = max(c.durable_mbps for c in curls)
             best[size] = (top, curl_best)
+            durable_best[size] = curl_durable
+            pairs[size] = [f.stream_mbps / c.mbps for f, c in zip(fetches, curls, strict=True)]
             cpu[size] = (min(f.cpu_s for f in fetches), min(c.cpu_s for c in curls))
             rows.append(
                 [
@@ -165,8 +193,10 @@ def run_streaming_case(*, sizes: list[int], repeats: int) -> CaseResult:
                     f"{curl_best:.0f}",
                     f"{top.stream_mbps:.0f}",
                     f"{top.stream_mbps / curl_best:.2f}",
+                    f"{statistics.median(pairs[size]):.2f}",
                     f"{top.durable_mbps:.0f}",
-                    f"{top.durable_mbps / curl_best:.2f}",
+                    f"{curl_durable:.0f}",
+                    f"{top.durable_mbps / curl_durable:.2f}",
                     f"{max(f.rss_mb for f in fetches):.0f}",
                     f"{min(f.cpu_s for f in fetches):.2f} / {min(c.cpu_s for c in curls):.2f}",
                     f"{min(server_cpu[size][0]):.2f} / {min(server_cpu[size][1]):.2f}",
@@ -179,9 +209,11 @@ def run_streaming_case(*, sizes: list[int], repeats: int) -> CaseResult:
                 "size",
                 "curl MB/s",
                 "bulkfetch stream MB/s",
-                "stream / curl",
+                "stream / curl (best / best)",
+                "median of each repeat's stream / curl",
                 "bulkfetch to final name MB/s",
-                "durable / curl",
+                "curl, then fsync MB/s",
+                "durable / (curl + fsync)",
                 "bulkfetch peak RSS MiB",
                 "CPU s, whole process: bulkfetch / curl",
                 "simulator CPU s while bulkfetch / curl fetched",
@@ -200,10 +232,10 @@ def run_streaming_case(*, sizes: list[int], repeats: int) -> CaseResult:
         ".2f",
     )
     result.target(
-        f"throughput vs curl ({big // MB} MB, to fsynced final name)",
+        f"throughput vs curl + fsync ({big // MB} MB, to the fsynced final name)",
         "≥ 0.9",
-        top.durable_mbps / curl_best,
-        top.durable_mbps / curl_best >= 0.9,
+        top.durable_mbps / durable_best[big],
+        top.durable_mbps / durable_best[big] >= 0.9,
         ".2f",
     )
     rss_big, rss_small = best[big][0].rss_mb, best[small][0].rss_mb
@@ -231,9 +263,13 @@ def run_streaming_case(*, sizes: list[int], repeats: int) -> CaseResult:
         result.paragraphs.append(
             f"**What it shows.** On the {big // MB} MB file bulkfetch streamed at "
             f"{top.stream_mbps:.0f} MB/s ({top.stream_mbps / curl_best:.2f} of curl's "
-            f"{curl_best:.0f} MB/s) and had the file fsynced under its final name at "
-            f"{top.durable_mbps:.0f} MB/s ({top.durable_mbps / curl_best:.2f} of curl, which "
-            f"does not fsync). Its peak RSS was {rss_big:.0f} MiB against {rss_small:.0f} MiB "
+            f"{curl_best:.0f} MB/s; the median of the repeats' own ratios was "
+            f"{statistics.median(pairs[big]):.2f}) and had the file fsynced under its final "
+            "name at "
+            f"{top.durable_mbps:.0f} MB/s ({top.durable_mbps / durable_best[big]:.2f} of curl "
+            f"followed by an fsync of its file, {top.durable_mbps / curl_best:.2f} of curl "
+            "alone, which leaves its file in the page cache). "
+            f"Its peak RSS was {rss_big:.0f} MiB against {rss_small:.0f} MiB "
             f"for {small // MB} MB: memory does not grow with the file. Marginal CPU per MB: "
             f"bulkfetch {bf_ms:.2f} ms, curl {curl_ms:.2f} ms (child processes, all threads). "
             f"On this {os.cpu_count()}-core machine the simulator serving the bytes (a process "

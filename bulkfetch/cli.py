@@ -24,6 +24,7 @@ from click.core import ParameterSource
 from . import __version__
 from ._cli_util import fail as _fail
 from ._cli_util import rate_option as _rate
+from ._malloc import tune_malloc
 from .api import EXIT_OK, run_async
 from .config import (
     CONFIG_NAME,
@@ -458,6 +459,7 @@ def demo(out: Path, from_fields: bool) -> None:
 
 def main() -> None:
     """Console entry point."""
+    tune_malloc()  # (why: see _malloc)
     # Not click's standalone mode: it turns Ctrl-C into "Aborted!" and exit 1, which cron
     # would read as "jobs failed". An interrupt is 130 wherever it lands.
     try:
