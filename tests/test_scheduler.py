@@ -27,6 +27,7 @@ from bulkfetch.scheduler import (
     Poller,
     ProcessingModel,
     _truncated_moments,
+    prior_median_weight,
     resume_action,
     safety_margin,
     window_size,
@@ -227,6 +228,59 @@ def test_next_poll_age_waits_for_even_odds_given_the_age() -> None:
     assert nxt > last
     assert (model.cdf(nxt) - f_last) / (1 - f_last) == pytest.approx(0.5, abs=1e-6)
     assert model.next_poll_age(last, target=0.9) > nxt
+
+
+def test_prior_median_weight_fades_with_the_data() -> None:
+    assert prior_median_weight(3.0, 0, fade=2.0) == pytest.approx(3.0)
+    assert prior_median_weight(3.0, 2, fade=2.0) == pytest.approx(1.5)
+    weights = [prior_median_weight(3.0, n, fade=2.0) for n in range(0, 400, 20)]
+    assert weights == sorted(weights, reverse=True)
+    assert weights[-1] * 100 < 3.0  # next to nothing against hundreds of answers
+    assert prior_median_weight(3.0, 500, fade=0.0) == 3.0  # no fade: a fixed weight
+    assert prior_median_weight(3.0, -1, fade=2.0) == 3.0
+
+
+def test_a_first_answer_does_not_throw_the_prior_away() -> None:
+    model = ProcessingModel(prior_median=2.0, prior_sigma=0.75)
+    model.observe(20.0)
+    assert 2.0 < math.exp(model.mu) < 10.0
+
+
+def test_prior_median_stops_mattering_once_answers_come() -> None:
+    rng = random.Random(5)
+    samples = [rng.lognormvariate(math.log(20.0), 0.5) for _ in range(100)]
+    low, high = ProcessingModel(prior_median=2.0), ProcessingModel(prior_median=200.0)
+    for s in samples:
+        low.observe(s)
+        high.observe(s)
+    # A fixed weight of 3 against 100 kept them 14% apart.
+    assert math.exp(low.mu) == pytest.approx(math.exp(high.mu), rel=0.02)
+    assert math.exp(low.mu) == pytest.approx(statistics.geometric_mean(samples), rel=0.02)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_upper_quantile_is_learned_from_polls_at_good_odds(seed: int) -> None:
+    # Tasks first polled at an age of 30-50 s (a backlogged lane polling at 0.9 odds), and
+    # every 10 s after a "not ready": nearly every answer bounds the time from above only.
+    # The 0.9 quantile, which times the first polls, must come out right all the same; a
+    # prior median of 2 s with a fixed weight dragged it down to 31-34 s (truth 38 s).
+    rng = random.Random(seed)
+    model = ProcessingModel(prior_median=2.0, prior_sigma=0.75)
+    for i in range(300):
+        t = rng.lognormvariate(math.log(20.0), 0.5)
+        age = 30.0 + 20.0 * rng.random()
+        if t <= age:
+            model.observe_interval(0.0, age)
+        else:
+            while age < t:
+                age += 10.0
+            model.observe_interval(age - 10.0, age)
+        if i % 10 == 9:
+            model.refit()
+    for _ in range(20):
+        model.refit()
+    truth = 20.0 * math.exp(0.5 * 1.2815516)
+    assert model.quantile(0.9) == pytest.approx(truth, rel=0.10)
 
 
 def test_json_round_trip() -> None:
