@@ -129,7 +129,7 @@ class SimProcess:
 
 @contextlib.contextmanager
 def sim_process(*flags: str) -> Iterator[SimProcess]:
-    """``bulkfetch simulate FLAGS`` on a free port, stopped (SIGINT) on exit. In a process of
+    """``bulkfetch simulate FLAGS`` on a free port, stopped (SIGTERM) on exit. In a process of
     its own, the server neither shares a GIL with the harness nor is measured with a client."""
     port = free_port()
     proc, started = spawn([*bulkfetch_cmd(), "simulate", "--port", str(port), *flags])
@@ -144,6 +144,19 @@ def sim_process(*flags: str) -> Iterator[SimProcess]:
             time.sleep(0.05)
         yield SimProcess(proc, f"http://127.0.0.1:{port}")
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+        # SIGTERM, not SIGINT: a harness started in the background of a shell (nohup, `&`)
+        # passes SIGINT on as ignored, and the simulator would never stop.
+        proc.send_signal(signal.SIGTERM)
+        if not _exits_within(proc, 10.0):
+            proc.kill()
         wait(proc, started)
+
+
+def _exits_within(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    """Whether ``proc`` exits within ``seconds``; it is left unreaped for :func:`wait`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return True
+        time.sleep(0.02)
+    return False
