@@ -10,7 +10,7 @@ import pytest
 
 from bulkfetch import manifest_cache
 from bulkfetch.errors import ManifestError
-from bulkfetch.manifest import Manifest, load_manifest
+from bulkfetch.manifest import Manifest, load_manifest, parse_manifest
 from bulkfetch.manifest_cache import MIN_JOBS, cache_path, load_manifest_cached
 from bulkfetch.simulator import TEST_API_KEY, SimulatorThread
 from tests.conftest import make_jobs, run_cli, square, write_jsonl
@@ -140,7 +140,7 @@ def test_another_name_or_other_rules_miss(
     assert load_manifest_cached(copy, cache).jobs[0].where == f"{copy}: line 1"
     monkeypatch.setattr(manifest_cache, "_rules_digest", lambda: "a new release")
     calls: list[str] = []
-    real = manifest_cache.parse_manifest
+    real = parse_manifest
 
     def counting(data: bytes, *, filename: str) -> Manifest:
         calls.append(filename)
