@@ -13,6 +13,7 @@ the jobs themselves (JSON and GeoJSON must be parsed whole; that is what the for
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -21,7 +22,16 @@ import orjson
 
 from .geometry import _kind
 
-__all__ = ["READERS", "Raw", "Reader", "read_csv", "read_geojson", "read_json", "read_jsonl"]
+__all__ = [
+    "READERS",
+    "Raw",
+    "Reader",
+    "item_lines",
+    "read_csv",
+    "read_geojson",
+    "read_json",
+    "read_jsonl",
+]
 
 Issue = tuple[str, str, str]  # (where, field, message)
 
@@ -90,6 +100,64 @@ def _load_whole(data: bytes, problems: list[Issue]) -> object:
     except orjson.JSONDecodeError as exc:
         problems.append((f"line {exc.lineno}", "", _json_error(exc)))
         return None
+
+
+# A JSON string (escapes included), or one of the characters that give a document its shape.
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[][{},:\n]')
+_NOT_SPACE = re.compile(rb"[^ \t\r\n]")
+
+
+def item_lines(data: bytes, member: str | None, *, upto: int | None = None) -> list[int]:
+    """The line (1-based) on which each item of a JSON document's list starts.
+
+    The list is the document itself (``member`` None) or the top-level object's ``member``
+    (``"jobs"``, ``"features"``). orjson reports no positions, so this scans the text: a
+    pure-Python pass, run only to place problems, and stopped after ``upto`` items. A
+    document that is not such a list gives what was found so far.
+    """
+    lines: list[int] = []
+    line = 1
+    depth = 0
+    target = -1  # the target list's depth while inside it
+    key: str | None = None  # the last member name read at depth 1
+    last_string = b""
+    for m in _TOKEN.finditer(data):
+        tok = m.group()
+        c = tok[:1]
+        if c == b"\n":
+            line += 1
+        elif c == b'"':
+            last_string = tok
+        elif c == b":":
+            if depth == 1:
+                try:
+                    key = orjson.loads(last_string)
+                except orjson.JSONDecodeError:
+                    key = None
+        elif c in b"[{":
+            depth += 1
+            opens_target = c == b"[" and (
+                (member is None and depth == 1) or (depth == 2 and key == member)
+            )
+            if opens_target and target < 0:
+                target = depth
+                _item_at(data, m.end(), line, lines)
+        elif c in b"]}":
+            if depth == target:
+                return lines
+            depth -= 1
+        elif c == b"," and depth == target:
+            _item_at(data, m.end(), line, lines)
+        if upto is not None and len(lines) >= upto:
+            return lines
+    return lines
+
+
+def _item_at(data: bytes, after: int, line: int, lines: list[int]) -> None:
+    nxt = _NOT_SPACE.search(data, after)
+    if nxt is None or nxt.group() == b"]":
+        return  # an empty list, or a trailing comma
+    lines.append(line + data.count(b"\n", after, nxt.start()))
 
 
 def read_json(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:

@@ -19,13 +19,14 @@ The format is chosen by the file's extension (any case):
     {"view_id": "S2/13/R/EL/2023/7/24/0", "geometry": ..., "name": "field-7/july-24"}
 
 ``.json``: a list of job objects, or ``{"defaults": {...}, "jobs": [...]}``. Places:
-``job N`` (1-based; the line is not tracked, as orjson does not report it)::
+``job N (line L)``: the job's place in the list, and the line it starts on::
 
     {"defaults": {"bm_type": "NDVI", "px_size": 10},
      "jobs": [{"view_id": "S2/13/R/EL/2023/7/19/0", "geometry": {"type": "Polygon", ...}}]}
 
 ``.geojson``: a FeatureCollection; each feature's geometry is its area and its properties
-hold the other fields. A top-level ``"defaults"`` member is allowed. Places: ``feature N``::
+hold the other fields. A top-level ``"defaults"`` member is allowed. Places:
+``feature N (line L)``::
 
     {"type": "FeatureCollection", "defaults": {"bm_type": "NDVI", "px_size": 10},
      "features": [{"type": "Feature", "geometry": {"type": "Polygon", ...},
@@ -57,6 +58,7 @@ errors; so is a manifest without jobs.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import hashlib
@@ -72,7 +74,7 @@ from typing import Any
 import orjson
 
 from ._manifest_fields import CHECKS, KNOWN, REQUIRED, WarnOnce, safe_name, suggest
-from ._manifest_readers import READERS, Raw, Reader
+from ._manifest_readers import READERS, Raw, Reader, item_lines, read_geojson, read_json
 from .errors import ManifestError, Problem
 from .geometry import check_geometry
 
@@ -104,6 +106,8 @@ _SAME_EXT = {".jpg": (".jpg", ".jpeg"), ".tif": (".tif", ".tiff")}
 _INT_FIELDS = ("calibrate", "colors_limit")
 _SAFE_MAX = 100  # chars per part of a generated file name; keeps it under 255 bytes
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._]+")  # ASCII-only ranges, whatever the flags
+_NOT_SPACE = re.compile(rb"[^ \t\r\n]")
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +268,8 @@ def load_manifest(path: Path | str) -> Manifest:
     """Read and validate the manifest at ``path``; see the module docstring for formats."""
     name = os.fspath(path)
     reader = _reader_for(name)
+    if reader in _ITEMS:  # parsed whole anyway; the bytes also place problems by line
+        return parse_manifest(read_manifest_bytes(path), filename=name)
     issues: list[tuple[str, str, str]] = []
     try:
         with Path(path).open("rb") as stream:
@@ -295,7 +301,46 @@ def parse_manifest(data: bytes, *, filename: str) -> Manifest:
     """Validate manifest ``data``; ``filename`` picks the format and names the file in messages."""
     reader = _reader_for(filename)
     issues: list[tuple[str, str, str]] = []
-    return _build(reader(io.BytesIO(data), issues), filename, issues)
+    try:
+        manifest = _build(reader(io.BytesIO(data), issues), filename, issues)
+    except ManifestError as exc:
+        raise ManifestError(_with_lines(exc.problems, data, reader)) from None
+    if manifest.warnings and reader in _ITEMS:
+        located = _with_lines(list(manifest.warnings), data, reader)
+        manifest = dataclasses.replace(manifest, warnings=tuple(located))
+    return manifest
+
+
+# JSON and GeoJSON name a job by its place in the list ("job 3", "feature 3"); the
+# problems found are also given the line the item starts on.
+_ITEMS: dict[Reader, str] = {read_json: "job", read_geojson: "feature"}
+
+
+def _with_lines(problems: list[Problem], data: bytes, reader: Reader) -> list[Problem]:
+    """``problems`` with "job N" / "feature N" made "job N (line L)"."""
+    word = _ITEMS.get(reader)
+    if word is None:
+        return problems
+    numbers = [_item_number(p.where, word) for p in problems]
+    wanted = [n for n in numbers if n is not None]
+    if not wanted:
+        return problems
+    start = _NOT_SPACE.search(data.removeprefix(_BOM))
+    member = "features" if word == "feature" else None
+    if word == "job" and start is not None and start.group() == b"{":
+        member = "jobs"
+    lines = item_lines(data, member, upto=max(wanted))
+    return [
+        Problem(p.file, f"{p.where} (line {lines[n - 1]})", p.field, p.message)
+        if n is not None and n <= len(lines)
+        else p
+        for p, n in zip(problems, numbers, strict=True)
+    ]
+
+
+def _item_number(where: str, word: str) -> int | None:
+    head, _, number = where.partition(" ")
+    return int(number) if head == word and number.isdigit() else None
 
 
 def _reader_for(name: str) -> Reader:

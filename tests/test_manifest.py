@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bulkfetch._manifest_readers import item_lines
 from bulkfetch.errors import ManifestError, Problem
 from bulkfetch.manifest import (
     PARAMS,
@@ -336,7 +337,7 @@ def test_unknown_fields_warn_in_geojson_and_csv() -> None:
         geojson(props, {**props, "bm_type": "B"}, {**props, "bm_type": "C"}), filename="a.geojson"
     )
     (w,) = m.warnings
-    assert (w.where, w.field) == ("feature 1", "crop") and "2 more" in w.message
+    assert (w.where, w.field) == ("feature 1 (line 1)", "crop") and "2 more" in w.message
     c = csv_bytes(
         ["view_id", "bm_type", "px_size", "geometry", "farm"], [VIEW, "NDVI", "1", WKT, "x"]
     )
@@ -372,8 +373,10 @@ def test_jsonl_line_errors() -> None:
 def test_json_shape_errors() -> None:
     assert "list of jobs" in one_error(b'"x"', "m.json").message
     assert one_error(b'{"jobs": 5}', "m.json").field == ""
-    p = one_error(orjson.dumps([JOB, 7]), "m.json")
-    assert (p.where, p.message) == ("job 2", "expected a JSON object, got a number")
+    data = orjson.dumps([JOB, 7], option=orjson.OPT_INDENT_2)
+    p = one_error(data, "m.json")
+    seven = data.splitlines().index(b"  7") + 1
+    assert (p.where, p.message) == (f"job 2 (line {seven})", "expected a JSON object, got a number")
     p = one_error(orjson.dumps({"jobs": [JOB], "job": []}), "m.json")
     assert (p.where, p.field) == ("top level", "job")
     p = one_error(b'[\n{"a": }]', "m.json")
@@ -388,7 +391,7 @@ def test_geojson_shape_errors() -> None:
     }
     found = errors(orjson.dumps(feats), "a.geojson")
     assert {(p.where, p.field) for p in found} == {
-        ("feature 1", f) for f in ("view_id", "bm_type", "geometry", "px_size")
+        ("feature 1 (line 1)", f) for f in ("view_id", "bm_type", "geometry", "px_size")
     }
     p = one_error(
         geojson({"view_id": VIEW, "bm_type": "N", "px_size": 1, "geometry": GEOM}), "a.geojson"
@@ -600,3 +603,54 @@ def test_documented_defaults_do_not_change_the_key() -> None:
     assert plain_job.key == explicit_job.key == job_key(base) == job_key(explicit)
     other = parse_manifest(orjson.dumps(base | {"calibrate": 1}), filename="a.jsonl").jobs[0]
     assert other.key != plain_job.key
+
+
+def test_json_and_geojson_problems_name_the_line_the_item_starts_on(tmp_path: Path) -> None:
+    # Written as people write them: indented, one job or feature spanning many lines.
+    jobs = [JOB, {**JOB, "px_size": -1}, JOB | {"view_id": "nope"}]
+    data = orjson.dumps({"defaults": {"format": "png"}, "jobs": jobs}, option=orjson.OPT_INDENT_2)
+    starts = [n for n, line in enumerate(data.splitlines(), 1) if line == b"    {"]
+    found = errors(data, "m.json")
+    assert {(p.where, p.field) for p in found} == {
+        (f"job 2 (line {starts[1]})", "px_size"),
+        (f"job 3 (line {starts[2]})", "view_id"),
+    }
+    path = tmp_path / "m.json"
+    path.write_bytes(data)
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    assert [(p.where, p.field) for p in caught.value.problems] == [
+        (p.where, p.field) for p in found
+    ]
+    feats = [
+        {"type": "Feature", "geometry": GEOM, "properties": {"view_id": VIEW, "bm_type": "N"}},
+        {"type": "Feature", "geometry": GEOM, "properties": {"view_id": VIEW, "px_size": 1}},
+    ]
+    text = orjson.dumps(
+        {"type": "FeatureCollection", "features": feats}, option=orjson.OPT_INDENT_2
+    )
+    starts = [n for n, line in enumerate(text.splitlines(), 1) if line == b"    {"]
+    assert {(p.where, p.field) for p in errors(text, "a.geojson")} == {
+        (f"feature 1 (line {starts[0]})", "px_size"),
+        (f"feature 2 (line {starts[1]})", "bm_type"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "member", "lines"),
+    [
+        (b'[\n{"a": 1},\n\n{"b": [1,\n2]},\n{}]', None, [2, 4, 6]),
+        (
+            b'{"note": "a \\" [x], {y}:", "jobs": [\n 1, "s,]",\n {"k": "]"}\n], "z": [9]}',
+            "jobs",
+            [2, 2, 3],
+        ),
+        (b'{"jobs": [], "other": [1, 2]}', "jobs", []),
+        (b'{"other": [1, 2]}', "jobs", []),
+        (b"[ ]", None, []),
+        (b"not json", None, []),
+        (b'{"features": [\r\n{},\r\n{}]}', "features", [2, 3]),
+    ],
+)
+def test_item_lines(text: bytes, member: str | None, lines: list[int]) -> None:
+    assert item_lines(text, member) == lines
