@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
+from click.core import ParameterSource
 
 from .api import exit_code_for
-from .config import Rate
+from .config import Rate, read_config_file
 from .errors import BulkfetchError, ManifestError, UsageError
 
-__all__ = ["fail", "rate_option"]
+__all__ = ["apply_config_file", "fail", "rate_option"]
 
 
 def rate_option(ctx: click.Context, param: click.Parameter, value: str) -> Rate:
@@ -33,3 +35,40 @@ def fail(exc: BulkfetchError) -> NoReturn:
     else:
         click.echo(f"bulkfetch: error: {exc}", err=True)
     sys.exit(exit_code_for(exc))
+
+
+def apply_config_file(
+    ctx: click.Context, file: Path, params: dict[str, Any], *, table: str | None = None
+) -> None:
+    """Fill ``params`` (click's, by parameter name) from the TOML ``file``, where the
+    command line left an option at its default: flags win, the file fills in.
+
+    Keys are the flags' own names (``max-creates`` for ``--max-creates``), never click's
+    internal parameter names, which can differ; values are converted and checked as the
+    flag's would be. ``table``: read that table (``[search]``) instead of the top level.
+    """
+    by_flag = {
+        opt[2:].replace("-", "_"): p
+        for p in ctx.command.params
+        if isinstance(p, click.Option) and p.name != "config_file"
+        for opt in p.opts
+        if opt.startswith("--")
+    }
+    for flag, value in read_config_file(file, set(by_flag), table=table).items():
+        option = by_flag[flag]
+        assert option.name is not None
+        if ctx.get_parameter_source(option.name) in (ParameterSource.DEFAULT, None):
+            params[option.name] = _convert(ctx, option, value, file, flag.replace("_", "-"))
+
+
+def _convert(ctx: click.Context, option: click.Option, value: Any, file: Path, key: str) -> Any:
+    if isinstance(value, str) and isinstance(option.type, click.Path):
+        path = Path(value).expanduser()
+        value = path if path.is_absolute() else file.parent / path
+    try:
+        converted = option.type_cast_value(ctx, value)
+        if option.callback is not None:
+            converted = option.callback(ctx, option, converted)
+    except click.BadParameter as exc:
+        raise UsageError(f"{file}: {key}: {exc.format_message()}") from None
+    return converted

@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 import anyio
 import click
 import orjson
-from click.core import ParameterSource
 
 from . import __version__
+from ._cli_util import apply_config_file
 from ._cli_util import fail as _fail
 from ._cli_util import rate_option as _rate
 from ._malloc import tune_malloc
@@ -32,7 +32,6 @@ from .config import (
     RunConfig,
     load_api_key,
     parse_duration,
-    read_config_file,
 )
 from .engine import Run
 from .errors import BulkfetchError, UsageError
@@ -197,39 +196,13 @@ def _config_from(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> 
     if file is None and (manifest.parent / CONFIG_NAME).is_file():
         file = manifest.parent / CONFIG_NAME
     if file is not None:
-        # Keys are the flags' own names (max-creates = --max-creates), never click's
-        # internal parameter names, which can differ.
-        by_flag = {
-            opt[2:].replace("-", "_"): p
-            for p in ctx.command.params
-            if isinstance(p, click.Option) and p.name != "config_file"
-            for opt in p.opts
-            if opt.startswith("--")
-        }
-        for flag, value in read_config_file(file, set(by_flag)).items():
-            option = by_flag[flag]
-            assert option.name is not None
-            if ctx.get_parameter_source(option.name) in (ParameterSource.DEFAULT, None):
-                params[option.name] = _convert(ctx, option, value, file)
+        apply_config_file(ctx, file, params)
     for name in ("api_key_file",):
         params.pop(name, None)
     if params.get("out") is None:
         raise UsageError("give --out DIR (or 'out' in the config file)")
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     return RunConfig(**{k: v for k, v in params.items() if k in fields})
-
-
-def _convert(ctx: click.Context, option: click.Option, value: Any, file: Path) -> Any:
-    if isinstance(value, str) and isinstance(option.type, click.Path):
-        path = Path(value).expanduser()
-        value = path if path.is_absolute() else file.parent / path
-    try:
-        converted = option.type_cast_value(ctx, value)
-        if option.callback is not None:
-            converted = option.callback(ctx, option, converted)
-    except click.BadParameter as exc:
-        raise UsageError(f"{file}: {option.name}: {exc.format_message()}") from None
-    return converted
 
 
 @cli.command()

@@ -53,10 +53,16 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def read_config_file(path: Path, allowed: set[str]) -> dict[str, Any]:
+#: Tables of the config file that belong to other commands than ``run``.
+COMMAND_TABLES = ("search",)
+
+
+def read_config_file(path: Path, allowed: set[str], *, table: str | None = None) -> dict[str, Any]:
     """Options from a TOML file: ``create-rate = "10/min"`` or ``create_rate = ...``.
 
-    Unknown names are an error naming the file, so a typo is never silently ignored.
+    ``run``'s options are at the top level (``table`` None), another command's in its own
+    table (``[search]``). Unknown names are an error naming the file, so a typo is never
+    silently ignored.
     """
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -64,12 +70,20 @@ def read_config_file(path: Path, allowed: set[str]) -> dict[str, Any]:
         raise UsageError(f"cannot read the config file {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    where = f"{path}"
+    if table is None:
+        data = {k: v for k, v in data.items() if not (k in COMMAND_TABLES and isinstance(v, dict))}
+    else:
+        section = data.get(table, {})
+        if not isinstance(section, dict):
+            raise UsageError(f"{path}: {table!r} must be a table ([{table}])")
+        data, where = section, f"{path}: [{table}]"
     options: dict[str, Any] = {}
     for raw, value in data.items():
         name = raw.replace("-", "_")
         if name not in allowed:
             known = ", ".join(sorted(n.replace("_", "-") for n in allowed))
-            raise UsageError(f"{path}: unknown option {raw!r} (known: {known})")
+            raise UsageError(f"{where}: unknown option {raw!r} (known: {known})")
         options[name] = value
     return options
 

@@ -20,9 +20,9 @@ import anyio
 import click
 import orjson
 
-from ._cli_util import fail, rate_option
+from ._cli_util import apply_config_file, fail, rate_option
 from .api import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
-from .config import DEFAULT_API_URL, load_api_key
+from .config import CONFIG_NAME, DEFAULT_API_URL, load_api_key
 from .errors import BulkfetchError, UsageError, first_error
 from .logs import setup_logging
 from .scene_search import SearchResult, check_output, search_async, search_url_for, write_manifest
@@ -52,7 +52,9 @@ def parse_date(text: str, *, today: dt.date | None = None) -> dt.date:
         raise UsageError(f"date {text!r} is not YYYY-MM-DD, today or today-Nd") from None
 
 
-def _date(ctx: click.Context, param: click.Parameter, value: str) -> dt.date:
+def _date(ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
+    if value is None:  # not given: maybe in the config file; checked once that is read
+        return None
     try:
         return parse_date(value)
     except UsageError as exc:
@@ -80,11 +82,10 @@ _TEMPLATE_HELP = ", ".join("{" + k + "}" for k in TEMPLATE_KEYS)
 @click.option(
     "--from",
     "date_from",
-    required=True,
     callback=_date,
-    help="First date (YYYY-MM-DD, today, today-30d).",
+    help="First date (YYYY-MM-DD, today, today-30d).  [required]",
 )
-@click.option("--to", "date_to", required=True, callback=_date, help="Last date, included.")
+@click.option("--to", "date_to", callback=_date, help="Last date, included.  [required]")
 @click.option(
     "--output",
     "-o",
@@ -207,24 +208,15 @@ _TEMPLATE_HELP = ", ".join("{" + k + "}" for k in TEMPLATE_KEYS)
     is_flag=True,
     help="Check everything and say how many requests the search needs; send nothing.",
 )
-def search_command(
-    fields: Path,
-    date_from: dt.date,
-    date_to: dt.date,
-    output: Path,
-    px_size: float,
-    fmt: str | None,
-    params: dict[str, Any],
-    api_url: str,
-    search_url: str | None,
-    api_key_file: Path | None,
-    cache_path: Path | None,
-    no_cache: bool,
-    log_format: str,
-    quiet: bool,
-    dry_run: bool,
-    **options: Any,
-) -> None:
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help=f"Options from this TOML file's [search] table [default: {CONFIG_NAME} beside "
+    "the output, if it has one].",
+)
+@click.pass_context
+def search_command(ctx: click.Context, /, fields: Path, **given: Any) -> None:
     """Find the scenes over each field of FIELDS and write a manifest of them.
 
     FIELDS is a GeoJSON FeatureCollection (or JSON Lines with geometry and id). One job
@@ -233,6 +225,25 @@ def search_command(
     field's search failed, 2 bad usage, 3 key or URL refused, 4 cannot write, 130/143
     interrupted.
     """
+    try:
+        opts = _with_config_file(ctx, given)
+    except BulkfetchError as exc:
+        fail(exc)
+    date_from: dt.date = opts.pop("date_from")
+    date_to: dt.date = opts.pop("date_to")
+    output: Path = opts.pop("output")
+    px_size: float = opts.pop("px_size")
+    fmt: str | None = opts.pop("fmt")
+    params: dict[str, Any] = opts.pop("params")
+    api_url: str = opts.pop("api_url")
+    search_url: str | None = opts.pop("search_url")
+    api_key_file: Path | None = opts.pop("api_key_file")
+    cache_path: Path | None = opts.pop("cache_path")
+    no_cache: bool = opts.pop("no_cache")
+    log_format: str = opts.pop("log_format")
+    quiet: bool = opts.pop("quiet")
+    dry_run: bool = opts.pop("dry_run")
+    options = opts
     setup_logging(fmt=log_format, quiet=quiet)
     job_params: dict[str, Any] = {"px_size": int(px_size) if px_size.is_integer() else px_size}
     if fmt is not None:
@@ -259,6 +270,22 @@ def search_command(
         _finish(result, output, quiet=quiet)
     except BulkfetchError as exc:
         fail(exc)
+
+
+def _with_config_file(ctx: click.Context, given: dict[str, Any]) -> dict[str, Any]:
+    """The options given, filled in from the [search] table of the config file; the two
+    dates must then be known."""
+    opts = dict(given)
+    file: Path | None = opts.pop("config_file")
+    if file is None and (opts["output"].parent / CONFIG_NAME).is_file():
+        file = opts["output"].parent / CONFIG_NAME
+    if file is not None:
+        apply_config_file(ctx, file, opts, table="search")
+    for name, flag in (("date_from", "from"), ("date_to", "to")):
+        if opts.get(name) is None:
+            where = f" (or '{flag}' in the [search] table of {file})" if file else ""
+            raise UsageError(f"give --{flag} DATE{where}")
+    return opts
 
 
 def _print_plan(kwargs: dict[str, Any]) -> None:

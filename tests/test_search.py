@@ -385,3 +385,66 @@ def test_dry_run_says_what_a_search_would_send_and_sends_nothing(
     again, _ = search_cli(ssim, tmp_path, *span, "--dry-run")
     assert f"{n_fields} of {n_fields} field × dataset questions" in again.stdout
     assert "at least 0 search requests" in again.stdout
+
+
+def test_search_options_from_the_config_file_beside_the_manifest(
+    ssim: SimulatorThread, tmp_path: Path
+) -> None:
+    flags = [*SEASON, "--max-cloud", "30", "--bm-type", "NDVI", "--bm-type", "NDWI"]
+    flags += ["--param", "levels=-1,1", "--one-per-days", "15"]
+    (tmp_path / "a").mkdir()
+    by_flags, expected = search_cli(ssim, tmp_path / "a", *flags)
+    assert by_flags.returncode == 0, by_flags.stderr
+    # One file for the whole cron pipeline: run's options at the top, search's in [search].
+    folder = tmp_path / "b"
+    folder.mkdir()
+    (folder / "bulkfetch.toml").write_text(
+        f'out = "imagery"\napi-url = "{ssim.api_url}"\n'
+        'create-rate = "50/s"\nstatus-rate = "50/s"\n\n'
+        '[search]\nfrom = "2023-05-01"\nto = "2023-09-30"\nmax-cloud = 30\n'
+        'bm-type = ["NDVI", "NDWI"]\nparam = ["levels=-1,1"]\none-per-days = 15\n'
+        'search-rate = "100/s"\n'
+    )
+    by_file, output = search_cli(ssim, folder, out="season.jsonl")
+    assert by_file.returncode == 0, by_file.stderr
+    assert jobs_of(output) == jobs_of(expected)
+    # Flags still win over the file.
+    narrower, _ = search_cli(ssim, folder, "--max-cloud", "5", out="clear.jsonl")
+    assert narrower.returncode == 0, narrower.stderr
+    assert all(j["_cloud"] <= 5 for j in jobs_of(folder / "clear.jsonl"))
+    assert len(jobs_of(folder / "clear.jsonl")) < len(jobs_of(output))
+    # ... and run reads the same file, its [search] table left alone.
+    ran = bulkfetch_cli("run", output)
+    assert ran.returncode == 0, ran.stderr
+    assert len(list((folder / "imagery").rglob("*.jpg"))) == len(jobs_of(output))
+
+
+@pytest.mark.parametrize(
+    ("search_table", "message"),
+    [
+        ('from = "2023-05-01"\nto = "2023-09-30"\nmax-clouds = 30\n', "[search]: unknown option"),
+        (
+            'from = "2023-05-01"\nto = "2023-09-30"\nmax-cloud = 300\n',
+            "bulkfetch.toml: max-cloud: ",
+        ),
+        ('from = "May"\nto = "2023-09-30"\n', "is not YYYY-MM-DD"),
+        ('to = "2023-09-30"\n', "give --from DATE (or 'from' in the [search] table"),
+    ],
+)
+def test_a_bad_search_table_names_the_file_and_sends_nothing(
+    ssim: SimulatorThread, tmp_path: Path, search_table: str, message: str
+) -> None:
+    (tmp_path / "bulkfetch.toml").write_text("[search]\n" + search_table)
+    result, output = search_cli(ssim, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "bulkfetch.toml" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert ssim.counters()["search_calls"] == 0
+    assert not output.exists()
+
+
+def test_without_dates_anywhere_search_asks_for_them(ssim: SimulatorThread, tmp_path: Path) -> None:
+    result, _ = search_cli(ssim, tmp_path)
+    assert result.returncode == 2
+    assert "give --from DATE" in result.stderr
