@@ -54,7 +54,7 @@ import orjson
 
 from bulkfetch.errors import LedgerCorrupt, LedgerLocked, StorageError
 
-__all__ = ["FileLock", "Journal", "JournalScan", "atomic_write", "fsync_directory"]
+__all__ = ["FileLock", "Journal", "JournalScan", "atomic_write", "fsync_directory", "write_all"]
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,11 @@ def _storage_error(what: str, path: Path, exc: OSError) -> StorageError:
     return StorageError(f"could not write {what} at {path}: {reason}")
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    # A regular-file write is short only on ENOSPC or a signal; loop so neither loses bytes.
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write every byte of ``data`` to ``fd``.
+
+    A regular-file write is short only on ENOSPC or a signal; loop so neither loses bytes.
+    """
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -113,7 +116,7 @@ def atomic_write(path: Path, data: bytes, *, sync: bool = True) -> None:
     replaced = False
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        _write_all(fd, data)
+        write_all(fd, data)
         if sync:
             os.fsync(fd)
         os.close(fd)
@@ -268,7 +271,7 @@ class Journal:
             body = orjson.dumps(payload)
             parts.append(b'{"seq":%d,"crc":%d,"rec":%b}\n' % (seq, zlib.crc32(body), body))
         if parts:
-            self._sync(lambda: _write_all(self._fd, b"".join(parts)))
+            self._sync(lambda: write_all(self._fd, b"".join(parts)))
             self.count += len(parts)
             self.last_seq = seq
         return seq

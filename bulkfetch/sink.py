@@ -39,7 +39,7 @@ import anyio
 
 from ._pipe import BlockPipe
 from .client import Ready
-from .durable import fsync_directory
+from .durable import fsync_directory, write_all
 from .errors import StorageError, TransientError, first_error
 
 __all__ = ["PART_SUFFIX", "Sink", "Written", "check_result", "sniff"]
@@ -317,7 +317,7 @@ class _PartFile:
 def _writev_all(fd: int, blocks: list[bytes]) -> None:
     """Write every byte of ``blocks``: one ``writev`` call unless the kernel takes less."""
     if len(blocks) == 1:
-        _write_all(fd, blocks[0])
+        write_all(fd, blocks[0])
         return
     done = os.writev(fd, blocks) if len(blocks) <= _IOV_MAX else 0
     for block in blocks:
@@ -325,14 +325,8 @@ def _writev_all(fd: int, blocks: list[bytes]) -> None:
             done -= len(block)
             continue
         # A short writev (a signal, a filling disk): write the rest block by block.
-        _write_all(fd, memoryview(block)[done:])
+        write_all(fd, memoryview(block)[done:])
         done = 0
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _mkdirs(path: Path) -> None:
