@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import gc
 import logging
 import typing
 from collections.abc import Iterable, Mapping
@@ -52,6 +51,7 @@ from typing import Any, ClassVar
 import orjson
 
 from bulkfetch import durable
+from bulkfetch._gc import gc_paused
 from bulkfetch.errors import LedgerCorrupt, LedgerError, LedgerVersionError, StorageError
 
 __all__ = ["JobRecord", "JobState", "Ledger"]
@@ -246,15 +246,9 @@ class Ledger:
         return tuple(stamps)
 
     def _load(self) -> None:
-        # Loading allocates millions of objects and none is garbage: cyclic GC passes would
-        # only re-scan them (it halves the time to open a 100,000-job ledger).
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        # (GC held off: it halves the time to open a 100,000-job ledger.)
+        with gc_paused():
             self._load_files()
-        finally:
-            if gc_was_enabled:
-                gc.enable()
 
     def _load_files(self) -> None:
         self._jobs, self._json, self._meta, self._seq = {}, {}, {}, 0

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gc
 import hashlib
 import io
 import os
@@ -73,6 +72,7 @@ from typing import Any
 
 import orjson
 
+from ._gc import gc_paused
 from ._manifest_fields import CHECKS, KNOWN, REQUIRED, WarnOnce, safe_name, suggest
 from ._manifest_readers import READERS, Raw, Reader, item_lines, read_geojson, read_json
 from .errors import ManifestError, Problem
@@ -354,15 +354,9 @@ def _reader_for(name: str) -> Reader:
 
 
 def _build(records: Iterator[Raw], file: str, issues: list[tuple[str, str, str]]) -> Manifest:
-    # Validating allocates millions of objects and none is garbage: cyclic GC passes would
-    # only scan them again and again (a third of the time for 100,000 jobs).
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    # (GC held off: a third of the time for 100,000 jobs.)
+    with gc_paused():
         return _build_jobs(records, file, issues)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
 
 
 def _build_jobs(records: Iterator[Raw], file: str, issues: list[tuple[str, str, str]]) -> Manifest:

@@ -17,7 +17,6 @@ never by a dry run. It holds job parameters, never the API key.
 from __future__ import annotations
 
 import functools
-import gc
 import hashlib
 import logging
 import os
@@ -28,6 +27,7 @@ from typing import Any
 import orjson
 
 from . import __version__
+from ._gc import gc_paused
 from .durable import atomic_write, remove_stale_temps
 from .errors import Problem, StorageError
 from .manifest import Job, Manifest, parse_manifest, read_manifest_bytes
@@ -92,21 +92,17 @@ def _read(cache: Path, stamp: dict[str, Any]) -> Manifest | None:
         blob = cache.read_bytes()
     except OSError:
         return None
-    # Millions of objects and none of them garbage (see manifest._build).
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
     try:
-        data = orjson.loads(blob)
-        if not isinstance(data, dict) or data.get("stamp") != stamp:
-            return None
-        jobs = tuple(Job(k, MappingProxyType(_thaw(p)), n, w) for k, p, n, w in data["jobs"])
-        warnings = tuple(Problem(*p) for p in data["warnings"])
+        with gc_paused():
+            data = orjson.loads(blob)
+            if not isinstance(data, dict) or data.get("stamp") != stamp:
+                return None
+            rows = data["jobs"]
+            jobs = tuple(Job(k, MappingProxyType(_thaw(p)), n, w) for k, p, n, w in rows)
+            warnings = tuple(Problem(*p) for p in data["warnings"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         log.debug("manifest cache %s unusable (%s); validating", cache, exc)
         return None
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     return Manifest(Path(stamp["file"]), jobs, warnings)
 
 
