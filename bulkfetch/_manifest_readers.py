@@ -27,6 +27,7 @@ __all__ = [
     "Raw",
     "Reader",
     "item_lines",
+    "job_lines",
     "read_csv",
     "read_geojson",
     "read_json",
@@ -151,6 +152,16 @@ def item_lines(data: bytes, member: str | None, *, upto: int | None = None) -> l
         if upto is not None and len(lines) >= upto:
             return lines
     return lines
+
+
+def job_lines(data: bytes, *, geojson: bool, upto: int) -> list[int]:
+    """The line each of the first ``upto`` jobs starts on: a GeoJSON document's features,
+    or a JSON document's jobs (the document itself, or its ``jobs`` member)."""
+    member = "features" if geojson else None
+    start = _NOT_SPACE.search(data.removeprefix(_BOM))
+    if not geojson and start is not None and start.group() == b"{":
+        member = "jobs"
+    return item_lines(data, member, upto=upto)
 
 
 def _item_at(data: bytes, after: int, line: int, lines: list[int]) -> None:

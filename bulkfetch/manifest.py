@@ -74,7 +74,7 @@ import orjson
 
 from ._gc import gc_paused
 from ._manifest_fields import CHECKS, KNOWN, REQUIRED, WarnOnce, safe_name, suggest
-from ._manifest_readers import READERS, Raw, Reader, item_lines, read_geojson, read_json
+from ._manifest_readers import READERS, Raw, Reader, job_lines, read_geojson, read_json
 from .errors import ManifestError, Problem
 from .geometry import check_geometry
 
@@ -106,8 +106,6 @@ _SAME_EXT = {".jpg": (".jpg", ".jpeg"), ".tif": (".tif", ".tiff")}
 _INT_FIELDS = ("calibrate", "colors_limit")
 _SAFE_MAX = 100  # chars per part of a generated file name; keeps it under 255 bytes
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._]+")  # ASCII-only ranges, whatever the flags
-_NOT_SPACE = re.compile(rb"[^ \t\r\n]")
-_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,11 +323,7 @@ def _with_lines(problems: list[Problem], data: bytes, reader: Reader) -> list[Pr
     wanted = [n for n in numbers if n is not None]
     if not wanted:
         return problems
-    start = _NOT_SPACE.search(data.removeprefix(_BOM))
-    member = "features" if word == "feature" else None
-    if word == "job" and start is not None and start.group() == b"{":
-        member = "jobs"
-    lines = item_lines(data, member, upto=max(wanted))
+    lines = job_lines(data, geojson=reader is read_geojson, upto=max(wanted))
     return [
         Problem(p.file, f"{p.where} (line {lines[n - 1]})", p.field, p.message)
         if n is not None and n <= len(lines)
