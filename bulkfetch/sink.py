@@ -11,8 +11,8 @@ deletes at the next start.
 
 The event loop only receives. A body of at most ``SMALL_BODY`` bytes is checked in memory
 and then written, fsynced and renamed in one worker-thread call. A bigger one goes in blocks
-of about ``WRITE_CHUNK`` through a queue of ``QUEUE_BLOCKS`` to a writer whose worker thread
-hashes and writes each block (``hashlib`` and ``os.writev`` release the GIL) while the loop
+of about ``WRITE_CHUNK`` through a pipe of ``QUEUE_BLOCKS`` to one worker thread that hashes
+and writes each block (``hashlib`` and ``os.writev`` release the GIL) while the loop
 receives the next: memory per download is bounded whatever the file's size.
 
 Names come from the manifest (already checked by ``manifest.safe_name``) or are made by
@@ -255,9 +255,10 @@ def _find_parts(top: str) -> list[str]:
 class _PartFile:
     """A result's temporary file, written from worker threads one call at a time.
 
-    ``write`` and ``publish`` run in a worker thread; the event loop awaits each call before
-    making the next, so the descriptor and the digest are never used by two threads at once.
-    ``discard`` (on the loop, after the last call returned) closes and deletes the file.
+    ``drain`` (a large body's blocks) and then ``publish`` run in worker threads; the event
+    loop starts ``publish`` only once ``drain`` has returned, so the descriptor and the
+    digest are never used by two threads at once. ``discard`` (on the loop, after the last
+    call returned) closes and deletes the file.
     """
 
     __slots__ = ("_digest", "_fd", "path")
