@@ -229,21 +229,28 @@ def search_command(ctx: click.Context, /, fields: Path, **given: Any) -> None:
         opts = _with_config_file(ctx, given)
     except BulkfetchError as exc:
         fail(exc)
-    date_from: dt.date = opts.pop("date_from")
-    date_to: dt.date = opts.pop("date_to")
-    output: Path = opts.pop("output")
-    px_size: float = opts.pop("px_size")
-    fmt: str | None = opts.pop("fmt")
-    params: dict[str, Any] = opts.pop("params")
-    api_url: str = opts.pop("api_url")
-    search_url: str | None = opts.pop("search_url")
-    api_key_file: Path | None = opts.pop("api_key_file")
-    cache_path: Path | None = opts.pop("cache_path")
-    no_cache: bool = opts.pop("no_cache")
-    log_format: str = opts.pop("log_format")
-    quiet: bool = opts.pop("quiet")
-    dry_run: bool = opts.pop("dry_run")
-    options = opts
+    _search(fields, **opts)
+
+
+def _search(
+    fields: Path,
+    date_from: dt.date,
+    date_to: dt.date,
+    output: Path,
+    px_size: float,
+    fmt: str | None,
+    params: dict[str, Any],
+    api_url: str,
+    search_url: str | None,
+    api_key_file: Path | None,
+    cache_path: Path | None,
+    no_cache: bool,
+    log_format: str,
+    quiet: bool,
+    dry_run: bool,
+    **options: Any,
+) -> None:
+    """The command, once flags and the config file are merged."""
     setup_logging(fmt=log_format, quiet=quiet)
     job_params: dict[str, Any] = {"px_size": int(px_size) if px_size.is_integer() else px_size}
     if fmt is not None:
