@@ -25,8 +25,9 @@ import aiohttp
 import anyio
 import orjson
 
-from .client import MAX_JSON, Client, _error_for, _server_text, _transient
-from .errors import ApiError, BadRequest, EndpointError, RateLimited, TransientError
+from .answers import not_the_api
+from .client import AUTH_CODES, MAX_JSON, Client, _error_for, _server_text, _transient
+from .errors import ApiError, BadRequest, EndpointError, NotTheApi, RateLimited
 from .limiter import Limiter
 
 __all__ = [
@@ -73,11 +74,16 @@ class SearchClient(Client):
             async with self.session.post(url, data=orjson.dumps(body), headers=headers) as resp:
                 raw = self._scrub(await resp.content.read(16 * MAX_JSON))
                 status, retry_after = resp.status, resp.headers.get("Retry-After")
+                ctype = resp.headers.get("Content-Type", "")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _transient(exc, "searching") from None
+        wrong = not_the_api(status, ctype, raw)
+        if wrong is not None and status not in AUTH_CODES | {429}:
+            what = wrong[0]
+            raise NotTheApi(f"the search answer is {what}", what=what, at_once=wrong[1])
         if status != 200:
-            error = _error_for(status, raw, retry_after)
-            if 400 <= status < 500 and status not in (401, 403, 408, 425, 429):
+            error = _error_for(status, raw, retry_after, content_type=ctype)
+            if 400 <= status < 500 and status not in AUTH_CODES | {408, 425, 429}:
                 if status in (404, 405):
                     raise EndpointError(
                         f"the search URL answered HTTP {status} for dataset {dataset!r}: check "
@@ -91,9 +97,11 @@ class SearchClient(Client):
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise TransientError("the search answer is not JSON") from None
+            what = f"not JSON: {_server_text(raw, ctype)!r}"[:200]
+            raise NotTheApi(f"the search answer is {what}", what=what, at_once=True) from None
         if not isinstance(data, dict) or not isinstance(data.get("results"), list):
-            raise TransientError("the search answer has no 'results' list")
+            what = "JSON without a 'results' list"
+            raise NotTheApi(f"the search answer is {what}", what=what, at_once=True)
         return data
 
 
