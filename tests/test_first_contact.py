@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -18,10 +19,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
+from bulkfetch.config import ApiKey, Rate
+from bulkfetch.errors import EndpointError
 from bulkfetch.ledger import JobState, Ledger
-from bulkfetch.simulator import SimConfig, SimulatorThread, run_in_thread
+from bulkfetch.limiter import Limiter
+from bulkfetch.search_client import SearchClient, SearchLane, SearchStats
+from bulkfetch.simulator import TEST_API_KEY, SimConfig, SimulatorThread, run_in_thread
 
 from .conftest import (
     FAST,
@@ -337,3 +343,26 @@ def test_an_unwritable_out_is_found_before_anything_is_sent(
     no_traceback(proc)
     assert f"cannot write into the output folder {read_only_dir}" in proc.stderr
     assert sim.counters()["create_calls"] == 0
+
+
+def test_a_search_url_with_nothing_listening_ends_when_the_grace_runs_out() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api/lms/search/v2"
+
+    async def main() -> EndpointError:
+        async with SearchClient(url, ApiKey(TEST_API_KEY)) as client:
+            limiter = Limiter("search", Rate(100, 1.0))
+            lane = SearchLane(client, limiter, SearchStats(), 50, first_contact_grace=1.0)
+            with pytest.raises(EndpointError) as info:
+                await lane.post("sentinel2", {})
+            return info.value
+
+    began = time.monotonic()
+    error = anyio.run(main)
+    assert 1.0 <= time.monotonic() - began < 5  # not 50 attempts with back-off
+    assert str(error) == (
+        f"{url} does not answer as the EOS Search API (searching: connection refused, "
+        "for 1 s): check --search-url"
+    )
