@@ -37,6 +37,7 @@ from .conftest import (
     make_jobs,
     run_cli,
     spawn_cli,
+    tmpfs,
     write_jsonl,
 )
 from .test_faults import check_outcome, run
@@ -320,18 +321,8 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
         yield where
         where.chmod(0o755)
         return
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(where, "ro,size=1m"):
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
 
 
 def test_an_unwritable_out_is_found_before_anything_is_sent(
