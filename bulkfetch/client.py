@@ -321,16 +321,13 @@ class Client:
         ctype = resp.headers.get("Content-Type", "").lower()
         try:
             if resp.status not in (200, 202):
-                raw = self._scrub(await resp.content.read(MAX_JSON))
-                raise _error_for(
-                    resp.status, raw, resp.headers.get("Retry-After"), content_type=ctype
-                )
+                raise self._error_at(resp, self._scrub(await resp.content.read(MAX_JSON)))
             head = await _peek(resp, 64)  # enough to know an HTML page by its start
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _transient(exc, "reading a task's status") from None
         if resp.status == 202 and not head:
             return Pending("accepted")  # "accepted, not done": one public client's reading
-        wrong = not_the_api(resp.status, ctype, head)
+        wrong = not_the_api(resp.status, ctype, head) if self._own(resp) else None
         if wrong is not None:
             raise NotTheApi(f"the status answer is {wrong[0]}", what=wrong[0], at_once=wrong[1])
         if "json" in ctype or head.lstrip()[:1] in (b"{", b"["):
@@ -345,15 +342,30 @@ class Client:
             if isinstance(answer, ResultUrl):
                 resp = await self._follow(resp.url.join(_url(answer.url)), stack)
                 if resp.status != 200:
-                    raw = self._scrub(await resp.content.read(MAX_JSON))
-                    ctype = resp.headers.get("Content-Type", "")
-                    retry = resp.headers.get("Retry-After")
-                    raise _error_for(resp.status, raw, retry, content_type=ctype)
+                    raise self._error_at(resp, self._scrub(await resp.content.read(MAX_JSON)))
                 return await self._ready(resp)
             return answer
         if not head:
             raise TransientError("status answer is an empty body")
         return Ready(resp, head, ctype, resp.content_length)
+
+    def _own(self, resp: aiohttp.ClientResponse) -> bool:
+        """Whether ``resp`` came from the API's own origin (not a storage host's)."""
+        return _same_origin(resp.url, self.api_url)
+
+    def _error_at(self, resp: aiohttp.ClientResponse, raw: bytes) -> ApiError:
+        """The error for a status or result answer other than 200/202.
+
+        A refusal from another host (a presigned storage URL that expired: S3 answers 403)
+        says nothing about the key: it is retried, never a reason to stop the run.
+        """
+        ctype = resp.headers.get("Content-Type", "")
+        if resp.status in AUTH_CODES and not self._own(resp):
+            return TransientError(
+                f"the result's host refused the download (HTTP {resp.status}): "
+                + body_text(raw, ctype)
+            )
+        return _error_for(resp.status, raw, resp.headers.get("Retry-After"), content_type=ctype)
 
     async def _ready(self, resp: aiohttp.ClientResponse) -> Ready:
         try:

@@ -225,3 +225,31 @@ def test_a_5xx_in_text_is_still_only_transient() -> None:
         assert not isinstance(error, NotTheApi)
 
     with_client(fast(create_5xx_rate=1.0), check)
+
+
+@pytest.mark.parametrize("form", ["redirect", "json-url"])
+def test_a_refusal_from_the_results_host_is_not_a_refused_key(form: str) -> None:
+    # An expired presigned URL: S3 answers 403 with an XML body. Retried, not fatal.
+    async def denied(request: web.Request) -> web.Response:
+        xml = b"<?xml version='1.0'?><Error><Code>AccessDenied</Code></Error>"
+        return web.Response(status=403, body=xml, content_type="application/xml")
+
+    async def main() -> None:
+        storage = web.Application()
+        storage.router.add_get("/bucket/r.jpg", denied)
+        async with serve(storage) as storage_url:
+            target = storage_url.replace("127.0.0.1", "localhost") + "/bucket/r.jpg"
+
+            async def done(request: web.Request) -> web.Response:
+                if form == "redirect":
+                    return web.Response(status=303, headers={"Location": target})
+                return web.json_response({"status": "done", "download_url": target})
+
+            api = web.Application()
+            api.router.add_get("/api/gdw/api/{task_id}", done)
+            async with serve(api) as api_url, Client(api_url + "/api/gdw/api", KEY) as client:
+                error = await expect(TransientError, lambda: status_of(client, "t1"))
+                assert not error.fatal
+                assert "the result's host refused the download (HTTP 403)" in str(error)
+
+    anyio.run(main)
