@@ -5,8 +5,11 @@ a status given), failures say more about the URL than about the service. An answ
 task API gives (``NotTheApi`` with ``at_once``: an HTML page, a 2xx that is not its
 JSON) stops the run at once; any other failure (connection refused, DNS or TLS failure,
 5xx) is retried as usual, but if the API still has not answered as itself ``grace``
-seconds after the first one, the run stops. Both as an ``EndpointError`` naming the URL
-and what came back, so a typo in ``--api-url`` costs a minute, not ``--max-outage``.
+seconds after the first request (``begin``), or after the first failure if ``begin`` was
+not called, the run stops: at once if a failure came later than that (a connection
+attempt into a firewall that drops it fails only at the connect timeout). Both as an
+``EndpointError`` naming the URL and what came back, so a typo in ``--api-url`` costs a
+minute, not ``--max-outage``.
 Once the API has answered, failures are outages and jobs' troubles as before.
 
 Pure: the caller passes the time; ``due()`` says when to look again.
@@ -33,8 +36,16 @@ class FirstContact:
     flag: str = "--api-url"
     service: str = "the EOS task API"
     seen: bool = False
+    #: When the first request went out, if the caller said (``begin``).
+    began: float | None = None
+    #: When the first failure came.
     since: float | None = None
     last: str = ""
+
+    def begin(self, now: float) -> None:
+        """The first request goes out now: the grace counts from here (first call wins)."""
+        if self.began is None:
+            self.began = now
 
     def answered(self) -> None:
         """The API answered as the task API: from now on failures are not about the URL."""
@@ -52,8 +63,10 @@ class FirstContact:
         return self.expired(now)
 
     def due(self) -> float | None:
-        """When the grace runs out, if it is running."""
-        return None if self.seen or self.since is None else self.since + self.grace
+        """When the grace runs out, once a failure has started it (None otherwise)."""
+        if self.seen or self.since is None:
+            return None
+        return (self.since if self.began is None else self.began) + self.grace
 
     def expired(self, now: float) -> EndpointError | None:
         """The error that stops the run if the grace has run out unseen, else None."""

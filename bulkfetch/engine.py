@@ -366,6 +366,7 @@ class Run:
         # then on is seen by the next run as a creation whose answer may have been lost.
         record = self._put(record, soon=True, state=JobState.CREATING, creates=record.creates + 1)
         self.counters.create_calls += 1
+        self._contact.begin(self._clock())
         if self.config.max_creates_day is not None:
             self._count_creates(1)  # durably before the POST: the quota must hold a crash
         # Shielded: cancelling the run must not cut off an answer that is on its way, or
@@ -445,6 +446,7 @@ class Run:
         job = self.jobs[key]
         record = self._record(key)
         self.counters.status_calls += 1
+        self._contact.begin(self._clock())
         try:
             async with self.client.status(record.task_id) as answer:
                 self.status_limiter.succeeded()

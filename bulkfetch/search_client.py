@@ -133,6 +133,7 @@ class SearchLane:
     async def post(self, dataset: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """One page, retried through rate limits and transient faults within bounds."""
         failures = limited = 0
+        self.contact.begin(time.monotonic())
         while True:
             await self.limiter.acquire()
             self.stats.requests += 1

@@ -49,6 +49,25 @@ def test_other_failures_stop_when_the_grace_runs_out(exc: TransientError) -> Non
     assert c.failed(exc, now=131.0) is not None
 
 
+def test_the_grace_counts_from_the_first_request_when_known() -> None:
+    c = contact()
+    c.begin(now=100.0)
+    c.begin(now=110.0)  # the first request counts
+    assert c.due() is None  # no failure yet: a slow first answer is not a wrong URL
+    assert c.expired(now=1000.0) is None
+    # A connect timeout into a firewall fails only after the grace: stop at that failure.
+    stop = c.failed(TransientError("creating a task: no answer in time"), now=160.0)
+    assert stop is not None
+    assert "(creating a task: no answer in time, for 30 s)" in str(stop)
+
+
+def test_a_failure_within_the_grace_from_the_first_request() -> None:
+    c = contact()
+    c.begin(now=100.0)
+    assert c.failed(REFUSED, now=120.0) is None
+    assert c.due() == 130.0
+
+
 def test_once_the_api_has_answered_nothing_is_about_the_url() -> None:
     c = contact()
     assert c.failed(REFUSED, now=0.0) is None
