@@ -73,7 +73,15 @@ from typing import Any
 import orjson
 
 from ._gc import gc_paused
-from ._manifest_fields import CHECKS, KNOWN, REQUIRED, WarnOnce, safe_name, suggest
+from ._manifest_fields import (
+    CHECKS,
+    KNOWN,
+    REQUIRED,
+    WarnOnce,
+    costly_typo,
+    safe_name,
+    suggest,
+)
 from ._manifest_readers import READERS, Raw, Reader, job_lines, read_geojson, read_json
 from .errors import ManifestError, Problem
 from .geometry import check_geometry
@@ -412,6 +420,9 @@ def _build_jobs(records: Iterator[Raw], file: str, issues: list[tuple[str, str, 
     return Manifest(Path(file), tuple(jobs), warn.problems())
 
 
+_TYPO_FIX = "(rename it, or start it with '_' to keep it as a note of yours)"
+
+
 def _check_record(
     raw: Raw, strict: bool, file: str, warn: WarnOnce, problems: list[Problem]
 ) -> dict[str, Any]:
@@ -427,8 +438,13 @@ def _check_record(
         elif k not in KNOWN:
             if strict or raw.is_defaults:
                 problems.append(Problem(file, raw.where, k, "unknown field" + suggest(k)))
+            elif (near := costly_typo(k)) is not None:
+                # A feature's own attribute is fine; a misspelt parameter would quietly
+                # leave the job with the default and cost a creation for the wrong image.
+                message = f"not a job parameter; did you mean {near!r}? {_TYPO_FIX}"
+                problems.append(Problem(file, raw.where, k, message))
             else:
-                warn.add(k, raw.where, "not a bulkfetch field; ignored")
+                warn.add(k, raw.where, "not a bulkfetch field; ignored" + suggest(k))
         elif k == "name" and raw.is_defaults:
             problems.append(Problem(file, raw.where, k, "cannot be a default: names must differ"))
         elif k == "geometry":
