@@ -73,6 +73,7 @@ from typing import Any
 import orjson
 
 from ._gc import gc_paused
+from ._manifest_bands import bm_type_warning, sensor_for
 from ._manifest_fields import (
     CHECKS,
     KNOWN,
@@ -83,6 +84,7 @@ from ._manifest_fields import (
     suggest,
 )
 from ._manifest_readers import READERS, Raw, Reader, job_lines, read_geojson, read_json
+from ._manifest_sizes import size_warnings
 from .errors import ManifestError, Problem
 from .geometry import check_geometry
 
@@ -411,6 +413,7 @@ def _build_jobs(records: Iterator[Raw], file: str, issues: list[tuple[str, str, 
             continue
         if _clashes(path, raw.where, by_path, dirs, problems, file):
             continue
+        _advise(params, raw.where, warn)
         jobs.append(job)
     drain()
     if records_seen == 0 and not problems:
@@ -418,6 +421,20 @@ def _build_jobs(records: Iterator[Raw], file: str, issues: list[tuple[str, str, 
     if problems:
         raise ManifestError(problems)
     return Manifest(Path(file), tuple(jobs), warn.problems())
+
+
+def _advise(params: dict[str, Any], where: str, warn: WarnOnce) -> None:
+    """Warn about a valid job that EOS is likely to refuse or answer with something
+    useless, since each creation is one of ten a minute: a band the sensor lacks, an
+    unknown alias, an absurd image size (see _manifest_bands and _manifest_sizes)."""
+    view_id = params["view_id"]
+    bad_bands = bm_type_warning(params["bm_type"], view_id)
+    if bad_bands is not None:
+        warn.add("bm_type", where, bad_bands, key="bm_type:" + bad_bands)
+    sensor = sensor_for(view_id)
+    fmt = params.get("format", "jpeg")
+    for kind, message in size_warnings(params["geometry"], params["px_size"], fmt, sensor):
+        warn.add("px_size", where, message, key=kind)
 
 
 _TYPO_FIX = "(rename it, or start it with '_' to keep it as a note of yours)"

@@ -158,7 +158,7 @@ def test_key_is_canonical() -> None:
 
 def test_reference_is_ignored_with_one_warning() -> None:
     m = parse_manifest(
-        jsonl({**JOB, "reference": "mine"}, {**JOB, "bm_type": "X", "reference": "m2"}),
+        jsonl({**JOB, "reference": "mine"}, {**JOB, "bm_type": "NDWI", "reference": "m2"}),
         filename="m.jsonl",
     )
     assert m.jobs[0].key == job().key
@@ -335,7 +335,8 @@ def test_notes_and_nulls_are_ignored() -> None:
 def test_unknown_fields_warn_in_geojson_and_csv() -> None:
     props = {"view_id": VIEW, "bm_type": "NDVI", "px_size": 10, "crop": "wheat", "_n": 1}
     m = parse_manifest(
-        geojson(props, {**props, "bm_type": "B"}, {**props, "bm_type": "C"}), filename="a.geojson"
+        geojson(props, {**props, "bm_type": "NDWI"}, {**props, "bm_type": "EVI"}),
+        filename="a.geojson",
     )
     (w,) = m.warnings
     assert (w.where, w.field) == ("feature 1 (line 1)", "crop") and "2 more" in w.message
