@@ -51,9 +51,18 @@ and key. The key leaves ``name`` out: two jobs differing only by name are the sa
 request, hence a duplicate. A job's value wins over a default; ``null`` counts as not
 given; fields starting with ``_`` are the user's notes and ignored everywhere. An unknown
 field is an error in .jsonl and .json (with a "did you mean" hint) but a warning in
-.geojson and .csv, whose features and columns carry their own attributes. Two jobs with
-the same key, or writing the same file (ignoring case, as some file systems do), are
-errors; so is a manifest without jobs.
+.geojson and .csv, whose features and columns carry their own attributes, unless it is
+one typo from a job parameter (``pxsize``, ``bm_typ``): that is an error there too,
+since the job would quietly go without it. Two jobs with the same key, or writing the
+same file (ignoring case, as some file systems do), are errors; so is a manifest without
+jobs.
+
+A valid job that EOS is likely to refuse or answer uselessly is a *warning* (the user
+decides; each creation is one of ten a minute): a band the view_id's sensor lacks or an
+unknown alias in ``bm_type`` (:mod:`bulkfetch._manifest_bands`), an image of a gigapixel
+or more, or a ``px_size`` far outside what the sensors offer
+(:mod:`bulkfetch._manifest_sizes`). Each kind of warning is given once, at the first job
+it concerns, with how many more share it.
 """
 
 from __future__ import annotations
