@@ -99,13 +99,15 @@ def parse_tables(doc: Mapping[str, Any]) -> Tables:
 
 
 def sensor_for(view_id: str) -> Sensor | None:
-    """The sensor of ``view_id`` (by its first part), or None if the table lacks it."""
-    return tables().by_prefix.get(view_id.split("/", 1)[0])
+    """The sensor of ``view_id`` (by its first part, which may be all that is given),
+    or None if the table lacks it."""
+    return tables().by_prefix.get(view_id.partition("/")[0])
 
 
 def bm_type_warning(bm_type: str, view_id: str) -> str | None:
-    """What is likely wrong with ``bm_type`` for ``view_id``'s sensor, or None."""
-    return _warning(bm_type, view_id.split("/", 1)[0])
+    """What is likely wrong with ``bm_type`` for ``view_id``'s sensor (or the view_id's
+    first part alone), or None."""
+    return _warning(bm_type, view_id.partition("/")[0])
 
 
 @functools.lru_cache(maxsize=4096)

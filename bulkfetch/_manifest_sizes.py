@@ -51,9 +51,8 @@ def mercator_extent(geometry: Mapping[str, Any]) -> tuple[float, float]:
         outer = coords[0]
     else:
         outer = [position for polygon in coords for position in polygon[0]]
-    # (Run for every job of a manifest: two list passes beat a loop over positions.)
-    xs = [p[0] for p in outer]
-    ys = [p[1] for p in outer]
+    # (Run for every job of a manifest: a transpose by zip beats a loop over positions.)
+    xs, ys = zip(*outer, strict=True)
     width = _R * math.radians(max(xs) - min(xs))
     return width, _mercator_y(max(ys)) - _mercator_y(min(ys))
 
@@ -73,43 +72,41 @@ def size_warnings(
     geometry: Mapping[str, Any], px_size: float, fmt: str, sensor: Sensor | None
 ) -> list[tuple[str, str]]:
     """``(kind, message)`` for each way the job's image size is likely a mistake."""
+    # (Run for every job: nothing is formatted unless there is something to say.)
     t = tables()
     out: list[tuple[str, str]] = []
-    px = f"{px_size:g} m"
-    if px_size < t.px_min:
-        out.append(("px_size:fine", f"{px} is finer than any satellite offers ({t.px_min:g} m)"))
-    elif sensor is not None and px_size < sensor.finest_m / t.oversample:
-        out.append(
-            (
-                "px_size:fine",
-                f"{px} is far finer than {sensor.name} offers ({sensor.finest_m:g} m at best)",
-            )
-        )
-    elif px_size > t.px_max:
-        out.append(("px_size:coarse", f"{px} is coarser than any sensor's pixels"))
+    floor = t.px_min if sensor is None else max(t.px_min, sensor.finest_m / t.oversample)
+    if px_size < floor or px_size > t.px_max:
+        out.append(_px_warning(px_size, sensor))
     width, height = output_pixels(geometry, px_size)
-    pixels = width * height
-    too_wide = fmt == "jpeg" and max(width, height) > JPEG_MAX_SIDE
-    if pixels >= GIGAPIXEL or too_wide:
+    too_wide = fmt == "jpeg" and (width > JPEG_MAX_SIDE or height > JPEG_MAX_SIDE)
+    if width * height >= GIGAPIXEL or too_wide:
         why = "EOS may refuse it, or take very long"
         if too_wide:
             why = f"a JPEG holds at most {JPEG_MAX_SIDE} pixels a side"
-        out.append(
-            (
-                "size:huge",
-                f"at {px} the image would be {estimate_text(width, height)}: {why}; "
-                "check px_size and the area",
-            )
+        estimate = estimate_text(width, height)
+        message = (
+            f"at {px_size:g} m the image would be {estimate}: {why}; check px_size and the area"
         )
+        out.append(("size:huge", message))
     elif width < 1 or height < 1:
-        out.append(
-            (
-                "size:tiny",
-                f"at {px} the image would be under one pixel across "
-                f"({width:.2g} x {height:.2g}): check px_size",
-            )
+        message = (
+            f"at {px_size:g} m the image would be under one pixel across "
+            f"({width:.2g} x {height:.2g}): check px_size"
         )
+        out.append(("size:tiny", message))
     return out
+
+
+def _px_warning(px_size: float, sensor: Sensor | None) -> tuple[str, str]:
+    t = tables()
+    px = f"{px_size:g} m"
+    if px_size > t.px_max:
+        return "px_size:coarse", f"{px} is coarser than any sensor's pixels"
+    if px_size < t.px_min or sensor is None:
+        return "px_size:fine", f"{px} is finer than any satellite offers ({t.px_min:g} m)"
+    best = f"{sensor.finest_m:g} m at best"
+    return "px_size:fine", f"{px} is far finer than {sensor.name} offers ({best})"
 
 
 def estimate_text(width: float, height: float) -> str:

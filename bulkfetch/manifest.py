@@ -436,11 +436,11 @@ def _advise(params: dict[str, Any], where: str, warn: WarnOnce) -> None:
     """Warn about a valid job that EOS is likely to refuse or answer with something
     useless, since each creation is one of ten a minute: a band the sensor lacks, an
     unknown alias, an absurd image size (see _manifest_bands and _manifest_sizes)."""
-    view_id = params["view_id"]
-    bad_bands = bm_type_warning(params["bm_type"], view_id)
+    prefix = params["view_id"].partition("/")[0]  # all the sensor lookups need
+    bad_bands = bm_type_warning(params["bm_type"], prefix)
     if bad_bands is not None:
         warn.add("bm_type", where, bad_bands, key="bm_type:" + bad_bands)
-    sensor = sensor_for(view_id)
+    sensor = sensor_for(prefix)
     fmt = params.get("format", "jpeg")
     for kind, message in size_warnings(params["geometry"], params["px_size"], fmt, sensor):
         warn.add("px_size", where, message, key=kind)
