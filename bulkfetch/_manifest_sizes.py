@@ -112,6 +112,17 @@ def _px_warning(px_size: float, sensor: Sensor | None) -> tuple[str, str]:
 def estimate_text(width: float, height: float) -> str:
     """``about 1.2 gigapixels (40000 x 30000)``, or megapixels below a gigapixel."""
     pixels = width * height
+    if not math.isfinite(pixels):  # a px_size of 1e-300 m
+        return "too many pixels to count"
     unit, value = ("gigapixels", pixels / 1e9) if pixels >= 1e9 else ("megapixels", pixels / 1e6)
-    number = f"{value:.1f}" if value < 100 else f"{value:,.0f}"
-    return f"about {number} {unit} ({round(width)} x {round(height)})"
+    return f"about {_number(value, 1)} {unit} ({_number(width)} x {_number(height)})"
+
+
+def _number(x: float, decimals: int = 0) -> str:
+    """``x`` as a person reads it: ``1.2``, ``15,000``, ``4452780``, or ``3.1e+22`` once
+    the digits stop meaning anything."""
+    if x >= 1e9:
+        return f"{x:.2g}"
+    if decimals and x < 100:
+        return f"{x:.{decimals}f}"
+    return f"{x:,.0f}" if decimals else f"{x:.0f}"

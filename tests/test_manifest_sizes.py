@@ -132,3 +132,21 @@ def test_a_jpeg_too_wide_for_the_format_is_warned_a_png_is_not() -> None:
 def test_an_image_under_a_pixel_is_warned() -> None:
     ((kind, message),) = size_warnings(box(0, 0, 0.001, 0.001), 5000, "png", None)
     assert kind == "size:tiny" and "under one pixel across" in message
+
+
+@given(
+    st.floats(-179, 178),
+    st.floats(-89, 88),
+    st.floats(1e-9, 1),
+    st.floats(1e-9, 1),
+    st.floats(min_value=5e-324, max_value=1e308),
+    st.sampled_from(["jpeg", "png", "tiff"]),
+)
+def test_any_valid_job_gets_short_warnings_and_never_an_exception(
+    west: float, south: float, dx: float, dy: float, px: float, fmt: str
+) -> None:
+    found = size_warnings(box(west, south, west + dx, south + dy), px, fmt, None)
+    assert len(found) <= 2
+    for kind, message in found:
+        assert kind in {"px_size:fine", "px_size:coarse", "size:huge", "size:tiny"}
+        assert len(message) < 200, message
