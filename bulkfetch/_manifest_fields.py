@@ -273,19 +273,19 @@ def _edits(a: str, b: str, limit: int) -> bool:
 
 
 class WarnOnce:
-    """Collect warnings once per kind (the field name unless a ``key`` is given), at the
-    first place seen, counting the rest."""
+    """Collect warnings once per field and kind, at the first place seen, counting the
+    rest. The kind tells apart warnings about one field ("image too big" and "px_size
+    too fine" are both about ``px_size``); unknown fields have none."""
 
     __slots__ = ("_file", "_seen")
 
     def __init__(self, file: str) -> None:
         self._file = file
-        self._seen: dict[str, tuple[str, str, str, int]] = {}
+        self._seen: dict[tuple[str, str], tuple[str, str, str, int]] = {}
 
-    def add(self, field: str, where: str, message: str, key: str | None = None) -> None:
-        kind = field if key is None else key
-        first = self._seen.get(kind)
-        self._seen[kind] = (
+    def add(self, field: str, where: str, message: str, kind: str = "") -> None:
+        first = self._seen.get((field, kind))
+        self._seen[field, kind] = (
             (field, where, message, 1) if first is None else (*first[:3], first[3] + 1)
         )
 

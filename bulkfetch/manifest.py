@@ -439,11 +439,11 @@ def _advise(params: dict[str, Any], where: str, warn: WarnOnce) -> None:
     prefix = params["view_id"].partition("/")[0]  # all the sensor lookups need
     bad_bands = bm_type_warning(params["bm_type"], prefix)
     if bad_bands is not None:
-        warn.add("bm_type", where, bad_bands, key="bm_type:" + bad_bands)
+        warn.add("bm_type", where, bad_bands, kind=bad_bands)
     sensor = sensor_for(prefix)
     fmt = params.get("format", "jpeg")
     for kind, message in size_warnings(params["geometry"], params["px_size"], fmt, sensor):
-        warn.add("px_size", where, message, key=kind)
+        warn.add("px_size", where, message, kind=kind)
 
 
 _TYPO_FIX = "(rename it, or start it with '_' to keep it as a note of yours)"

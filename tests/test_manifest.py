@@ -741,3 +741,26 @@ def test_bad_utf8_names_line_and_byte_in_every_format() -> None:
 def test_a_row_of_one_cell_says_cell() -> None:
     p = one_error(csv_bytes(["view_id", "bm_type"], ["x"]), "m.csv")
     assert "row has 1 cell;" in p.message
+
+
+def test_costly_job_warnings_come_once_per_kind_with_a_count() -> None:
+    wide = {"type": "Polygon", "coordinates": [[[-100, 10], [-60, 10], [-60, 40], [-100, 10]]]}
+    huge = [{**JOB, "view_id": f"S2/13/R/EL/2023/7/{d}/0", "geometry": wide} for d in (1, 2, 3)]
+    m = parse_manifest(
+        jsonl(
+            *huge, {**JOB, "bm_type": "NDVX"}, {**JOB, "bm_type": "NDWX"}, {**JOB, "px_size": 0.1}
+        ),
+        filename="m.jsonl",
+    )
+    assert len(m.jobs) == 6
+    found = [(w.where, w.field, w.message) for w in m.warnings]
+    assert [(where, f) for where, f, _ in found] == [
+        ("line 1", "px_size"),
+        ("line 4", "bm_type"),
+        ("line 5", "bm_type"),
+        ("line 6", "px_size"),
+    ]
+    assert found[0][2].startswith("at 10 m the image would be about ")
+    assert found[0][2].endswith("(and 2 more times)")
+    assert "'NDVX'" in found[1][2] and "'NDWX'" in found[2][2]
+    assert "0.1 m is finer than any satellite offers" in found[3][2]
