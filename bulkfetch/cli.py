@@ -402,7 +402,8 @@ def validate(manifest: Path) -> None:
         _fail(exc)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(f"{manifest}: {len(result.jobs)} valid jobs")
+    n = len(result.jobs)
+    click.echo(f"{manifest}: {n} valid job{'s' if n != 1 else ''}")
 
 
 @cli.command()
