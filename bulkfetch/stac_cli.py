@@ -25,10 +25,12 @@ writing this catalog.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -44,18 +46,18 @@ from .errors import BulkfetchError, LedgerLocked, ManifestError, UsageError
 from .ledger import JobRecord, JobState, Ledger
 from .manifest import Manifest
 from .manifest_cache import cache_path, load_manifest_cached
-from .stac import ASSET_KEY, Described, Undescribable, href_for, make_item, multihash
+from .stac import ASSET_KEY, Described, href_for, item_id, make_item, multihash, scene_time
 from .stac_catalog import (
     ASSET_PREFIX,
     CATALOG,
     Destination,
+    Entry,
     Group,
     LocalFolder,
     Published,
-    catalog_files,
     collection_path,
-    publish,
     scan,
+    write_catalog,
 )
 
 __all__ = ["Refreshed", "refresh_catalog", "stac_command"]
@@ -169,6 +171,22 @@ def _load_sources(
     return sources
 
 
+def _latest_per_path(records: Iterable[JobRecord]) -> dict[str, JobRecord]:
+    """The done records, by key; of two that name one file, the one done last.
+
+    A job whose parameters changed is a new job (a new key) writing the same file: the
+    old record stays done in the ledger, but the file is the new job's now.
+    """
+    latest: dict[str, JobRecord] = {}
+    for record in records:
+        if record.state is not JobState.DONE:
+            continue
+        other = latest.get(record.path)
+        if other is None or (record.updated_at, record.key) > (other.updated_at, other.key):
+            latest[record.path] = record
+    return {record.key: record for record in latest.values()}
+
+
 def _inside(path: str) -> bool:
     pure = PurePosixPath(path)
     return bool(path) and not pure.is_absolute() and ".." not in pure.parts and "\\" not in path
@@ -201,14 +219,18 @@ def _kept_item(data: dict[str, Any], record: JobRecord) -> pystac.Item | None:
         return None
 
 
-def _unique_ids(items: list[tuple[str, pystac.Item]]) -> None:
-    """Give Items of one Collection whose ids clash ``-{key[:12]}`` each."""
-    counts: dict[str, int] = {}
-    for _, item in items:
-        counts[item.id.casefold()] = counts.get(item.id.casefold(), 0) + 1
-    for key, item in items:
-        if counts[item.id.casefold()] > 1:
-            item.id = f"{item.id}-{key[:12]}"
+def _entries(members: list[tuple[str, str, Callable[[], pystac.Item]]]) -> list[Entry]:
+    """Entries of one Collection from ``(key, id, build)``; ids that clash (ignoring case)
+    get ``-{key[:12]}`` each."""
+    counts = Counter(name.casefold() for _, name, _ in members)
+    return [
+        Entry(f"{name}-{key[:12]}" if counts[name.casefold()] > 1 else name, build)
+        for key, name, build in members
+    ]
+
+
+def _same(item: pystac.Item) -> pystac.Item:
+    return item
 
 
 def _groups(
@@ -218,12 +240,15 @@ def _groups(
     existing: Mapping[str, bytes],
     result: Refreshed,
 ) -> list[Group]:
-    groups = {s.collection: Group(s.collection, s.manifest.path.name, "") for s in sources}
-    for source in sources:
-        groups[
-            source.collection
-        ].description = f"Images bulkfetch downloaded for the jobs of {source.manifest.path.name}"
-    members: dict[str, list[tuple[str, pystac.Item]]] = {}
+    groups = {
+        s.collection: Group(
+            s.collection,
+            s.manifest.path.name,
+            f"Images bulkfetch downloaded for the jobs of {s.manifest.path.name}",
+        )
+        for s in sources
+    }
+    members: dict[str, list[tuple[str, str, Callable[[], pystac.Item]]]] = {}
     placed: set[str] = set()
     for source in sources:
         wanted = [job for job in source.manifest.jobs if job.key in done and job.key not in placed]
@@ -234,15 +259,15 @@ def _groups(
             if not _inside(record.path) or dest.size(record.path) != record.size:
                 result.missing.append(record.path)
                 continue
-            described = Described(
-                job.key, record.path, record.size, record.sha256, job.params, notes.get(job.key, {})
-            )
-            try:
-                item = make_item(described, ASSET_PREFIX + href_for(record.path))
-            except Undescribable:
+            noted = notes.get(job.key, {})
+            if scene_time(job.view_id, noted) is None:
                 result.undated.append(job.view_id)
                 continue
-            members.setdefault(source.collection, []).append((job.key, item))
+            described = Described(
+                job.key, record.path, record.size, record.sha256, job.params, noted
+            )
+            build = functools.partial(make_item, described, ASSET_PREFIX + href_for(record.path))
+            members.setdefault(source.collection, []).append((job.key, item_id(record.path), build))
     left = [key for key in done if key not in placed]
     previous = _existing_items(dest, existing) if left else {}
     for key in left:
@@ -255,11 +280,11 @@ def _groups(
         if collection not in groups:
             groups[collection] = _old_group(dest, collection)
         result.kept += 1
-        members.setdefault(collection, []).append((key, kept))
-    for collection, items in members.items():
-        _unique_ids(items)
-        groups[collection].items = [item for _, item in items]
-    return [g for g in groups.values() if g.items]
+        build = functools.partial(_same, kept)
+        members.setdefault(collection, []).append((key, item_id(record.path), build))
+    for collection, entries in members.items():
+        groups[collection].entries = _entries(entries)
+    return [g for g in groups.values() if g.entries]
 
 
 def _old_group(dest: Destination, collection: str) -> Group:
@@ -297,19 +322,19 @@ def refresh_catalog(
     except LedgerLocked:
         raise LedgerLocked(f"another bulkfetch stac is writing {out / CATALOG}") from None
     with lock, Ledger.open(ledger_path, readonly=True) as ledger:
-        done = {k: r for k, r in ledger.records().items() if r.state is JobState.DONE}
+        done = _latest_per_path(ledger.records().values())
         sources = _load_sources(ledger, ledger_path, manifests, loaded, result.notes)
         existing = scan(dest)
         groups = _groups(sources, done, dest, existing, result)
-        title = f"bulkfetch: {out.resolve().name or out}"
-        files = catalog_files(
+        result.published = write_catalog(
+            dest,
             groups,
-            title=title,
+            existing,
+            title=f"bulkfetch: {out.resolve().name or out}",
             description="EOS Download visual results, as bulkfetch downloaded them "
             "(8-bit rendered images in EPSG:3857).",
         )
-        result.published = publish(dest, files, existing)
-    result.items = sum(len(g.items) for g in groups)
+    result.items = sum(len(g.entries) for g in groups)
     result.collections = len(groups)
     if result.unknown:
         result.notes.append(

@@ -7,6 +7,7 @@ and the catalog is loaded back with pystac, every asset opened and checked.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -37,7 +38,7 @@ from bulkfetch.stac import (
     platform_of,
     scene_time,
 )
-from bulkfetch.stac_catalog import LocalFolder, publish, scan
+from bulkfetch.stac_catalog import Entry, Group, LocalFolder, scan, write_catalog
 
 from .conftest import bulkfetch_cli, run_cli, square, write_jsonl
 
@@ -186,31 +187,49 @@ def test_an_undated_scene_is_refused() -> None:
         make_item(_described(view_id="CBERS/whatever"), "x.png")
 
 
-def test_publish_replaces_removes_and_skips_unchanged(tmp_path: Path) -> None:
+def _entry(name: str, view_id: str = "S2/13/R/EL/2023/7/19/0") -> Entry:
+    job = _described(view_id=view_id)
+    return Entry(name, functools.partial(make_item, job, "../../../f/x.png"))
+
+
+def test_write_catalog_replaces_removes_and_skips_unchanged(tmp_path: Path) -> None:
     dest = LocalFolder(tmp_path)
     (tmp_path / "image.jpg").write_bytes(b"not ours")
-    first = {
-        "catalog.json": b"{}\n",
-        "stac/a/collection.json": b"{}\n",
-        "stac/a/items/1.json": b"1\n",
-        "stac/a/items/2.json": b"2\n",
-    }
-    assert publish(dest, first, scan(dest)).written == 4
-    second = {
-        "catalog.json": b"{}\n",
-        "stac/b/collection.json": b"{}\n",
-        "stac/b/items/1.json": b"1\n",
-    }
-    done = publish(dest, second, scan(dest))
-    assert (done.written, done.unchanged, done.removed) == (2, 1, 3)
+    (tmp_path / "stac" / "a" / "items").mkdir(parents=True)
+    (tmp_path / "stac" / "a" / "items" / ".x.json.tmp-abc").write_bytes(b"a crash's leftover")
+    (tmp_path / "stac" / "a" / "items" / "notes.txt").write_bytes(b"the user's")
+    first = [Group("a", "A", "first", [_entry("1"), _entry("2")])]
+    done = write_catalog(dest, first, scan(dest), title="t", description="d")
+    assert (done.written, done.unchanged, done.removed) == (4, 0, 1)
+    again = write_catalog(dest, first, scan(dest), title="t", description="d")
+    assert (again.written, again.unchanged, again.removed) == (0, 4, 0)
+
+    second = [
+        Group("a", "A", "first", [_entry("1")]),
+        Group("b", "B", "second", [_entry("3", "S2/13/R/EL/2021/1/2/0")]),
+    ]
+    done = write_catalog(dest, second, scan(dest), title="t", description="d")
+    # New: b's Item and Collection; changed: a's Collection (one Item less) and the root.
+    assert (done.written, done.unchanged, done.removed) == (4, 1, 1)
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert files == [
         "catalog.json",
         "image.jpg",
+        "stac/a/collection.json",
+        "stac/a/items/1.json",
+        "stac/a/items/notes.txt",
         "stac/b/collection.json",
-        "stac/b/items/1.json",
+        "stac/b/items/3.json",
     ]
-    assert not (tmp_path / "stac" / "a").exists()  # emptied folders go too
+    for path in tmp_path.rglob("*.json"):
+        validate(orjson.loads(path.read_bytes()))
+    catalog = pystac.Catalog.from_file(str(tmp_path / "catalog.json"))
+    assert sorted(i.id for i in catalog.get_items(recursive=True)) == ["1", "3"]
+    b = orjson.loads((tmp_path / "stac/b/collection.json").read_bytes())
+    assert b["extent"]["temporal"]["interval"][0][0] == "2021-01-02T00:00:00Z"
+
+    done = write_catalog(dest, [Group("b", "B", "", [])], scan(dest), title="t", description="d")
+    assert not (tmp_path / "stac" / "b").exists()  # emptied folders go too
 
 
 # -- through the real CLI --------------------------------------------------------------------
