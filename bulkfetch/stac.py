@@ -22,7 +22,9 @@ What an Item says, and where each value comes from:
   view_id where it tells them (:func:`platform_of`); ``eo:cloud_cover`` from the search's
   ``_cloud`` note; ``proj:code`` ``EPSG:3857`` (EOS renders every result in it).
 * one asset, ``visual``: the result file, with its media type (:func:`media_type`), roles
-  ``data`` and ``visual``, ``file:size`` and ``file:checksum`` (the sha256 as a multihash).
+  ``data`` and ``visual``, ``file:size`` and ``file:checksum`` (the sha256 as a multihash);
+  a GeoTIFF's also ``raster:bands`` (one 8-bit band per channel of the render, counted by
+  the caller from the file's header), so raster tools load every channel.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import pystac
 from pystac.extensions.eo import EOExtension
 from pystac.extensions.file import FileExtension
 from pystac.extensions.projection import ProjectionExtension
+from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 
 from .thumbnails import view_date
 
@@ -96,6 +99,7 @@ class Described:
     sha256: str
     params: Mapping[str, Any]  # the Download visual parameters (view_id, geometry, ...)
     notes: Mapping[str, Any] = field(default_factory=dict)  # the job's "_" notes
+    bands: int = 0  # a GeoTIFF's band count, read from its header (0: not a GeoTIFF, unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,4 +259,9 @@ def make_item(job: Described, asset_href: str) -> pystac.Item:
     files = FileExtension.ext(asset, add_if_missing=True)
     files.size = job.size
     files.checksum = multihash(job.sha256)
+    if job.bands and asset.media_type == pystac.MediaType.GEOTIFF:
+        # Raster tools load one band per asset unless told how many it has: odc-stac
+        # reads visual.1, visual.2, visual.3 of an RGB render only with these.
+        band = RasterBand.create(data_type=DataType.UINT8)
+        RasterExtension.ext(asset, add_if_missing=True).bands = [band] * job.bands
     return item

@@ -76,6 +76,9 @@ class Destination(Protocol):
     def size(self, relative: str) -> int | None:
         """The file's size, or None if it is missing or not a plain file."""
 
+    def local_path(self, relative: str) -> Path | None:
+        """The file as a local path to open for reading, or None where there is none."""
+
 
 class LocalFolder:
     """A :class:`Destination` on a local (or mounted) file system, through ``durable``."""
@@ -125,6 +128,12 @@ class LocalFolder:
             base = Path(folder).relative_to(self.root).as_posix()
             found.extend(f"{base}/{name}" for name in names)
         return found
+
+    def local_path(self, relative: str) -> Path | None:
+        try:
+            return self._path(relative)
+        except ValueError:
+            return None
 
     def size(self, relative: str) -> int | None:
         try:

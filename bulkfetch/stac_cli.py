@@ -38,6 +38,7 @@ from typing import Any
 import click
 import orjson
 import pystac
+from PIL import Image
 
 from ._manifest_readers import READERS
 from .config import RunConfig
@@ -187,6 +188,18 @@ def _latest_per_path(records: Iterable[JobRecord]) -> dict[str, JobRecord]:
     return {record.key: record for record in latest.values()}
 
 
+def _band_count(dest: Destination, path: str) -> int:
+    """The bands of the GeoTIFF at ``path``, from its header (0 if it cannot be read)."""
+    local = dest.local_path(path)
+    if local is None:
+        return 0
+    try:
+        with Image.open(local) as image:
+            return len(image.getbands())
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return 0
+
+
 def _inside(path: str) -> bool:
     pure = PurePosixPath(path)
     return bool(path) and not pure.is_absolute() and ".." not in pure.parts and "\\" not in path
@@ -263,8 +276,9 @@ def _groups(
             if scene_time(job.view_id, noted) is None:
                 result.undated.append(job.view_id)
                 continue
+            bands = _band_count(dest, record.path) if job.georeference == "tiff" else 0
             described = Described(
-                job.key, record.path, record.size, record.sha256, job.params, noted
+                job.key, record.path, record.size, record.sha256, job.params, noted, bands
             )
             build = functools.partial(make_item, described, ASSET_PREFIX + href_for(record.path))
             members.setdefault(source.collection, []).append((job.key, item_id(record.path), build))

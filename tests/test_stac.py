@@ -23,6 +23,7 @@ import pytest
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 
+from bulkfetch.durable import FileLock
 from bulkfetch.ledger import JobState, Ledger
 from bulkfetch.manifest import load_manifest
 from bulkfetch.simulator import SimulatorThread
@@ -58,6 +59,7 @@ def _registry() -> Registry[Any]:
         "extensions/eo-v1.1.0.json": EXT + "eo/v1.1.0/schema.json",
         "extensions/projection-v2.0.0.json": EXT + "projection/v2.0.0/schema.json",
         "extensions/file-v2.1.0.json": EXT + "file/v2.1.0/schema.json",
+        "extensions/raster-v1.1.0.json": EXT + "raster/v1.1.0/schema.json",
     }
     for name in ("catalog", "collection"):
         urls[f"stac-spec-v1.1.0/{name}.json"] = CORE + f"{name}-spec/json-schema/{name}.json"
@@ -332,6 +334,10 @@ def test_run_then_stac_describes_every_done_job(sim: SimulatorThread, tmp_path: 
     assert by_view["L9/LC90260312023210LGN00"].properties["platform"] == "landsat-9"
     geotiff = by_view["L9/LC90260312023210LGN00"].assets["visual"]
     assert geotiff.media_type == "image/tiff; application=geotiff"
+    # An RGB render: three 8-bit bands, so raster tools load all three.
+    assert geotiff.extra_fields["raster:bands"] == [{"data_type": "uint8"}] * 3
+    plain_tiff = by_view["L8/LC80260312023202LGN00"].assets["visual"]
+    assert plain_tiff.media_type == "image/tiff" and "raster:bands" not in plain_tiff.extra_fields
     modis = by_view["MODIS/12/04/2017204/2017204034223"]
     assert modis.datetime == datetime(2017, 7, 23, 3, 42, 23, tzinfo=UTC)
     assert modis.assets["visual"].media_type == "application/zip"
@@ -396,3 +402,33 @@ def test_stac_needs_a_ledger_and_a_valid_manifest(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "bad.jsonl" in result.stderr
     assert not (tmp_path / "catalog.json").exists()
+
+
+def test_a_changed_job_is_described_by_its_new_result(sim: SimulatorThread, tmp_path: Path) -> None:
+    out = tmp_path / "imagery"
+    job = _jobs()[0]
+    manifest = _manifest(tmp_path / "fields.jsonl", [job])
+    assert run_cli(sim, manifest, out).returncode == 0
+    # The same name with another px_size: a new job (new key) writing the same file. The
+    # old record stays done in the ledger; only the new one describes the file now. The
+    # flag comes from bulkfetch.toml beside the manifest, as every run option may.
+    _manifest(manifest, [job | {"px_size": 20}])
+    (tmp_path / "bulkfetch.toml").write_text("stac = true\n")
+    result = run_cli(sim, manifest, out)
+    assert result.returncode == 0, result.stderr
+    assert len(_done(out)) == 2
+    items = check_catalog(out)
+    (key,) = items
+    assert key == load_manifest(manifest).jobs[0].key
+    assert items[key].properties["gsd"] == 20.0
+
+
+def test_one_refresh_at_a_time(sim: SimulatorThread, tmp_path: Path) -> None:
+    out = tmp_path / "imagery"
+    assert run_cli(sim, _manifest(tmp_path / "m.jsonl", _jobs()[:1]), out).returncode == 0
+    with FileLock(out / "bulkfetch-ledger.json.stac-lock"):
+        result = bulkfetch_cli("stac", "--out", out)
+    assert result.returncode == 5
+    assert "another bulkfetch stac is writing" in result.stderr
+    assert not (out / "catalog.json").exists()
+    assert bulkfetch_cli("stac", "--out", out).returncode == 0
