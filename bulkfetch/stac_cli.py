@@ -32,7 +32,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import click
@@ -200,11 +200,6 @@ def _band_count(dest: Destination, path: str) -> int:
         return 0
 
 
-def _inside(path: str) -> bool:
-    pure = PurePosixPath(path)
-    return bool(path) and not pure.is_absolute() and ".." not in pure.parts and "\\" not in path
-
-
 def _existing_items(dest: Destination, existing: Iterable[str]) -> dict[str, dict[str, Any]]:
     """The Items the catalog holds now, by their ``bulkfetch:key``."""
     found: dict[str, dict[str, Any]] = {}
@@ -269,7 +264,8 @@ def _groups(
         for job in wanted:
             placed.add(job.key)
             record = done[job.key]
-            if not _inside(record.path) or dest.size(record.path) != record.size:
+            # (A path that would leave the destination has no size: the ledger is not trusted.)
+            if dest.size(record.path) != record.size:
                 result.missing.append(record.path)
                 continue
             noted = notes.get(job.key, {})

@@ -40,6 +40,7 @@ from bulkfetch.stac import (
     scene_time,
 )
 from bulkfetch.stac_catalog import Entry, Group, LocalFolder, scan, write_catalog
+from bulkfetch.stac_cli import job_notes
 
 from .conftest import bulkfetch_cli, run_cli, square, write_jsonl
 
@@ -432,3 +433,35 @@ def test_one_refresh_at_a_time(sim: SimulatorThread, tmp_path: Path) -> None:
     assert "another bulkfetch stac is writing" in result.stderr
     assert not (out / "catalog.json").exists()
     assert bulkfetch_cli("stac", "--out", out).returncode == 0
+
+
+def test_local_folder_stays_inside_its_root(tmp_path: Path) -> None:
+    dest = LocalFolder(tmp_path / "root")
+    (tmp_path / "outside.jpg").write_bytes(b"x")
+    for path in ("../outside.jpg", "/etc/passwd", "a/../../outside.jpg", "a\\b", ""):
+        assert dest.size(path) is None
+        assert dest.local_path(path) is None
+        with pytest.raises(ValueError, match="not a path inside"):
+            dest.write(path, b"x", durable=False)
+    dest.write("stac/a/b.json", b"{}", durable=True)
+    assert dest.size("stac/a/b.json") == 2 and dest.size("stac/a") is None  # a folder
+    assert dest.files("stac") == ["stac/a/b.json"]
+
+
+def test_job_notes_line_up_with_the_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(
+        b'{"defaults": {"px_size": 10, "_dataset": "sentinel2"}}\n\n'
+        + orjson.dumps(_jobs()[0])
+        + b"\n"
+        + orjson.dumps(_jobs()[1] | {"_cloud": None})
+        + b"\n"
+    )
+    manifest = load_manifest(path)
+    notes = job_notes(manifest)
+    first, second = (job.key for job in manifest.jobs)
+    assert notes[first] == {"_dataset": "sentinel2", "_cloud": 12.5, "_date": "2023-07-19"}
+    assert notes[second] == {"_dataset": "sentinel2", "_cloud": None}
+    # The file changed since it was read: no notes rather than another job's.
+    path.write_bytes(orjson.dumps(_jobs()[0]) + b"\n")
+    assert job_notes(manifest) == {}
