@@ -207,6 +207,17 @@ def _as_lists(value: Any) -> Any:
     return value
 
 
+def _percentage(value: Any) -> float | None:
+    """A note's 0..100 value (a CSV manifest's notes are text), or None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0 <= number <= 100 else None
+
+
 def make_item(job: Described, asset_href: str) -> pystac.Item:
     """The Item of ``job``, its asset at ``asset_href`` (relative to where the Item is written).
 
@@ -245,9 +256,9 @@ def make_item(job: Described, asset_href: str) -> pystac.Item:
         common.constellation = who.constellation
     if who.instruments:
         common.instruments = list(who.instruments)
-    cloud = job.notes.get("_cloud")
-    if isinstance(cloud, int | float) and not isinstance(cloud, bool) and 0 <= cloud <= 100:
-        EOExtension.ext(item, add_if_missing=True).cloud_cover = float(cloud)
+    cloud = _percentage(job.notes.get("_cloud"))
+    if cloud is not None:
+        EOExtension.ext(item, add_if_missing=True).cloud_cover = cloud
     ProjectionExtension.ext(item, add_if_missing=True).code = EPSG
     asset = pystac.Asset(
         href=asset_href,

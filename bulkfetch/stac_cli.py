@@ -366,9 +366,10 @@ def refresh_catalog(
 
 def summary_line(out: Path, result: Refreshed) -> str:
     p = result.published
+    kept = f"; {result.kept} kept from the catalog" if result.kept else ""
     return (
         f"{out / CATALOG}: {result.items} items in {result.collections} collections "
-        f"({p.written} files written, {p.unchanged} unchanged, {p.removed} removed)"
+        f"({p.written} files written, {p.unchanged} unchanged, {p.removed} removed{kept})"
     )
 
 

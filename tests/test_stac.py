@@ -185,6 +185,16 @@ def test_without_a_cloud_note_the_eo_extension_is_not_declared() -> None:
     assert not any("/eo/" in url for url in data["stac_extensions"])
 
 
+@pytest.mark.parametrize(
+    ("note", "expected"), [(7, 7.0), ("12.5", 12.5), (None, None), (True, None), (101, None)]
+)
+def test_cloud_cover_from_the_note(note: Any, expected: float | None) -> None:
+    job = _described()
+    job = Described(job.key, job.path, job.size, job.sha256, job.params, {"_cloud": note})
+    properties = make_item(job, "x.png").properties
+    assert properties.get("eo:cloud_cover") == expected
+
+
 def test_an_undated_scene_is_refused() -> None:
     with pytest.raises(Undescribable, match="no date"):
         make_item(_described(view_id="CBERS/whatever"), "x.png")
@@ -372,6 +382,7 @@ def test_run_stac_refreshes_and_the_folder_moves(sim: SimulatorThread, tmp_path:
     result = bulkfetch_cli("stac", "--out", out)
     assert result.returncode == 0, result.stderr
     assert "passed over" in result.stderr  # the remembered manifest that is gone
+    assert "2 kept from the catalog" in result.stdout
     assert len(check_catalog(out)) == 5
 
     # A done job's file deleted: its Item goes, with a warning; the rest is intact.
