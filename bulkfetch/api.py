@@ -10,7 +10,8 @@ the ledger's lock, drive the engine, write the report if asked, and return a
 1     the run ended with some jobs failed (their reasons are in the ledger/report)
 75    stopped with work left by the time box or a creation quota: run again later
 2     bad usage or an invalid manifest: nothing was sent
-3     the API refused the key or the URL is not the task API: the run stopped
+3     the API refused the key (401/403) or the plan (402), or the URL is not the task API
+      (it never answered as the task API in this run): the run stopped
 4     a local storage problem (disk full, unwritable folder, damaged ledger)
 5     another run holds the ledger's lock
 130   interrupted by SIGINT; 143 by SIGTERM (everything is saved; run again)
@@ -43,6 +44,8 @@ from .ledger import Ledger
 from .manifest import Manifest
 from .manifest_cache import cache_path, load_manifest_cached
 from .report import build_report, job_rows, write_report
+from .sink import Sink
+from .urls import check_out, check_service_url
 
 __all__ = ["RunResult", "run", "run_async"]
 
@@ -100,6 +103,8 @@ async def run_async(
     coroutine function given the engine while it runs (the CLI's progress display).
     """
     cfg = replace(config, out=Path(out)) if config is not None else _config(out, options)
+    check_out(cfg.out)
+    check_service_url(cfg.api_url, "--api-url")
     key = api_key if isinstance(api_key, ApiKey) else None
     if isinstance(api_key, str):
         key = ApiKey(api_key)
@@ -113,6 +118,7 @@ async def run_async(
         cfg.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot create the output folder {cfg.out}: {exc.strerror}") from None
+    Sink(cfg.out).check_writable()
     with Ledger.open(cfg.ledger_path) as ledger:
         engine = Run(manifest, cfg, key, ledger)
         stopped_by: list[int] = []

@@ -43,6 +43,7 @@ from .plan import make_plan
 from .report import build_report
 from .sink import Sink
 from .units import duration_text, size_text
+from .urls import check_out, check_service_url
 
 log = logging.getLogger("bulkfetch")
 
@@ -180,6 +181,15 @@ RUN_OPTIONS = [
     ),
     click.option("--report", type=_PATH, help="Write a JSON summary of the run here."),
     click.option(
+        "--first-contact-grace",
+        callback=_duration,
+        default="45s",
+        show_default=True,
+        help="Until the API has answered as the task API in this run, how long failures "
+        "(connection refused, DNS, 5xx) may last before the URL is taken for a wrong one "
+        "(exit 3). An HTML page stops the run at once.",
+    ),
+    click.option(
         "--retry-failed", is_flag=True, help="Try failed jobs again now, quarantined ones included."
     ),
 ]
@@ -202,6 +212,8 @@ def _config_from(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> 
         params.pop(name, None)
     if params.get("out") is None:
         raise UsageError("give --out DIR (or 'out' in the config file)")
+    check_out(params["out"])
+    check_service_url(params["api_url"], "--api-url")
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     return RunConfig(**{k: v for k, v in params.items() if k in fields})
 

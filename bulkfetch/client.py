@@ -4,11 +4,13 @@
 ``status()`` GETs the task and yields what the answer means:
 
 * ``Pending``: any status word that is not a failure (``created``, ``processing``, or a
-  word never seen before) — the task is not ready;
+  word never seen before), answered 200 or 202 — the task is not ready;
 * ``Ready``: the result, as a stream of bytes not yet read (the sink reads it), whether it
-  came in the answer itself, behind a redirect, or behind a URL in a JSON answer;
+  came in the answer itself (under any Content-Type: the sink checks the bytes), behind a
+  redirect, or behind a URL in a JSON answer (``answers.find_result_url``);
 * or an exception from ``errors``: ``TaskFailed`` with the server's message, ``TaskGone``
-  (404), ``RateLimited`` (429), ``AuthError`` (401/403), ``TransientError`` (5xx,
+  (404), ``RateLimited`` (429), ``AuthError`` (401/402/403), ``NotTheApi`` (an HTML page,
+  a 2xx creation answer that is not the task API's JSON), ``TransientError`` (5xx,
   connection trouble, timeouts, bodies that are neither a status nor a result).
 
 The key travels only in the ``x-api-key`` header, never in a URL (URLs end up in logs and
@@ -35,12 +37,14 @@ from aiohttp.helpers import basicauth_from_netrc, get_env_proxy_for_url, netrc_f
 from yarl import URL
 
 from . import __version__
+from .answers import body_text, connection_trouble, find_result_url, not_the_api
 from .config import ApiKey
 from .errors import (
     ApiError,
     AuthError,
     BadRequest,
     EndpointError,
+    NotTheApi,
     RateLimited,
     TaskGone,
     TransientError,
@@ -69,7 +73,16 @@ DONE_WORDS = frozenset(
 #: Some gateways answer an over-limit request with another code and a message saying so.
 #: Narrow on purpose: "area limit exceeded" is a bad parameter, not a rate limit.
 _RATE_WORDS = re.compile(r"rate.?limit|too many requests", re.I)
-URL_FIELDS = ("url", "result_url", "download_url", "result", "link", "href")
+#: Answers that refuse the key, or the plan behind it (EODAG's aws_eos: 402 and 403).
+AUTH_CODES = frozenset({401, 402, 403})
+#: What each refusal means for the user, after "EOS refused the request (HTTP n): ".
+_AUTH_HINTS = {
+    401: "the API key is missing or wrong: check EOS_API_KEY or --api-key-file",
+    402: "the plan behind this API key has no credit left, or does not include this API: "
+    "check the plan and its balance in your EOS account",
+    403: "the API key is not allowed here: check EOS_API_KEY or --api-key-file, and that "
+    "your EOS plan includes this API",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,9 +166,10 @@ def interpret_status(data: Any) -> Pending | Failed | ResultUrl:
     """What a JSON answer to a status call means.
 
     Failure is explicit (``task_type: error`` or a failure word); a URL with a done word (or
-    no word) points at the result; anything else, including words never seen, means "not
-    ready yet" — even with a link in it, which may be a link to the task itself. A done
-    word with no URL is not a result: it is a malformed answer.
+    no word) points at the result (under any name ``find_result_url`` knows); anything
+    else, including words never seen, means "not ready yet" — even with a link in it,
+    which may be a link to the task itself. A done word with no URL is not a result: it
+    is a malformed answer.
     """
     if not isinstance(data, dict):
         raise TransientError("status answer is JSON but not an object")
@@ -164,10 +178,9 @@ def interpret_status(data: Any) -> Pending | Failed | ResultUrl:
         return Failed(_error_message(data))
     if word and word not in DONE_WORDS:
         return Pending(word)
-    for name in URL_FIELDS:
-        url = data.get(name)
-        if isinstance(url, str) and url.startswith(("http://", "https://")):
-            return ResultUrl(url)
+    url = find_result_url(data)
+    if url is not None:
+        return ResultUrl(url)
     if word in DONE_WORDS:
         raise TransientError(f"status answer says {word!r} but carries no result")
     return Pending(word or "unknown")
@@ -183,8 +196,7 @@ def _error_message(data: Mapping[str, Any]) -> str:
 
 def _transient(exc: BaseException, doing: str) -> TransientError:
     # aiohttp's messages can quote URLs; ours never hold the key, but keep them short.
-    detail = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return TransientError(f"{type(exc).__name__} {doing}" + (f": {detail}" if detail else ""))
+    return TransientError(f"{doing}: {connection_trouble(exc)}")
 
 
 def _same_origin(a: URL, b: URL) -> bool:
@@ -266,27 +278,32 @@ class Client:
                 raw = self._scrub(await resp.content.read(MAX_JSON))
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
+                ctype = resp.headers.get("Content-Type", "")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _transient(exc, "creating a task") from None
         if status in (200, 201, 202):
-            return _parse_created(raw)
-        raise _error_for(status, raw, retry_after, creating=True)
+            return _parse_created(raw, status, ctype)
+        raise _error_for(status, raw, retry_after, creating=True, content_type=ctype)
 
     @contextlib.asynccontextmanager
     async def status(self, task_id: str) -> AsyncIterator[Pending | Failed | Ready]:
         """Ask for a task's status; a finished task's answer is its file, left unread."""
         url = self.api_url / task_id
         async with contextlib.AsyncExitStack() as stack:
-            for _ in range(MAX_REDIRECTS + 1):
-                resp = await stack.enter_async_context(self._get(url))
-                if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
-                    url = url.join(_url(resp.headers["Location"]))
-                    if url.scheme not in ("http", "https"):
-                        raise TransientError("redirect to a non-HTTP location")
-                    continue
-                yield await self._answer(resp, stack)
-                return
-            raise TransientError(f"more than {MAX_REDIRECTS} redirects for a task's result")
+            resp = await self._follow(url, stack)
+            yield await self._answer(resp, stack)
+
+    async def _follow(self, url: URL, stack: contextlib.AsyncExitStack) -> aiohttp.ClientResponse:
+        """GET ``url``, following redirects by hand (the key only to the API's origin)."""
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = await stack.enter_async_context(self._get(url))
+            if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                url = url.join(_url(resp.headers["Location"]))
+                if url.scheme not in ("http", "https"):
+                    raise TransientError("redirect to a non-HTTP location")
+                continue
+            return resp
+        raise TransientError(f"more than {MAX_REDIRECTS} redirects for a task's result")
 
     @contextlib.asynccontextmanager
     async def _get(self, url: URL) -> AsyncIterator[aiohttp.ClientResponse]:
@@ -301,14 +318,18 @@ class Client:
     async def _answer(
         self, resp: aiohttp.ClientResponse, stack: contextlib.AsyncExitStack
     ) -> Pending | Failed | Ready:
+        ctype = resp.headers.get("Content-Type", "").lower()
         try:
-            if resp.status != 200:
-                raw = self._scrub(await resp.content.read(MAX_JSON))
-                raise _error_for(resp.status, raw, resp.headers.get("Retry-After"))
-            head = await _peek(resp, 16)
+            if resp.status not in (200, 202):
+                raise self._error_at(resp, self._scrub(await resp.content.read(MAX_JSON)))
+            head = await _peek(resp, 64)  # enough to know an HTML page by its start
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _transient(exc, "reading a task's status") from None
-        ctype = resp.headers.get("Content-Type", "").lower()
+        if resp.status == 202 and not head:
+            return Pending("accepted")  # "accepted, not done": one public client's reading
+        wrong = not_the_api(resp.status, ctype, head) if self._own(resp) else None
+        if wrong is not None:
+            raise NotTheApi(f"the status answer is {wrong[0]}", what=wrong[0], at_once=wrong[1])
         if "json" in ctype or head.lstrip()[:1] in (b"{", b"["):
             try:
                 rest = await resp.content.read(MAX_JSON)
@@ -319,16 +340,32 @@ class Client:
             except orjson.JSONDecodeError:
                 raise TransientError("status answer is neither an image nor valid JSON") from None
             if isinstance(answer, ResultUrl):
-                target = _url(answer.url)
-                resp = await stack.enter_async_context(self._get(target))
+                resp = await self._follow(resp.url.join(_url(answer.url)), stack)
                 if resp.status != 200:
-                    raw = self._scrub(await resp.content.read(MAX_JSON))
-                    raise _error_for(resp.status, raw, resp.headers.get("Retry-After"))
+                    raise self._error_at(resp, self._scrub(await resp.content.read(MAX_JSON)))
                 return await self._ready(resp)
             return answer
         if not head:
             raise TransientError("status answer is an empty body")
         return Ready(resp, head, ctype, resp.content_length)
+
+    def _own(self, resp: aiohttp.ClientResponse) -> bool:
+        """Whether ``resp`` came from the API's own origin (not a storage host's)."""
+        return _same_origin(resp.url, self.api_url)
+
+    def _error_at(self, resp: aiohttp.ClientResponse, raw: bytes) -> ApiError:
+        """The error for a status or result answer other than 200/202.
+
+        A refusal from another host (a presigned storage URL that expired: S3 answers 403)
+        says nothing about the key: it is retried, never a reason to stop the run.
+        """
+        ctype = resp.headers.get("Content-Type", "")
+        if resp.status in AUTH_CODES and not self._own(resp):
+            return TransientError(
+                f"the result's host refused the download (HTTP {resp.status}): "
+                + body_text(raw, ctype)
+            )
+        return _error_for(resp.status, raw, resp.headers.get("Retry-After"), content_type=ctype)
 
     async def _ready(self, resp: aiohttp.ClientResponse) -> Ready:
         try:
@@ -362,18 +399,24 @@ async def _peek(resp: aiohttp.ClientResponse, n: int) -> bytes:
     return head
 
 
-def _parse_created(raw: bytes) -> Created:
+def _parse_created(raw: bytes, status: int = 202, content_type: str = "") -> Created:
+    """A 2xx creation answer: the task, or ``NotTheApi`` (no task API answers otherwise)."""
+
+    def not_api(what: str) -> NotTheApi:
+        what = f"{what} (HTTP {status})"
+        return NotTheApi(f"the task creation answer is {what}", what=what, at_once=True)
+
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise TransientError("task creation answer is not JSON") from None
+        raise not_api(body_text(raw, content_type) or "an empty body") from None
     if not isinstance(data, dict):
-        raise TransientError("task creation answer is not a JSON object")
+        raise not_api("JSON but not an object")
     if str(data.get("task_type", "")).lower() == "error" or data.get("status") in FAILED_WORDS:
         raise BadRequest(f"EOS refused the task: {_error_message(data)}")
-    task_id = data.get("task_id")
+    task_id = data.get("task_id", data.get("taskId"))
     if not isinstance(task_id, str) or not task_id or "/" in task_id or len(task_id) > 200:
-        raise TransientError("task creation answer has no usable task_id")
+        raise not_api("JSON without a usable task_id")
     timeout = data.get("task_timeout", 172800)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         timeout = 172800
@@ -382,19 +425,24 @@ def _parse_created(raw: bytes) -> Created:
 
 
 def _error_for(
-    status: int, raw: bytes, retry_after: str | None, *, creating: bool = False
+    status: int,
+    raw: bytes,
+    retry_after: str | None,
+    *,
+    creating: bool = False,
+    content_type: str = "",
 ) -> ApiError:
-    text = _server_text(raw)
-    if status == 429 or (status >= 400 and _RATE_WORDS.search(text) and status not in (401, 403)):
+    text = _server_text(raw, content_type)
+    if status == 429 or (status >= 400 and _RATE_WORDS.search(text) and status not in AUTH_CODES):
         return RateLimited(
             f"rate limited (HTTP {status})", retry_after=parse_retry_after(retry_after)
         )
-    if status in (401, 403):
-        return AuthError(
-            f"EOS refused the API key (HTTP {status}): check EOS_API_KEY or --api-key-file"
-            + (f"; server said: {text}" if text else ""),
-            status=status,
-        )
+    if status in AUTH_CODES:
+        return auth_error(status, text)
+    wrong = not_the_api(status, content_type, raw)
+    if wrong is not None:
+        what, at_once = wrong
+        return NotTheApi(f"the answer is {what}", what=what, at_once=at_once, status=status)
     if status == 404 and not creating:
         return TaskGone("the task is gone (expired or unknown to EOS)", status=status)
     if status in (404, 405) and creating:
@@ -412,11 +460,21 @@ def _error_for(
     return TransientError(f"unexpected answer (HTTP {status})" + (f": {text}" if text else ""))
 
 
-def _server_text(raw: bytes) -> str:
+def auth_error(status: int, text: str) -> AuthError:
+    """The fatal error for a 401/402/403, saying what the user can do about it."""
+    what = "the API key" if status != 402 else "the request"
+    return AuthError(
+        f"EOS refused {what} (HTTP {status}): {_AUTH_HINTS[status]}"
+        + (f"; server said: {text}" if text else ""),
+        status=status,
+    )
+
+
+def _server_text(raw: bytes, content_type: str = "") -> str:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return raw[:200].decode("utf-8", "replace").strip()
+        return body_text(raw, content_type)
     if isinstance(data, dict):
         return _error_message(data)
     return str(data)[:200]

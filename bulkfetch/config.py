@@ -224,6 +224,9 @@ class RunConfig:
     #: Creations allowed in this run, and in one UTC day across runs (kept in the ledger).
     max_creates_run: int | None = None
     max_creates_day: int | None = None
+    #: Seconds of failures, before the API has answered as the task API in this run, after
+    #: which the URL is taken for a wrong one and the run stops (exit 3); see ``contact``.
+    first_contact_grace: float = 45.0
 
     @property
     def ledger_path(self) -> Path:

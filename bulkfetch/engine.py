@@ -28,7 +28,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import anyio.abc
@@ -36,6 +36,7 @@ import anyio.lowlevel
 
 from .client import Client, Failed, Pending
 from .config import ApiKey, RunConfig
+from .contact import FirstContact
 from .errors import ApiError, BulkfetchError, RateLimited, TaskGone, first_error
 from .ledger import JobRecord, JobState, Ledger
 from .limiter import Limiter
@@ -51,6 +52,7 @@ from .scheduler import (
     window_size,
 )
 from .sink import Sink
+from .urls import display_url
 
 __all__ = ["Counters", "Run"]
 
@@ -139,6 +141,8 @@ class Run:
         self._outage_since: dict[str, float] = {}
         self._day, self._day_base, self._launched_today = "", 0, 0  # (for the day quota)
         self._downloads = anyio.Semaphore(config.max_downloads)
+        self._contact = FirstContact(display_url(config.api_url), config.first_contact_grace)
+        self._contact_failing = anyio.Event()  # set at the first failure before contact
 
     # -- setup -------------------------------------------------------------------
 
@@ -223,6 +227,7 @@ class Run:
                     tg.cancel_scope.deadline = anyio.current_time() + left
                 if not self._finished():
                     tg.start_soon(self._flush_ledger)
+                    tg.start_soon(self._watch_first_contact)
                     tg.start_soon(self._create_lane, tg)
                     tg.start_soon(self._status_lane, tg)
         except BaseExceptionGroup as group:
@@ -361,6 +366,7 @@ class Run:
         # then on is seen by the next run as a creation whose answer may have been lost.
         record = self._put(record, soon=True, state=JobState.CREATING, creates=record.creates + 1)
         self.counters.create_calls += 1
+        self._contact.begin(self._clock())
         if self.config.max_creates_day is not None:
             self._count_creates(1)  # durably before the POST: the quota must hold a crash
         # Shielded: cancelling the run must not cut off an answer that is on its way, or
@@ -440,6 +446,7 @@ class Run:
         job = self.jobs[key]
         record = self._record(key)
         self.counters.status_calls += 1
+        self._contact.begin(self._clock())
         try:
             async with self.client.status(record.task_id) as answer:
                 self.status_limiter.succeeded()
@@ -498,9 +505,32 @@ class Run:
 
     # -- outcomes ----------------------------------------------------------------
 
+    async def _watch_first_contact(self) -> None:
+        """Stop the run when the grace of a URL that never answered as the API runs out,
+        even while the lanes wait out their back-off (see ``contact``)."""
+        await self._contact_failing.wait()
+        while (due := self._contact.due()) is not None:
+            await anyio.sleep(max(0.0, due - self._clock()))
+            stop = self._contact.expired(self._clock())
+            if stop is not None:
+                self._stop_for(stop)
+
+    def _stop_for(self, exc: ApiError) -> NoReturn:
+        """Stop the run with ``exc``: creations on their way get the grace of a stop."""
+        self._stopping = True
+        grace = anyio.current_time() + GRACE_ON_STOP
+        for scope in self._create_scopes:
+            scope.deadline = min(scope.deadline, grace)
+        raise exc
+
     def _api_failure(self, key: str, record: JobRecord, exc: ApiError, *, creating: bool) -> None:
-        if exc.fatal:
-            raise exc
+        stop = exc if exc.fatal else self._contact.failed(exc, self._clock())
+        if stop is not None:
+            if creating:  # refused, or never reached the API: no task was made
+                self._put(record, state=JobState.PENDING, reason=str(stop))
+            self._stop_for(stop)
+        if self._contact.since is not None:
+            self._contact_failing.set()
         job = self.jobs[key]
         if not exc.retryable:
             if creating:
@@ -535,6 +565,7 @@ class Run:
             self.poller.retry_later(key, at=self._clock() + delay)
 
     def _lane_ok(self, creating: bool) -> None:
+        self._contact.answered()
         lane = "create" if creating else "status"
         if self._streak[lane] >= OUTAGE_STREAK:
             log.info("%s lane: the API answers again", lane)

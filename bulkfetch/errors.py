@@ -12,14 +12,19 @@
     │   └── LedgerLocked            another run holds the ledger right now
     ├── StorageError                writing a result or the ledger failed (disk full, fsync)
     └── ApiError                    the EOS API answered something other than what we asked for
-        ├── AuthError               401/403: the key is refused; the whole run stops (fatal)
-        ├── EndpointError           the API URL is not a task API (404/405 on create) (fatal)
+        ├── AuthError               401/402/403: the key, plan or credit is refused; the run
+        │                           stops (fatal)
+        ├── EndpointError           the API URL is not a task API (404/405 on create, or no
+        │                           answer as the task API from it yet) (fatal)
         ├── RateLimited             429: the lane pauses; never a job's fault (retryable)
         ├── TaskGone                404 on a task: expired or never existed; create it again
         ├── TaskFailed              the task itself failed on EOS's side (server's message kept)
         ├── BadRequest              other 4xx on create: this job's parameters are wrong
         └── TransientError          connection errors, timeouts, 5xx, truncated or wrong
-                                    bodies: retried with back-off within the job's budget
+            │                       bodies: retried with back-off within the job's budget
+            └── NotTheApi           an answer no task API gives (an HTML page, a 2xx that is
+                                    not its JSON): before the API has answered as itself
+                                    in a run, it stops the run as an EndpointError
 
 Retry decisions read ``retryable`` (may succeed later) and ``fatal`` (nothing else in the
 run can succeed either: stop it); nothing compares exact exception types to decide
@@ -42,6 +47,7 @@ __all__ = [
     "LedgerLocked",
     "LedgerVersionError",
     "ManifestError",
+    "NotTheApi",
     "Problem",
     "RateLimited",
     "StorageError",
@@ -154,13 +160,16 @@ class ApiError(BulkfetchError):
 
 
 class AuthError(ApiError):
-    """Raised on 401/403: the key is refused. Nothing else will work, so the run stops."""
+    """Raised on 401/402/403: the key is refused, or the plan does not allow this API or
+    has no credit left. Nothing else will work, so the run stops."""
 
     fatal = True
 
 
 class EndpointError(ApiError):
-    """Raised when the API URL answers creation with 404/405: it is not the task API.
+    """Raised when the API URL is not the task API: it answers creation with 404/405, or
+    it has not answered as the task API in this run when ``NotTheApi`` answers (or
+    failures of any kind, for a grace period) say it will not.
 
     Unlike ``BadRequest`` this is no job's fault, and every job would fail the same way.
     """
@@ -207,6 +216,24 @@ class TransientError(ApiError):
     """
 
     retryable = True
+
+
+class NotTheApi(TransientError):
+    """Raised on an answer the task API never gives: an HTML page, a 2xx that is not its
+    JSON. ``what`` says what came back ("an HTML page ('Welcome') (HTTP 200)").
+
+    Retryable, like any ``TransientError``, once the API has answered as the task API in
+    the run (a proxy's error page during an outage). Before that it means the URL is
+    wrong: with ``at_once`` the run stops at the first one, otherwise after a grace
+    period (``engine``'s first contact).
+    """
+
+    def __init__(
+        self, message: str, *, what: str, at_once: bool, status: int | None = None
+    ) -> None:
+        self.what = what
+        self.at_once = at_once
+        super().__init__(message, status=status)
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

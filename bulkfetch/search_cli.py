@@ -29,6 +29,7 @@ from .scene_search import SearchResult, check_output, search_async, search_url_f
 from .scenes import DEFAULT_TEMPLATE, TEMPLATE_KEYS
 from .search_cache import default_cache_path
 from .search_client import PAGE_SIZE
+from .urls import check_service_url
 
 __all__ = ["parse_date", "search_command"]
 
@@ -258,6 +259,9 @@ def _search(
     job_params |= params
     try:
         check_output(output)
+        if search_url is None:
+            check_service_url(api_url, "--api-url")
+        check_service_url(search_url or search_url_for(api_url), "--search-url")
         kwargs: dict[str, Any] = {
             "fields": fields,
             "date_from": date_from,

@@ -11,23 +11,30 @@ raises from :mod:`bulkfetch.errors` as the task client does (``RateLimited``,
 failures are retried ``max_attempts`` times with exponential back-off and jitter
 (2 s, 4 s, ... at most 60 s, times 0.5-1.0); anything else is raised at once.
 ``pages`` follows ``page`` until the answer's ``found`` (or a short page) is reached.
+Until the Search API has answered as itself, failures are judged by ``contact``: an HTML
+page or an answer without ``results`` stops the search at once, other failures after
+``first_contact_grace`` seconds, as an ``EndpointError`` naming the URL (exit 3).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import anyio
 import orjson
 
-from .client import MAX_JSON, Client, _error_for, _server_text, _transient
-from .errors import ApiError, BadRequest, EndpointError, RateLimited, TransientError
+from .answers import not_the_api
+from .client import AUTH_CODES, MAX_JSON, Client, _error_for, _server_text, _transient
+from .contact import FirstContact
+from .errors import ApiError, BadRequest, EndpointError, NotTheApi, RateLimited
 from .limiter import Limiter
+from .urls import display_url
 
 __all__ = [
     "MAX_PAGES",
@@ -73,11 +80,16 @@ class SearchClient(Client):
             async with self.session.post(url, data=orjson.dumps(body), headers=headers) as resp:
                 raw = self._scrub(await resp.content.read(16 * MAX_JSON))
                 status, retry_after = resp.status, resp.headers.get("Retry-After")
+                ctype = resp.headers.get("Content-Type", "")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _transient(exc, "searching") from None
+        wrong = not_the_api(status, ctype, raw)
+        if wrong is not None and status not in AUTH_CODES | {429}:
+            what = wrong[0]
+            raise NotTheApi(f"the search answer is {what}", what=what, at_once=wrong[1])
         if status != 200:
-            error = _error_for(status, raw, retry_after)
-            if 400 <= status < 500 and status not in (401, 403, 408, 425, 429):
+            error = _error_for(status, raw, retry_after, content_type=ctype)
+            if 400 <= status < 500 and status not in AUTH_CODES | {408, 425, 429}:
                 if status in (404, 405):
                     raise EndpointError(
                         f"the search URL answered HTTP {status} for dataset {dataset!r}: check "
@@ -91,9 +103,11 @@ class SearchClient(Client):
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise TransientError("the search answer is not JSON") from None
+            what = f"not JSON: {_server_text(raw, ctype)!r}"[:200]
+            raise NotTheApi(f"the search answer is {what}", what=what, at_once=True) from None
         if not isinstance(data, dict) or not isinstance(data.get("results"), list):
-            raise TransientError("the search answer has no 'results' list")
+            what = "JSON without a 'results' list"
+            raise NotTheApi(f"the search answer is {what}", what=what, at_once=True)
         return data
 
 
@@ -105,10 +119,21 @@ class SearchLane:
     limiter: Limiter
     stats: SearchStats
     max_attempts: int
+    first_contact_grace: float = 45.0
+    contact: FirstContact = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.contact = FirstContact(
+            display_url(str(self.client.api_url)),
+            self.first_contact_grace,
+            flag="--search-url",
+            service="the EOS Search API",
+        )
 
     async def post(self, dataset: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """One page, retried through rate limits and transient faults within bounds."""
         failures = limited = 0
+        self.contact.begin(time.monotonic())
         while True:
             await self.limiter.acquire()
             self.stats.requests += 1
@@ -125,14 +150,24 @@ class SearchLane:
             except ApiError as exc:
                 self.limiter.succeeded()  # answered: not a rate-limit signal
                 failures += 1
+                stop = self.contact.failed(exc, time.monotonic())
+                if stop is not None:
+                    raise stop from None
                 if not exc.retryable or failures >= self.max_attempts:
                     raise
                 self.stats.retried += 1
                 delay = min(60.0, 2.0 * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+                due = self.contact.due()
+                if due is not None:  # look again when the grace runs out, not later
+                    delay = min(delay, max(0.0, due - time.monotonic()))
                 log.info("search failed (%s); retrying in %.1f s", exc, delay)
                 await anyio.sleep(delay)
+                stop = self.contact.expired(time.monotonic())
+                if stop is not None:
+                    raise stop from None
                 continue
             self.limiter.succeeded()
+            self.contact.answered()
             return data
 
     async def pages(self, dataset: str, query: dict[str, Any]) -> list[dict[str, Any]]:

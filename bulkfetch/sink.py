@@ -133,6 +133,20 @@ class Sink:
             return False
         return stat.S_ISREG(st.st_mode) and st.st_size == size
 
+    def check_writable(self) -> None:
+        """Raise ``StorageError`` unless a file can be made in the output folder: found
+        before the first task is created, not after the first download."""
+        probe = self.out / f".bulkfetch-probe.{secrets.token_hex(4)}{PART_SUFFIX}"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write into the output folder {self.out}: {exc.strerror or exc}"
+            ) from None
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(probe)  # noqa: PTH108
+
     def remove_partials(self) -> int:
         """Delete temporary files a crashed run left behind. Returns how many."""
         removed = 0

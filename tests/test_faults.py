@@ -10,7 +10,6 @@ no task was created again while an earlier one for the job was alive.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -26,7 +25,7 @@ from bulkfetch.simulator import SimConfig, SimulatorThread, render_result, run_i
 from bulkfetch.simulator.images import big_body
 from bulkfetch.sink import PART_SUFFIX
 
-from .conftest import FAST, FAST_FLAGS, bulkfetch_cli, make_jobs, spawn_cli, write_jsonl
+from .conftest import FAST, FAST_FLAGS, bulkfetch_cli, make_jobs, spawn_cli, tmpfs, write_jsonl
 
 LEDGER = "bulkfetch-ledger.json"
 
@@ -316,20 +315,8 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MB tmpfs; skipped where mounting is not allowed (not root, no CAP_SYS_ADMIN)."""
     where = tmp_path / "disk"
     where.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(where, "size=2m,mode=0755"):
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
 
 
 def test_a_disk_that_fills_up_mid_file_stops_cleanly_and_the_next_run_finishes(

@@ -14,11 +14,14 @@ Routes (``API`` is ``/api/gdw/api``, ``SEARCH`` is ``/api/lms/search/v2``)::
 
 The key is accepted in the ``x-api-key`` header or the ``api_key`` query parameter. Every API
 request passes the same gate, in this order, so each answer has one cause:
-``forbidden`` (403) → outage (503) → key (401) → rate limit (429, not counted in the window)
-→ injected 5xx → injected connection reset. Then the endpoint's own logic runs: parameter
-checks (400), unknown or expired task (404), pending (200 JSON with a status word), task
-error (200 JSON ``task_type: error``), and finally the result in the configured form, subject
-to the body faults (JSON instead, empty 200, wrong format, truncation, slow chunks). A search
+``html_status`` (an HTML page: not the API at all) → ``forbidden`` (403, JSON or text) →
+``payment_required`` (402) → outage (503) → key (401) → rate limit (429, not counted in the
+window) → injected 5xx → injected connection reset. Then the endpoint's own logic runs:
+parameter checks (400), unknown or expired task (404), pending (``pending_status`` JSON with
+a status word), task error (200 JSON ``task_type: error``), and finally the result in the
+configured form (bytes under ``result_content_type``; a ``redirect_status`` redirect or JSON
+with the URL under ``result_url_field``, both to ``result_host``), subject to the body
+faults (JSON instead, empty 200, wrong format, truncation, slow chunks). A search
 checks its body (400, see ``search_app``) and answers a page of the catalogue (``catalogue``)
 as seen from ``catalogue_today``.
 """
@@ -131,14 +134,37 @@ def _count(state: SimState, lane: _Lane, what: str) -> None:
     setattr(state.counters, name, getattr(state.counters, name) + 1)
 
 
+def _html_page(status: int) -> web.Response:
+    """What a web server that is not the API answers: a page for people."""
+    page = (
+        "<!DOCTYPE html>\n<html><head><title>Welcome to our site</title></head>"
+        f"<body><h1>Page {status}</h1><p>Nothing for machines here.</p></body></html>\n"
+    )
+    return web.Response(status=status, text=page, content_type="text/html")
+
+
+def _refusal(config: SimConfig) -> web.Response | None:
+    """The key or its plan refused (403, 402), in the configured shape; None if not."""
+    if config.forbidden:
+        if config.forbidden_text:
+            return web.Response(status=403, text="403: Forbidden")
+        return _error(403, "forbidden: this key may not use the task API")
+    if config.payment_required:
+        return _error(402, "payment required: the plan has no credit left for this API")
+    return None
+
+
 def _gate(request: web.Request, state: SimState, lane: _Lane, now: float) -> web.Response | None:
     """The checks every API request passes (see module docstring); None means go on."""
     config, counters = state.config, state.counters
     if lane != "search":  # the makespan measures downloads: a search before a run is not one
         state.note_request(now)
     _count(state, lane, "calls")
-    if config.forbidden:
-        return _error(403, "forbidden: this key may not use the task API")
+    if config.html_status:
+        return _html_page(config.html_status)
+    refused = _refusal(config)
+    if refused is not None:
+        return refused
     if now < config.outage_until:
         _count(state, lane, "5xx")
         return _error(503, "service unavailable")
@@ -223,17 +249,37 @@ async def _status(request: web.Request) -> web.StreamResponse:
     if now < task.ready_at:
         state.counters.polls_not_ready += 1
         words = state.config.pending_words
-        return _json({"status": words[(task.polls - 1) % len(words)], "task_id": task.task_id})
+        answer = {"status": words[(task.polls - 1) % len(words)], "task_id": task.task_id}
+        return _json(answer, state.config.pending_status)
     if task.error:
         message = f"simulated task error: view {task.params.get('view_id')!r} could not be made"
         return _json({"task_type": "error", "error_message": {"error": message}})
-    form = state.config.result_form
-    if form == "bytes":
+    config = state.config
+    if config.result_form == "bytes":
         return await _send_result(request, state, task)
-    url = f"{request.scheme}://{request.host}{RESULTS_PATH}/{task.task_id}"
-    if form == "redirect":
-        return web.Response(status=302, headers={"Location": url})
-    return _json({"status": "done", "task_id": task.task_id, "url": url})
+    url = _result_url(request, config, task)
+    if config.result_form == "redirect":
+        return web.Response(status=config.redirect_status, headers={"Location": url})
+    return _json(_url_answer(config.result_url_field, url, task.task_id))
+
+
+def _result_url(request: web.Request, config: SimConfig, task: Task) -> str:
+    """Where a finished task's result is: here, or on ``result_host`` (another origin)."""
+    host = request.host
+    if config.result_host is not None:
+        port = request.url.port
+        host = config.result_host + (f":{port}" if port else "")
+    return f"{request.scheme}://{host}{RESULTS_PATH}/{task.task_id}"
+
+
+def _url_answer(field: str, url: str, task_id: str) -> dict[str, Any]:
+    """A finished task's JSON with ``url`` at ``field`` (``url``, ``result.url``, ``files[]``)."""
+    as_list = field.endswith("[]")
+    names = field.removesuffix("[]").split(".")
+    value: Any = [url] if as_list else url
+    for name in reversed(names[1:]):
+        value = {name: value}
+    return {"status": "done", "task_id": task_id, names[0]: value}
 
 
 def _catalogue_today(config: SimConfig) -> dt.date:
@@ -272,6 +318,8 @@ async def _result(request: web.Request) -> web.StreamResponse:
     """The redirect target: like a presigned storage URL, it needs no key and has no limit."""
     state = request.app[STATE_KEY]
     now = time.monotonic()
+    if request.headers.get("x-api-key") or "api_key" in request.query:
+        state.counters.result_requests_with_key += 1
     if state.config.forbidden:
         return _error(403, "forbidden")
     if now < state.config.outage_until:
@@ -300,7 +348,8 @@ async def _send_result(request: web.Request, state: SimState, task: Task) -> web
     )
     # Cut strictly inside the body, so the client always gets fewer bytes than promised.
     cut = body.length // 2 if state.chance(config.truncate_rate) else None
-    response = web.StreamResponse(status=200, headers={"Content-Type": body.content_type})
+    ctype = config.result_content_type or body.content_type
+    response = web.StreamResponse(status=200, headers={"Content-Type": ctype})
     response.content_length = body.length
     sent = 0
     try:

@@ -148,6 +148,48 @@ def _fault_options(command: Any) -> Any:
     help="How a finished task's result is delivered.",
 )
 @click.option("--task-error-rate", type=_PROBABILITY, default=0.0, show_default=True)
+@click.option(
+    "--pending-status",
+    type=click.Choice(["200", "202"]),
+    default="200",
+    show_default=True,
+    callback=lambda _ctx, _param, value: int(value),
+    help="HTTP status of a not-ready task's answer.",
+)
+@click.option(
+    "--result-content-type",
+    default=None,
+    help="Content-Type of result bytes (e.g. binary/octet-stream) [default: the format's].",
+)
+@click.option(
+    "--redirect-status",
+    type=click.Choice(["301", "302", "303", "307", "308"]),
+    default="302",
+    show_default=True,
+    callback=lambda _ctx, _param, value: int(value),
+    help="Status of a redirect result.",
+)
+@click.option(
+    "--result-host",
+    default=None,
+    help="Host that redirect and json-url results point to (e.g. localhost): another origin.",
+)
+@click.option(
+    "--result-url-field",
+    default="url",
+    show_default=True,
+    help="Where json-url answers keep the URL: a name, name.name, [] for a list of one.",
+)
+@click.option("--forbidden", is_flag=True, help="Answer every API request 403.")
+@click.option("--forbidden-text", is_flag=True, help="The 403 as plain text '403: Forbidden'.")
+@click.option("--payment-required", is_flag=True, help="Answer every API request 402.")
+@click.option(
+    "--html-status",
+    type=click.IntRange(min=0, max=599),
+    default=0,
+    show_default=True,
+    help="Answer every API request with an HTML page with this status (0: off): a wrong URL.",
+)
 @_fault_options
 @click.option("--slow-body-seconds", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
 @click.option(
@@ -168,19 +210,22 @@ def simulate(
     **knobs: Any,
 ) -> None:
     """Serve a simulated EOS task API (rate limits, delays, faults) until Ctrl-C."""
-    config = SimConfig(
-        host=host,
-        port=port,
-        seed=seed,
-        api_key=os.environ.get(api_key_env) or TEST_API_KEY,
-        create_limit=create_rate[0],
-        create_window=create_rate[1],
-        status_limit=status_rate[0],
-        status_window=status_rate[1],
-        search_limit=search_rate[0],
-        search_window=search_rate[1],
-        **knobs,
-    )
+    try:
+        config = SimConfig(
+            host=host,
+            port=port,
+            seed=seed,
+            api_key=os.environ.get(api_key_env) or TEST_API_KEY,
+            create_limit=create_rate[0],
+            create_window=create_rate[1],
+            status_limit=status_rate[0],
+            status_window=status_rate[1],
+            search_limit=search_rate[0],
+            search_window=search_rate[1],
+            **knobs,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         asyncio.run(_serve(config))
     except KeyboardInterrupt:

@@ -85,6 +85,13 @@ class SimConfig:
     api_key: str = TEST_API_KEY
     #: Every API request is answered 403 (a key that exists but may not use this API).
     forbidden: bool = False
+    #: The 403 comes as plain text, ``403: Forbidden`` (as a public client logged it).
+    forbidden_text: bool = False
+    #: Every API request is answered 402 (a plan without credit, or without this API).
+    payment_required: bool = False
+    #: When not 0, every API request (task and search) is answered with an HTML page
+    #: with this status: a web server at a wrong URL, or a login portal (200, 404, 501...).
+    html_status: int = 0
 
     # --- creation ---
     create_status: int = 202
@@ -119,11 +126,27 @@ class SimConfig:
     processing_time_fn: Callable[[Mapping[str, Any]], float] | None = None
     #: Words a not-ready task reports, cycled per poll of that task.
     pending_words: tuple[str, ...] = ("created",)
+    #: The HTTP status of a not-ready task's answer: 200, or 202 (one public client
+    #: accepts both).
+    pending_status: int = 200
     #: Probability, drawn at creation, that a task ends in an error answer.
     task_error_rate: float = 0.0
 
     # --- results ---
     result_form: ResultForm = "bytes"
+    #: The Content-Type of result bytes, instead of the format's own (``image/jpeg``...):
+    #: ``application/octet-stream``, ``binary/octet-stream``, anything.
+    result_content_type: str | None = None
+    #: The status of a ``redirect`` result: 301, 302, 303, 307 or 308.
+    redirect_status: int = 302
+    #: The host that ``redirect`` and ``json-url`` results point to, instead of the API's
+    #: own (e.g. ``localhost`` for an API on 127.0.0.1): another origin, like a storage
+    #: service's presigned URL, where the key must not go (``result_requests_with_key``).
+    result_host: str | None = None
+    #: Where a ``json-url`` answer keeps the URL: a name (``url``, ``downloadUrl``...), or
+    #: a dotted path one level down (``result.url``); ``[]`` at the end makes the last
+    #: level a list of one (``files[]``, ``result.links[]``).
+    result_url_field: str = "url"
     #: Side of the rendered square picture, in pixels.
     image_size: int = 64
     #: When > 0, tiff results are a generated TIFF of about this many bytes, streamed.
@@ -192,6 +215,23 @@ class SimConfig:
                 problems.append(f"{name} must be a number >= 0")
         if not (isinstance(self.big_result_bytes, int) and self.big_result_bytes >= 0):
             problems.append("big_result_bytes must be an integer >= 0")
+        if self.pending_status not in (200, 202):
+            problems.append(f"pending_status must be 200 or 202, got {self.pending_status!r}")
+        if self.redirect_status not in (301, 302, 303, 307, 308):
+            problems.append(
+                f"redirect_status must be 301, 302, 303, 307 or 308: {self.redirect_status!r}"
+            )
+        if self.html_status != 0 and not (
+            isinstance(self.html_status, int) and 200 <= self.html_status < 600
+        ):
+            problems.append(f"html_status must be 0 (off) or an HTTP status: {self.html_status!r}")
+        if not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)?(\[\])?", self.result_url_field):
+            problems.append(
+                f"result_url_field must be a name or name.name, [] at the end for a list: "
+                f"{self.result_url_field!r}"
+            )
+        if self.result_host is not None and not re.fullmatch(r"[A-Za-z0-9.\-]+", self.result_host):
+            problems.append(f"result_host must be a host name: {self.result_host!r}")
         if not self.pending_words or not all(isinstance(w, str) for w in self.pending_words):
             problems.append("pending_words must be a non-empty list of strings")
         if not (isinstance(self.port, int) and 0 <= self.port < 65536):

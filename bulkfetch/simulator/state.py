@@ -122,6 +122,9 @@ class Counters:
     truncated: int = 0  # result bodies cut short on purpose
     tasks_created: int = 0
     results_served: int = 0  # complete result bodies sent (status endpoint or redirect target)
+    #: Requests for a result on its own URL (a redirect's or JSON's) that carried a key:
+    #: a client sending its key to another origin would leak it.
+    result_requests_with_key: int = 0
     bytes_sent: int = 0  # result body bytes written, complete or not
     polls_not_ready: int = 0
     polls_expired: int = 0
