@@ -179,6 +179,10 @@ def _check_create(body: Any, state: SimState) -> str | None:
         return f"format must be one of {', '.join(FORMATS)}"
     if params.get("georeference") not in (None, *GEOREFERENCES):
         return f"georeference must be one of {', '.join(GEOREFERENCES)}"
+    geometry = params["geometry"]
+    kind = geometry.get("type") if isinstance(geometry, dict) else None
+    if state.config.polygon_only and kind != "Polygon":
+        return f"geometry must be a GeoJSON Polygon, got {kind!r}"
     if params["view_id"] in state.config.bad_view_ids:
         return f"view_id {params['view_id']!r} not found"
     return None

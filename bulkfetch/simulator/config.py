@@ -92,6 +92,9 @@ class SimConfig:
     task_timeout: float = 172800.0
     #: Creations naming one of these view_ids get 400, as EOS does for an unknown scene.
     bad_view_ids: frozenset[str] = frozenset()
+    #: Creations whose geometry is not a Polygon get 400: EOS's current Download visual
+    #: page lists only Polygon (older ones accept MultiPolygon, as the default does).
+    polygon_only: bool = False
 
     # --- rate limits: at most ``limit`` requests in any ``window`` seconds, per key, in
     # each lane: create, status, and search (both search endpoints share one lane) ---
