@@ -11,7 +11,7 @@ import difflib
 import math
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -205,10 +205,12 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
 KNOWN = frozenset({*CHECKS, "geometry", "reference"})
 
 
-def suggest(field: str) -> str:
-    """``"; did you mean 'px_size'?"`` for a near miss of a known field, else ``""``."""
-    near = difflib.get_close_matches(field, sorted(KNOWN), n=1)
-    return f"; did you mean {near[0]!r}?" if near else ""
+def suggest(word: str, among: Iterable[str] = KNOWN) -> str:
+    """``"; did you mean 'px_size'?"`` for a near miss of ``among`` (the known fields by
+    default; a colormap name elsewhere), case ignored, else ``""``."""
+    folded = {option.casefold(): option for option in sorted(among)}
+    near = difflib.get_close_matches(word.casefold(), folded, n=1)
+    return f"; did you mean {folded[near[0]]!r}?" if near else ""
 
 
 class WarnOnce:

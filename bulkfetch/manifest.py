@@ -88,6 +88,7 @@ __all__ = [
     "parse_manifest",
     "read_manifest_bytes",
     "safe_name",
+    "suggest",
 ]
 
 PARAMS: frozenset[str] = frozenset(

@@ -36,7 +36,7 @@ import anyio
 import orjson
 from yarl import URL
 
-from .config import ApiKey, Rate, load_api_key
+from .config import ApiKey, Rate, api_root, load_api_key
 from .durable import atomic_write
 from .errors import (
     ApiError,
@@ -76,7 +76,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_SEARCH_URL = "https://api-connect.eos.com/api/lms/search/v2"
-_TASK_PATH = "/api/gdw/api"
 _SEARCH_PATH = "/api/lms/search/v2"
 #: What each result must hold; asking only for these keeps pages small.
 _FIELDS = ["view_id", "sceneID", "date", "cloudCoverage", "dataCoveragePercentage"]
@@ -85,10 +84,7 @@ Range = tuple[dt.date, dt.date]
 
 def search_url_for(api_url: str) -> str:
     """The Search API beside a task API URL (same host), or EOS's own."""
-    url = URL(api_url.rstrip("/"))
-    if url.path.endswith(_TASK_PATH):
-        return str(url.with_path(url.path[: -len(_TASK_PATH)] + _SEARCH_PATH).with_query(None))
-    return DEFAULT_SEARCH_URL
+    return api_root(api_url) + _SEARCH_PATH
 
 
 def _service(url: str) -> str:

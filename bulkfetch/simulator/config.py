@@ -31,6 +31,7 @@ TEST_API_KEY = "apk." + "5eed" * 16
 
 RetryAfterMode = Literal["int", "float", "date", "off"]
 ResultForm = Literal["bytes", "redirect", "json-url"]
+ColormapForm = Literal["list", "map"]
 
 #: Fields that hold probabilities.
 _RATES = (
@@ -115,6 +116,12 @@ class SimConfig:
     #: means the real UTC date. Move it forward to make new scenes "appear".
     catalogue_today: str | None = None
 
+    # --- the colormap endpoints (``GET /api/render/colormap/ALL`` and ``/{id}``) ---
+    #: The list's answer: ``{"colormap_list": [...]}`` ("list") or a name-to-type map.
+    colormap_form: ColormapForm = "list"
+    #: When not 0, every colormap request gets this HTTP status (an endpoint down or gone).
+    colormap_fault: int = 0
+
     # --- tasks ---
     processing_median: float = 3.0
     processing_sigma: float = 0.5
@@ -181,6 +188,12 @@ class SimConfig:
             problems.append(
                 f"result_form must be bytes, redirect or json-url: {self.result_form!r}"
             )
+        if self.colormap_form not in get_args(ColormapForm):
+            problems.append(f"colormap_form must be list or map: {self.colormap_form!r}")
+        if self.colormap_fault != 0 and not (
+            isinstance(self.colormap_fault, int) and 400 <= self.colormap_fault <= 599
+        ):
+            problems.append(f"colormap_fault must be 0 or 400-599: {self.colormap_fault!r}")
         for name in _POSITIVE_INTS:
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
