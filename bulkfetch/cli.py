@@ -31,6 +31,7 @@ from .colormaps import colormaps_used
 from .config import (
     CONFIG_NAME,
     DEFAULT_API_URL,
+    Rate,
     RunConfig,
     load_api_key,
     parse_duration,
@@ -309,14 +310,15 @@ def plan(ctx: click.Context, /, manifest: Path, as_json: bool, **options: Any) -
         config = _config_from(ctx, manifest, dict(options))
         jobs = load_manifest_cached(manifest, cache_path(config.ledger_path), write=False)
         if config.check_colormaps:
-            _check_colormaps(jobs.jobs, config.api_url, options.get("api_key_file"), config)
+            api_key_file = options.get("api_key_file")
+            _check_colormaps(jobs.jobs, config.api_url, api_key_file, config.colormap_rate)
         _print_plan(manifest, config, as_json=as_json)
     except BulkfetchError as exc:
         _fail(exc)
 
 
 def _check_colormaps(
-    jobs: Sequence[Job], api_url: str, api_key_file: Path | None, config: RunConfig | None
+    jobs: Sequence[Job], api_url: str, api_key_file: Path | None, rate: Rate
 ) -> None:
     """Ask EOS about the jobs' colormaps; warn about what could not be checked. Without a
     key the check is skipped with a warning (``plan`` needs no key otherwise)."""
@@ -327,7 +329,6 @@ def _check_colormaps(
     except UsageError as exc:
         click.echo(f"bulkfetch: warning: colormaps not checked: {exc}", err=True)
         return
-    rate = config.colormap_rate if config is not None else RunConfig(out=Path()).colormap_rate
     check = functools.partial(check_colormaps, jobs, api_url=api_url, key=key, rate=rate)
     for note in anyio.run(check):
         click.echo(f"bulkfetch: warning: {note}", err=True)
@@ -451,7 +452,16 @@ def status(ledger: Path | None, out: Path | None, as_json: bool) -> None:
     help="With --online: the task endpoint (env EOS_API_URL).",
 )
 @click.option("--api-key-file", type=_PATH, help="With --online: the API key file.")
-def validate(manifest: Path, online: bool, api_url: str, api_key_file: Path | None) -> None:
+@click.option(
+    "--colormap-rate",
+    callback=_rate,
+    default="10/min",
+    show_default=True,
+    help="With --online: colormap checks allowed per key.",
+)
+def validate(
+    manifest: Path, online: bool, api_url: str, api_key_file: Path | None, colormap_rate: Rate
+) -> None:
     """Check MANIFEST without sending anything (exit 0 if valid, 2 if not).
 
     With --online, the colormaps are checked with EOS too (an unknown one: exit 2).
@@ -460,7 +470,7 @@ def validate(manifest: Path, online: bool, api_url: str, api_key_file: Path | No
         result = load_manifest(manifest)
         if online:
             load_api_key(api_key_file)  # --online without a key is a usage error
-            _check_colormaps(result.jobs, api_url, api_key_file, None)
+            _check_colormaps(result.jobs, api_url, api_key_file, colormap_rate)
     except BulkfetchError as exc:
         _fail(exc)
     for warning in result.warnings:

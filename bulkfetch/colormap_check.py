@@ -15,7 +15,9 @@ the endpoint cannot answer (network, 5xx, a refused key, a missing endpoint, an 
 no known shape) it says so in a note and the run carries on as it would without it. Only
 EOS saying a name is not offered, or an id does not exist (404, 400, 410, 422), stops
 the run: a :class:`~bulkfetch.errors.ManifestError` naming the jobs (exit 2), before the
-first creation. A manifest without colormaps sends nothing.
+first creation. An id's "not found" is believed only where the colormap API is seen to
+exist (its list answers, or another id is found): a host without it answers 404 to all.
+A manifest without colormaps sends nothing.
 
 The list is kept a day in ``$XDG_CACHE_HOME/bulkfetch/colormaps.json``, per service and
 type, written atomically; a cache that cannot be read is ignored, and a file that is not
@@ -201,7 +203,7 @@ class ColormapLane:
 def _cache_key(root: str, kind: str | None) -> str:
     # Host and path, not the port: a simulator on a new port each time is the same service.
     url = URL(root)
-    return f"{url.host}{url.path}|{kind or 'all'}"
+    return f"{url.host}{url.path.rstrip('/')}|{kind or 'all'}"
 
 
 def cached_colormaps(
@@ -245,6 +247,15 @@ async def offered_colormaps(
     return colormaps
 
 
+async def _lists(lane: ColormapLane, cache: ColormapCache) -> bool:
+    """Whether the colormap list answers here (from the cache, or asked)."""
+    try:
+        await offered_colormaps(lane, cache)
+    except (ApiError, ValueError):
+        return False
+    return True
+
+
 async def check_colormaps(
     jobs: Sequence[Job],
     *,
@@ -267,13 +278,16 @@ async def check_colormaps(
     missing: dict[str, str] = {}
     async with ColormapClient(api_root(api_url), key, timeout=request_timeout) as client:
         lane = ColormapLane(client, Limiter("colormap", rate))
+        listed = False
         if names:
             try:
                 offered = await offered_colormaps(lane, store)
             except (ApiError, ValueError) as exc:
                 notes.append(f"colormap names not checked: {exc}")
             else:
+                listed = True
                 unknown = unknown_names(names, {c.name for c in offered})
+        found = False
         for value in ids:
             try:
                 status, _ = await lane.get(f"{COLORMAP_PATH}/{value}")
@@ -282,6 +296,12 @@ async def check_colormaps(
                 continue
             if status in _NOT_FOUND:
                 missing[value] = ""
+            else:
+                found = True
+        if missing and not (listed or found or await _lists(lane, store)):
+            # Every id "not found", and no sign the endpoint exists here: not believed.
+            notes.append(f"colormap ids not checked: HTTP 404 for each ({', '.join(missing)})")
+            missing.clear()
     store.save()
     problems = colormap_problems(unknown, used, what="not a colormap EOS offers")
     problems += colormap_problems(
