@@ -153,3 +153,20 @@ def test_radar_scenes_without_cloud_cover_are_kept_and_downloaded(
     ran = run_cli(ssim, everything, tmp_path / "out")
     assert ran.returncode == 0, ran.stderr
     assert len(list((tmp_path / "out").rglob("*.jpg"))) == len(jobs_of(everything))
+
+
+def test_a_service_without_the_multi_dataset_endpoint_is_asked_one_dataset_at_a_time(
+    ssim: SimulatorThread, tmp_path: Path
+) -> None:
+    ssim.configure(search_multi=False)
+    two = ["--dataset", "sentinel2", "--dataset", "landsat8", "--no-cache"]
+    result, manifest = search_cli(ssim, tmp_path, *SEASON, *two)
+    assert result.returncode == 0, result.stderr
+    assert "multi-dataset search refused" in result.stderr
+    # One per field and dataset, after the refused requests of the fields searched at
+    # once (4) before the first refusal came back.
+    assert 2 * N_FIELDS < ssim.counters()["search_calls"] <= 2 * N_FIELDS + 4
+    ssim.configure(search_multi=True)
+    again, shared = search_cli(ssim, tmp_path, *SEASON, *two, out="shared.jsonl")
+    assert again.returncode == 0, again.stderr
+    assert _views(manifest) == _views(shared)

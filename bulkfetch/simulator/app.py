@@ -256,6 +256,8 @@ async def _search(request: web.Request) -> web.StreamResponse:
     if refused is not None:
         return refused
     config = state.config
+    if request.match_info.get("dataset") is None and not config.search_multi:
+        return _error(404, "not found")
     try:
         query = parse_query(
             await request.read(),

@@ -112,6 +112,9 @@ class SimConfig:
     search_max_days: int = 366
     #: Largest page: a bigger ``limit`` is clamped to this (and ``meta.limit`` says so).
     search_max_limit: int = 100
+    #: False: the multi-dataset endpoint (``search.satellites``) answers 404, as on a
+    #: service that has only the per-dataset one.
+    search_multi: bool = True
     #: ``"YYYY-MM-DD"``: the catalogue's today; scenes after it do not exist yet. ``None``
     #: means the real UTC date. Move it forward to make new scenes "appear".
     catalogue_today: str | None = None
