@@ -26,7 +26,6 @@ bulkfetch's is never overwritten. Ids are asked once per run.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,6 +36,7 @@ import anyio
 import orjson
 from yarl import URL
 
+from ._cache_file import read_entries, write_entries
 from .client import MAX_JSON, Client, _error_for, _transient
 from .colormaps import (
     Colormap,
@@ -47,8 +47,7 @@ from .colormaps import (
     unknown_names,
 )
 from .config import ApiKey, Rate, api_root
-from .durable import atomic_write
-from .errors import ApiError, ManifestError, RateLimited, StorageError, TransientError
+from .errors import ApiError, ManifestError, RateLimited, TransientError
 from .limiter import Limiter
 from .manifest import Job
 from .search_cache import default_cache_path as _search_cache_path
@@ -62,8 +61,6 @@ __all__ = [
     "default_cache_path",
     "offered_colormaps",
 ]
-
-log = logging.getLogger(__name__)
 
 COLORMAP_PATH = "/api/render/colormap"
 CACHE_KIND = "bulkfetch-colormap-cache"
@@ -98,18 +95,7 @@ class ColormapCache:
         return f"<ColormapCache {self.path} lists={len(self._entries)}>"
 
     def _load(self, path: Path) -> None:
-        try:
-            data = orjson.loads(path.read_bytes())
-        except FileNotFoundError:
-            return
-        except (OSError, orjson.JSONDecodeError) as exc:
-            log.warning("colormap cache %s cannot be read (%s); asking again", path, exc)
-            return
-        if not (isinstance(data, dict) and data.get("kind") == CACHE_KIND):
-            log.warning("%s is not a bulkfetch colormap cache; it is left alone", path)
-            self._writable = False
-        elif data.get("version") == _VERSION and isinstance(data.get("entries"), dict):
-            self._entries = data["entries"]
+        self._entries, self._writable = read_entries(path, CACHE_KIND, _VERSION, "colormap cache")
 
     def get(self, key: str, *, now: float, max_age: float = MAX_AGE) -> list[Colormap] | None:
         """The list kept under ``key`` if it is younger than ``max_age`` seconds."""
@@ -129,14 +115,8 @@ class ColormapCache:
         """Write the cache if it changed; a failure is a warning: it is only a cache."""
         if self.path is None or not self.changed or not self._writable:
             return
-        data = orjson.dumps({"kind": CACHE_KIND, "version": _VERSION, "entries": self._entries})
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.path, data)
-        except (OSError, StorageError) as exc:
-            log.warning("colormap cache %s not saved: %s", self.path, exc)
-            return
-        self.changed = False
+        if write_entries(self.path, CACHE_KIND, _VERSION, self._entries, "colormap cache"):
+            self.changed = False
 
 
 class ColormapClient(Client):
