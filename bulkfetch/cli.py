@@ -40,7 +40,7 @@ from .engine import Run
 from .errors import BulkfetchError, UsageError
 from .ledger import JobState, Ledger
 from .logs import setup_logging
-from .manifest import Job, load_manifest
+from .manifest import Job, Manifest, load_manifest
 from .manifest_cache import cache_path, load_manifest_cached
 from .plan import make_plan
 from .report import build_report
@@ -312,7 +312,7 @@ def plan(ctx: click.Context, /, manifest: Path, as_json: bool, **options: Any) -
         if config.check_colormaps:
             api_key_file = options.get("api_key_file")
             _check_colormaps(jobs.jobs, config.api_url, api_key_file, config.colormap_rate)
-        _print_plan(manifest, config, as_json=as_json)
+        _print_plan(manifest, config, as_json=as_json, jobs=jobs)
     except BulkfetchError as exc:
         _fail(exc)
 
@@ -334,9 +334,12 @@ def _check_colormaps(
         click.echo(f"bulkfetch: warning: {note}", err=True)
 
 
-def _print_plan(manifest: Path, config: RunConfig, *, as_json: bool) -> None:
+def _print_plan(
+    manifest: Path, config: RunConfig, *, as_json: bool, jobs: Manifest | None = None
+) -> None:
     # A dry run reads a cache that matches, and writes none: it must leave no file behind.
-    jobs = load_manifest_cached(manifest, cache_path(config.ledger_path), write=False)
+    if jobs is None:
+        jobs = load_manifest_cached(manifest, cache_path(config.ledger_path), write=False)
     sink = Sink(config.out)
     with Ledger.open(config.ledger_path, readonly=True) as book:
         result = make_plan(jobs, book, config, file_ok=lambda r: sink.file_ok(r.path, r.size))

@@ -10,13 +10,14 @@ API URL as the search URL does (:func:`bulkfetch.config.api_root`). The key goes
 The requests are paced by their own :class:`~bulkfetch.limiter.Limiter` (10/min unless
 told otherwise: EOS documents no limit for them) and retried within tight bounds: a 429
 waits out the server's pause if it is at most a minute, up to 3 times; a transient fault
-is tried twice; each request times out after 20 s. The check is a convenience, so when
-the endpoint cannot answer (network, 5xx, a refused key, a missing endpoint, an answer of
-no known shape) it says so in a note and the run carries on as it would without it. Only
-EOS saying a name is not offered, or an id does not exist (404, 400, 410, 422), stops
-the run: a :class:`~bulkfetch.errors.ManifestError` naming the jobs (exit 2), before the
-first creation. An id's "not found" is believed only where the colormap API is seen to
-exist (its list answers, or another id is found): a host without it answers 404 to all.
+is tried twice; each request times out after 10 s, and the first id the endpoint cannot
+answer ends the asking. The check is a convenience, so when the endpoint cannot answer
+(network, 5xx, a refused key, a missing endpoint, an answer of no known shape) it says so
+in a note and the run carries on as it would without it. Only EOS saying a name is not
+offered, or an id does not exist (404, 400, 410, 422), stops the run: a
+:class:`~bulkfetch.errors.ManifestError` naming the jobs (exit 2), before the first
+creation. An id's "not found" is believed only where the colormap API is seen to exist
+(its list answers, or another id is found): a host without it answers 404 to all.
 A manifest without colormaps sends nothing.
 
 The list is kept a day in ``$XDG_CACHE_HOME/bulkfetch/colormaps.json``, per service and
@@ -66,7 +67,7 @@ COLORMAP_PATH = "/api/render/colormap"
 CACHE_KIND = "bulkfetch-colormap-cache"
 _VERSION = 1
 MAX_AGE = 86400.0  # a day: the list changes when EOS adds a colormap, rarely
-TIMEOUT = 20.0
+TIMEOUT = 10.0
 MAX_ATTEMPTS = 2
 MAX_LIMITED = 3
 MAX_PAUSE = 60.0
@@ -258,22 +259,27 @@ async def check_colormaps(
     missing: dict[str, str] = {}
     async with ColormapClient(api_root(api_url), key, timeout=request_timeout) as client:
         lane = ColormapLane(client, Limiter("colormap", rate))
-        listed = False
+        listed = down = False
         if names:
             try:
                 offered = await offered_colormaps(lane, store)
             except (ApiError, ValueError) as exc:
                 notes.append(f"colormap names not checked: {exc}")
+                down = isinstance(exc, ApiError)  # not just an odd list: unreachable
             else:
                 listed = True
                 unknown = unknown_names(names, {c.name for c in offered})
+        if down and ids:
+            notes.append(f"colormap ids not checked either ({', '.join(ids)})")
         found = False
-        for value in ids:
+        for n, value in enumerate([] if down else ids):
             try:
                 status, _ = await lane.get(f"{COLORMAP_PATH}/{value}")
             except ApiError as exc:
-                notes.append(f"colormap {value} not checked: {exc}")
-                continue
+                # The endpoint is down or refuses us: the other ids would wait it out too,
+                # each delaying the run for a check that is only a convenience.
+                notes.append(f"colormap ids not checked ({', '.join(ids[n:])}): {exc}")
+                break
             if status in _NOT_FOUND:
                 missing[value] = ""
             else:

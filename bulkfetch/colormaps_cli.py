@@ -20,6 +20,7 @@ import orjson
 from ._cli_util import fail, rate_option
 from .api import EXIT_FAILED
 from .colormap_check import (
+    TIMEOUT,
     ColormapCache,
     ColormapClient,
     ColormapLane,
@@ -95,7 +96,7 @@ def colormaps_command(
 async def _list(
     api_url: str, key: ApiKey, rate: Rate, cache: ColormapCache, kind: str | None, refresh: bool
 ) -> list[Colormap]:
-    async with ColormapClient(api_root(api_url), key, timeout=20.0) as client:
+    async with ColormapClient(api_root(api_url), key, timeout=TIMEOUT) as client:
         lane = ColormapLane(client, Limiter("colormap", rate))
         try:
             colormaps = await offered_colormaps(lane, cache, kind=kind, refresh=refresh)

@@ -231,11 +231,18 @@ def test_an_unavailable_colormap_endpoint_is_a_warning_and_the_run_goes_on(
     assert result.returncode == 0, result.stderr
     assert "colormap names not checked" in result.stderr and "carrying on" in result.stderr
     if fault == 503:
-        assert f"colormap {DOC_ID} not checked" in result.stderr
+        assert f"colormap ids not checked either ({DOC_ID})" in result.stderr
+        # Ids alone: the first the endpoint cannot answer ends the asking (2 attempts).
+        before = _calls(sim)
+        ids = _manifest(tmp_path, DOC_ID, OTHER_ID)
+        only = run_cli(sim, ids, tmp_path / "ids", *FAST_COLORMAPS)
+        assert only.returncode == 0, only.stderr
+        assert f"colormap ids not checked ({DOC_ID}, {OTHER_ID}): server error" in only.stderr
+        assert _calls(sim) - before == 2
     else:  # 404 for the list and the id alike: no sign the endpoint exists, not believed
         assert f"colormap ids not checked: HTTP 404 for each ({DOC_ID})" in result.stderr
     assert "Traceback" not in result.stderr
-    assert sim.counters()["tasks_created"] == 3
+    assert sim.counters()["tasks_created"] == (6 if fault == 503 else 3)
 
 
 def test_plan_without_a_key_skips_the_check_with_a_warning(
@@ -246,4 +253,14 @@ def test_plan_without_a_key_skips_the_check_with_a_warning(
                            env={"EOS_API_KEY": ""})  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "colormaps not checked: no API key" in result.stderr
+    assert _calls(sim) == 0
+
+
+def test_the_check_can_be_turned_off_in_the_config_file(
+    sim: SimulatorThread, tmp_path: Path
+) -> None:
+    manifest = _manifest(tmp_path, "RdYlGm")
+    (tmp_path / "bulkfetch.toml").write_text('colormap-check = false\ncolormap-rate = "100/s"\n')
+    result = run_cli(sim, manifest, tmp_path / "out")
+    assert result.returncode == 0, result.stderr
     assert _calls(sim) == 0
