@@ -65,6 +65,7 @@ class _LazyGroup(click.Group):
         "report": ("bulkfetch.report_html", "report_command"),
         "search": ("bulkfetch.search_cli", "search_command"),
         "simulate": ("bulkfetch.simulator.cli", "simulate"),
+        "stac": ("bulkfetch.stac_cli", "stac_command"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -244,6 +245,7 @@ def _config_from(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> 
     show_default=True,
     help="Seconds between progress lines when not on a terminal.",
 )
+@click.option("--stac", is_flag=True, help="Refresh OUT/catalog.json (STAC) at the end.")
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -265,7 +267,8 @@ def run(
     setup_logging(fmt=log_format, quiet=quiet, verbose=verbose)
     api_key_file = options.get("api_key_file")
     try:
-        config = _config_from(ctx, manifest, dict(options))
+        merged = dict(options)
+        config = _config_from(ctx, manifest, merged)  # (merges bulkfetch.toml into merged)
         if dry_run:
             _print_plan(manifest, config, as_json=False)
             return
@@ -292,7 +295,12 @@ def run(
         )
     if not quiet:
         click.echo(f"files in {config.out}", err=True)
-    sys.exit(result.exit_code)
+    code = result.exit_code
+    if merged.get("stac"):
+        from .stac_cli import refresh_after_run
+
+        code = refresh_after_run(config, jobs, code, quiet=quiet)
+    sys.exit(code)
 
 
 @cli.command()
@@ -478,7 +486,8 @@ def validate(
         _fail(exc)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(f"{manifest}: {len(result.jobs)} valid jobs")
+    n = len(result.jobs)
+    click.echo(f"{manifest}: {n} valid job{'s' if n != 1 else ''}")
 
 
 @cli.command()

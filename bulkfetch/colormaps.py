@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import Problem
-from .manifest import Job, suggest
+from .manifest import Job, did_you_mean
 
 __all__ = [
     "Colormap",
@@ -132,11 +132,15 @@ def colormaps_used(jobs: Iterable[Job]) -> dict[str, list[Job]]:
 def unknown_names(names: Iterable[str], offered: Collection[str]) -> dict[str, str]:
     """The names not offered, each with its did-you-mean hint (``""`` when none is near)."""
     known = set(offered)
+    options = sorted(known)
+    folded = {option.casefold(): option for option in options}
     unknown = {}
     for name in names:
         if name in known or (name.endswith("_r") and name[:-2] in known):
             continue
-        unknown[name] = suggest(name, known)
+        # A name wrong only in case is told its right spelling ('rdylgn': 'RdYlGn').
+        same = folded.get(name.casefold())
+        unknown[name] = did_you_mean(same, [same]) if same else did_you_mean(name, options)
     return unknown
 
 

@@ -19,7 +19,7 @@ from bulkfetch.colormaps import (
     unknown_names,
 )
 from bulkfetch.config import api_root
-from bulkfetch.manifest import parse_manifest, suggest
+from bulkfetch.manifest import parse_manifest
 from bulkfetch.simulator import SimulatorThread
 from bulkfetch.simulator.colormap_app import CUSTOM_COLORMAPS, DISCRETE, MATPLOTLIB
 
@@ -72,8 +72,6 @@ def test_names_ids_and_did_you_mean() -> None:
         "viridi": "; did you mean 'viridis'?",
         "zzzz": "",
     }
-    assert suggest("px_sise") == "; did you mean 'px_size'?"  # the manifest's own use
-    assert suggest("PX_SIZE") == "; did you mean 'px_size'?"
 
 
 def test_problems_name_the_jobs_using_an_unknown_colormap() -> None:
