@@ -3,9 +3,8 @@
 ``run_async()`` is the whole run in the caller's event loop; ``run()`` wraps it for plain
 code. Both read and validate the manifest first (nothing is sent if it is invalid), check
 its colormaps with EOS (:mod:`bulkfetch.colormap_check`; an unknown one is a manifest
-error, nothing created), take
-the ledger's lock, drive the engine, write the report if asked, and return a
-``RunResult`` whose ``exit_code`` is the one the CLI exits with:
+error, nothing created), take the ledger's lock, drive the engine, write the report if
+asked, and return a ``RunResult`` whose ``exit_code`` is the one the CLI exits with:
 
 ====  ==========================================================================
 0     every job of the manifest is done
