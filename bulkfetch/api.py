@@ -1,9 +1,10 @@
 """The public entry points: one call runs a manifest, from Python or from the CLI.
 
 ``run_async()`` is the whole run in the caller's event loop; ``run()`` wraps it for plain
-code. Both read and validate the manifest first (nothing is sent if it is invalid), take
-the ledger's lock, drive the engine, write the report if asked, and return a
-``RunResult`` whose ``exit_code`` is the one the CLI exits with:
+code. Both read and validate the manifest first (nothing is sent if it is invalid), check
+its colormaps with EOS (:mod:`bulkfetch.colormap_check`; an unknown one is a manifest
+error, nothing created), take the ledger's lock, drive the engine, write the report if
+asked, and return a ``RunResult`` whose ``exit_code`` is the one the CLI exits with:
 
 ====  ==========================================================================
 0     every job of the manifest is done
@@ -29,6 +30,8 @@ from typing import Any
 
 import anyio
 
+from .colormap_check import TIMEOUT as COLORMAP_TIMEOUT
+from .colormap_check import check_colormaps
 from .config import ApiKey, Rate, RunConfig, load_api_key
 from .engine import Counters, Run
 from .errors import (
@@ -74,7 +77,7 @@ class RunResult:
 
 def _config(out: Path | str, options: Mapping[str, Any]) -> RunConfig:
     opts = dict(options)
-    for name in ("create_rate", "status_rate"):
+    for name in ("create_rate", "status_rate", "colormap_rate"):
         if isinstance(opts.get(name), str):
             opts[name] = Rate.parse(opts[name])
     for name in ("ledger", "report"):
@@ -114,6 +117,17 @@ async def run_async(
         manifest = load_manifest_cached(Path(manifest), cache_path(cfg.ledger_path))
     for warning in manifest.warnings:
         log.warning("%s", warning)
+    if cfg.check_colormaps:  # before anything is created: a typo would fail every job
+        timeout = min(cfg.request_timeout, COLORMAP_TIMEOUT)
+        notes = await check_colormaps(
+            manifest.jobs,
+            api_url=cfg.api_url,
+            key=key,
+            rate=cfg.colormap_rate,
+            request_timeout=timeout,
+        )
+        for note in notes:
+            log.warning("%s; carrying on", note)
     try:
         cfg.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

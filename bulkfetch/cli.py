@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,9 +26,12 @@ from ._cli_util import fail as _fail
 from ._cli_util import rate_option as _rate
 from ._malloc import tune_malloc
 from .api import EXIT_OK, run_async
+from .colormap_check import check_colormaps
+from .colormaps import colormaps_used
 from .config import (
     CONFIG_NAME,
     DEFAULT_API_URL,
+    Rate,
     RunConfig,
     load_api_key,
     parse_duration,
@@ -37,7 +40,7 @@ from .engine import Run
 from .errors import BulkfetchError, UsageError
 from .ledger import JobState, Ledger
 from .logs import setup_logging
-from .manifest import load_manifest
+from .manifest import Job, Manifest, load_manifest
 from .manifest_cache import cache_path, load_manifest_cached
 from .plan import make_plan
 from .report import build_report
@@ -59,6 +62,7 @@ class _LazyGroup(click.Group):
 
     #: name -> (module, attribute) of the command
     LAZY: ClassVar[dict[str, tuple[str, str]]] = {
+        "colormaps": ("bulkfetch.colormaps_cli", "colormaps_command"),
         "report": ("bulkfetch.report_html", "report_command"),
         "search": ("bulkfetch.search_cli", "search_command"),
         "simulate": ("bulkfetch.simulator.cli", "simulate"),
@@ -134,6 +138,21 @@ RUN_OPTIONS = [
         default="10/min",
         show_default=True,
         help="Status calls (downloads included) allowed per key.",
+    ),
+    click.option(
+        "--colormap-rate",
+        callback=_rate,
+        default="10/min",
+        show_default=True,
+        help="Colormap checks allowed per key (the manifest's colormaps are checked "
+        "with EOS before the first creation).",
+    ),
+    click.option(
+        "--colormap-check/--no-colormap-check",
+        "check_colormaps",
+        default=True,
+        show_default=True,
+        help="Ask EOS whether the manifest's colormaps exist before creating anything.",
     ),
     click.option(
         "--learn-rates",
@@ -302,16 +321,45 @@ def run(
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.pass_context
 def plan(ctx: click.Context, /, manifest: Path, as_json: bool, **options: Any) -> None:
-    """Show what a run of MANIFEST would do and cost, without sending anything."""
+    """Show what a run of MANIFEST would do and cost, without creating anything.
+
+    The manifest's colormaps are checked with EOS (with the key, if there is one; see
+    --no-colormap-check); nothing else is sent.
+    """
     try:
-        _print_plan(manifest, _config_from(ctx, manifest, dict(options)), as_json=as_json)
+        config = _config_from(ctx, manifest, dict(options))
+        jobs = load_manifest_cached(manifest, cache_path(config.ledger_path), write=False)
+        if config.check_colormaps:
+            api_key_file = options.get("api_key_file")
+            _check_colormaps(jobs.jobs, config.api_url, api_key_file, config.colormap_rate)
+        _print_plan(manifest, config, as_json=as_json, jobs=jobs)
     except BulkfetchError as exc:
         _fail(exc)
 
 
-def _print_plan(manifest: Path, config: RunConfig, *, as_json: bool) -> None:
+def _check_colormaps(
+    jobs: Sequence[Job], api_url: str, api_key_file: Path | None, rate: Rate
+) -> None:
+    """Ask EOS about the jobs' colormaps; warn about what could not be checked. Without a
+    key the check is skipped with a warning (``plan`` needs no key otherwise)."""
+    if not colormaps_used(jobs):
+        return
+    try:
+        key = load_api_key(api_key_file)
+    except UsageError as exc:
+        click.echo(f"bulkfetch: warning: colormaps not checked: {exc}", err=True)
+        return
+    check = functools.partial(check_colormaps, jobs, api_url=api_url, key=key, rate=rate)
+    for note in anyio.run(check):
+        click.echo(f"bulkfetch: warning: {note}", err=True)
+
+
+def _print_plan(
+    manifest: Path, config: RunConfig, *, as_json: bool, jobs: Manifest | None = None
+) -> None:
     # A dry run reads a cache that matches, and writes none: it must leave no file behind.
-    jobs = load_manifest_cached(manifest, cache_path(config.ledger_path), write=False)
+    if jobs is None:
+        jobs = load_manifest_cached(manifest, cache_path(config.ledger_path), write=False)
     sink = Sink(config.out)
     with Ledger.open(config.ledger_path, readonly=True) as book:
         result = make_plan(jobs, book, config, file_ok=lambda r: sink.file_ok(r.path, r.size))
@@ -414,10 +462,38 @@ def status(ledger: Path | None, out: Path | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-def validate(manifest: Path) -> None:
-    """Check MANIFEST without sending anything (exit 0 if valid, 2 if not)."""
+@click.option(
+    "--online",
+    is_flag=True,
+    help="Also ask EOS whether the manifest's colormaps exist (needs the key).",
+)
+@click.option(
+    "--api-url",
+    envvar="EOS_API_URL",
+    default=DEFAULT_API_URL,
+    show_default=True,
+    help="With --online: the task endpoint (env EOS_API_URL).",
+)
+@click.option("--api-key-file", type=_PATH, help="With --online: the API key file.")
+@click.option(
+    "--colormap-rate",
+    callback=_rate,
+    default="10/min",
+    show_default=True,
+    help="With --online: colormap checks allowed per key.",
+)
+def validate(
+    manifest: Path, online: bool, api_url: str, api_key_file: Path | None, colormap_rate: Rate
+) -> None:
+    """Check MANIFEST without sending anything (exit 0 if valid, 2 if not).
+
+    With --online, the colormaps are checked with EOS too (an unknown one: exit 2).
+    """
     try:
         result = load_manifest(manifest)
+        if online:
+            load_api_key(api_key_file)  # --online without a key is a usage error
+            _check_colormaps(result.jobs, api_url, api_key_file, colormap_rate)
     except BulkfetchError as exc:
         _fail(exc)
     for warning in result.warnings:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from yarl import URL
+
 from .errors import UsageError
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "ApiKey",
     "Rate",
     "RunConfig",
+    "api_root",
     "load_api_key",
     "parse_duration",
     "read_config_file",
@@ -32,10 +35,21 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api-connect.eos.com/api/gdw/api"
+#: The task API's path; the other EOS APIs (search, render) hang from the same root.
+TASK_PATH = "/api/gdw/api"
 #: The options file looked for beside the manifest.
 CONFIG_NAME = "bulkfetch.toml"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)", re.I)
 _UNIT = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def api_root(api_url: str) -> str:
+    """The root the other EOS APIs share with a task API URL: its scheme, host, port and
+    any path before ``/api/gdw/api``; EOS's own root when the URL is not shaped like one."""
+    url = URL(api_url.rstrip("/"))
+    if url.path.endswith(TASK_PATH) and url.scheme in ("http", "https") and url.host:
+        return str(url.with_path(url.path[: -len(TASK_PATH)]).with_query(None)).rstrip("/")
+    return DEFAULT_API_URL[: -len(TASK_PATH)]
 
 
 def parse_duration(text: str) -> float:
@@ -208,6 +222,9 @@ class RunConfig:
     request_timeout: float = 60.0
     #: Let the lanes probe above the configured rates when the server allows it.
     learn_rates: bool = False
+    #: Check the manifest's colormaps with EOS before the first creation, at this pace.
+    check_colormaps: bool = True
+    colormap_rate: Rate = field(default_factory=lambda: Rate(10, 60.0))
     #: Retry back-off after a transient failure: base * 2**n seconds, with jitter, capped.
     #: None: twice the lane's interval, so the back-off scales with the API's pace.
     backoff_base: float | None = None

@@ -38,6 +38,7 @@ from .client import Client, Failed, Pending
 from .config import ApiKey, RunConfig
 from .contact import FirstContact
 from .errors import ApiError, BulkfetchError, RateLimited, TaskGone, first_error
+from .geometry import multipolygon_advice
 from .ledger import JobRecord, JobState, Ledger
 from .limiter import Limiter
 from .logs import JobTag
@@ -534,7 +535,8 @@ class Run:
         job = self.jobs[key]
         if not exc.retryable:
             if creating:
-                self._fail(key, record, str(exc), retryable=False)
+                advice = multipolygon_advice(job.params.get("geometry"))
+                self._fail(key, record, str(exc) + advice, retryable=False)
             else:
                 self.poller.remove(key)
                 self._fail(key, record, str(exc), retryable=False)

@@ -9,16 +9,19 @@ Contract:
   when there is any problem. Each problem is ``(field, message)`` where ``field`` points at
   the place, e.g. ``geometry.coordinates[0][5]`` (ring 0, position 5; one more index level
   first for a MultiPolygon).
-* Accepted: GeoJSON ``Polygon`` or ``MultiPolygon`` (what EOS's Download visual takes) in
-  WGS 84 degrees. Each position holds 2 or 3 finite numbers (a third, height, is dropped),
-  lon in [-180, 180], lat in [-90, 90]; each ring is closed (first position == last), has at
-  least 4 positions and 3 distinct ones, and does not touch or cross itself (two edges
-  meeting anywhere except where neighbours share a vertex, or a neighbour doubling back
-  along its predecessor). Consecutive repeated positions are tolerated, as GEOS does.
-  Holes are checked on their own only, not against their shell.
+* Accepted: GeoJSON ``Polygon`` or ``MultiPolygon`` in WGS 84 degrees. EOS's current
+  Download visual page lists only ``Polygon`` (older pages accept ``MultiPolygon``), so a
+  one-part MultiPolygon is sent as its Polygon (:func:`multipolygon_parts` counts the
+  parts of one that is left). Each position holds 2 or 3 finite numbers (a third,
+  height, is dropped), lon in [-180, 180], lat in [-90, 90]; each ring is closed (first
+  position == last), has at least 4 positions and 3 distinct ones, and does not touch or
+  cross itself (two edges meeting anywhere except where neighbours share a vertex, or a
+  neighbour doubling back along its predecessor). Consecutive repeated positions are
+  tolerated, as GEOS does. Holes are checked on their own only, not against their shell.
 * The normalised form is ``{"type": ..., "coordinates": ...}`` with every other member
-  (``bbox``, ``crs``, ...) dropped, positions as ``(lon, lat)`` tuples of floats and
-  ``-0.0`` as ``0.0``, so equal areas give equal job keys whatever their spelling.
+  (``bbox``, ``crs``, ...) dropped, a one-part MultiPolygon made a Polygon, positions as
+  ``(lon, lat)`` tuples of floats and ``-0.0`` as ``0.0``, so equal areas give equal job
+  keys whatever their spelling.
 * :func:`parse_wkt` turns 2D WKT ``POLYGON ((...))`` / ``MULTIPOLYGON (((...)))`` text into
   the GeoJSON dict; it raises :class:`ValueError` naming the character position.
 
@@ -37,7 +40,14 @@ from typing import Any
 
 import orjson
 
-__all__ = ["check_geometry", "normalise", "parse_wkt", "ring_self_intersection"]
+__all__ = [
+    "check_geometry",
+    "multipolygon_advice",
+    "multipolygon_parts",
+    "normalise",
+    "parse_wkt",
+    "ring_self_intersection",
+]
 
 Position = tuple[float, float]
 Issue = tuple[str, str]  # (field, message)
@@ -86,6 +96,8 @@ def check_geometry(
             more = f"... and {extra} more problem{'s' if extra != 1 else ''}"
             issues = [*issues[:_MAX_ISSUES], (field, more)]
         return None, issues
+    if gtype == "MultiPolygon" and len(norm) == 1:
+        return {"type": "Polygon", "coordinates": norm[0]}, []
     return {"type": gtype, "coordinates": norm}, []
 
 
@@ -94,7 +106,31 @@ def normalise(geometry: dict[str, Any]) -> dict[str, Any]:
     coords = geometry["coordinates"]
     if geometry["type"] == "Polygon":
         return {"type": "Polygon", "coordinates": _norm_polygon(coords)}
+    if len(coords) == 1:
+        return {"type": "Polygon", "coordinates": _norm_polygon(coords[0])}
     return {"type": "MultiPolygon", "coordinates": tuple(_norm_polygon(p) for p in coords)}
+
+
+def multipolygon_parts(geometry: object) -> int:
+    """How many polygons a MultiPolygon has (0 for anything else): one of more than one
+    part is a shape EOS's current documentation does not list (see the module docstring)."""
+    if isinstance(geometry, dict) and geometry.get("type") == "MultiPolygon":
+        coords = geometry.get("coordinates")
+        return len(coords) if isinstance(coords, list | tuple) else 0
+    return 0
+
+
+def multipolygon_advice(geometry: object) -> str:
+    """What to add to EOS's refusal of a job whose geometry has several parts ("" if not
+    one): how to split it, since the current documentation lists Polygon only."""
+    parts = multipolygon_parts(geometry)
+    if parts < 2:
+        return ""
+    return (
+        f"; the job's geometry is a MultiPolygon of {parts} parts, and EOS's current "
+        "Download visual documentation lists Polygon only: split it into one job per part "
+        "(each part's polygon as the job's geometry, each with its own name)"
+    )
 
 
 def _norm_polygon(rings: list[Any]) -> tuple[tuple[Position, ...], ...]:

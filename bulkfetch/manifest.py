@@ -44,7 +44,9 @@ physical line (the header is line 1)::
 Fields (the EOS Download visual parameters, :data:`PARAMS`, plus ``name``): ``view_id``,
 ``bm_type``, ``geometry``, ``px_size`` are required, the rest optional with the value sets
 EOS documents; ``geometry`` is a GeoJSON Polygon/MultiPolygon, or text holding one or 2D
-WKT (see :mod:`bulkfetch.geometry`). ``name`` is the output file, relative to the output
+WKT (see :mod:`bulkfetch.geometry`): a one-part MultiPolygon is sent as its Polygon, and
+one of several parts gets a warning, as EOS's current documentation lists Polygon only.
+``name`` is the output file, relative to the output
 folder (see :func:`safe_name`); the extension is added unless it is already there
 (``.jpeg`` and ``.tiff`` count); without a name the file is named from view_id, bm_type
 and key. The key leaves ``name`` out: two jobs differing only by name are the same
@@ -89,18 +91,20 @@ from ._manifest_fields import (
     REQUIRED,
     WarnOnce,
     costly_typo,
+    did_you_mean,
     safe_name,
     suggest,
 )
 from ._manifest_readers import READERS, Raw, Reader, job_lines, read_geojson, read_json
 from ._manifest_sizes import size_warnings
 from .errors import ManifestError, Problem
-from .geometry import check_geometry
+from .geometry import check_geometry, multipolygon_parts
 
 __all__ = [
     "PARAMS",
     "Job",
     "Manifest",
+    "did_you_mean",
     "job_key",
     "load_manifest",
     "parse_manifest",
@@ -123,6 +127,11 @@ _KIND_BY_EXT = {".jpg": "jpeg", ".png": "png", ".tif": "tiff", ".zip": "zip", ".
 # A name that already ends in a spelling of the right extension keeps it as is.
 _SAME_EXT = {".jpg": (".jpg", ".jpeg"), ".tif": (".tif", ".tiff")}
 _INT_FIELDS = ("calibrate", "colors_limit")
+_MULTIPART = (
+    "a MultiPolygon of {parts} parts: EOS's current Download visual documentation lists "
+    "Polygon only (older pages accept MultiPolygon); if EOS refuses it, split it into one "
+    "job per part"
+)
 _SAFE_MAX = 100  # chars per part of a generated file name; keeps it under 255 bytes
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._]+")  # ASCII-only ranges, whatever the flags
 
@@ -478,6 +487,9 @@ def _check_record(
             problems.extend(Problem(file, raw.where, f, m) for f, m in bad)
             if geom is not None:
                 values[k] = geom
+                parts = multipolygon_parts(geom)
+                if parts > 1:
+                    warn.add(k, raw.where, _MULTIPART.format(parts=parts))
         else:
             try:
                 values[k] = CHECKS[k](v)

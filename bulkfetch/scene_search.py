@@ -7,13 +7,17 @@ a manifest ready for ``bulkfetch run``. ``bulkfetch search`` is the same from th
 
 Everything the user gave is checked before the first request (the fields file, the dates,
 the name template, the job parameters, through the manifest's own validation), so a typo
-never costs a request. Each request is one page of one calendar year of one dataset for
-one field (EOS recommends at most a year per request); pages are followed until ``found``
-is reached. Requests go through a lane of their own in the limiter, at ``search_rate``
-(EOS does not document the Search API's limits: 5/min by default, learned down on 429s).
-A 429 pauses the lane (``Retry-After`` honoured); connection errors, 5xx and malformed
-answers are retried ``max_attempts`` times with exponential back-off; 401/403 stop the
-search; any other refusal fails that field with the server's message. A field that
+never costs a request. Each request is one page of one calendar year for one field (EOS
+recommends at most a year per request), over every dataset asked for: several datasets
+share each request through EOS's multi-dataset endpoint (``search.satellites``), while
+the cache keeps each dataset's ranges apart (see :mod:`bulkfetch.search_plan`); a server
+that refuses that endpoint, or answers scenes whose dataset cannot be told, is asked one
+dataset at a time. Pages are followed until ``found`` is reached. Requests go through a
+lane of their own in the limiter, at ``search_rate`` (EOS does not document the Search
+API's limits: 5/min by default, learned down on 429s). A 429 pauses the lane
+(``Retry-After`` honoured); connection errors, 5xx and malformed answers are retried
+``max_attempts`` times with exponential back-off; 401/403 stop the search; any other
+refusal fails that field with the server's message. A field that
 fails makes the whole search fail (``SearchResult.failed``): a manifest missing a field
 would look complete. The cache (:mod:`bulkfetch.search_cache`) keeps what was found, so a
 re-run asks only about what it cannot know yet.
@@ -32,10 +36,11 @@ import anyio
 import orjson
 from yarl import URL
 
-from .config import ApiKey, Rate, load_api_key
+from .config import ApiKey, Rate, api_root, load_api_key
 from .durable import atomic_write
 from .errors import (
     ApiError,
+    EndpointError,
     ManifestError,
     UsageError,
     first_error,
@@ -55,6 +60,7 @@ from .scenes import (
 )
 from .search_cache import SearchCache, default_cache_path, query_key
 from .search_client import PAGE_SIZE, SearchClient, SearchLane, SearchStats
+from .search_plan import SearchRequest, dataset_of, group_requests, server_filters
 
 __all__ = [
     "DEFAULT_SEARCH_URL",
@@ -70,18 +76,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_SEARCH_URL = "https://api-connect.eos.com/api/lms/search/v2"
-_TASK_PATH = "/api/gdw/api"
 _SEARCH_PATH = "/api/lms/search/v2"
 #: What each result must hold; asking only for these keeps pages small.
 _FIELDS = ["view_id", "sceneID", "date", "cloudCoverage", "dataCoveragePercentage"]
+Range = tuple[dt.date, dt.date]
 
 
 def search_url_for(api_url: str) -> str:
     """The Search API beside a task API URL (same host), or EOS's own."""
-    url = URL(api_url.rstrip("/"))
-    if url.path.endswith(_TASK_PATH):
-        return str(url.with_path(url.path[: -len(_TASK_PATH)] + _SEARCH_PATH).with_query(None))
-    return DEFAULT_SEARCH_URL
+    return api_root(api_url) + _SEARCH_PATH
 
 
 def _service(url: str) -> str:
@@ -108,60 +111,129 @@ class SearchResult:
 
 @dataclass(slots=True)
 class _Searcher:
-    """Answers "which scenes of this dataset over this field" from the cache and the lane."""
+    """Answers "which scenes of these datasets over this field" from the cache and the lane."""
 
     lane: SearchLane | None  # None: plan only (a dry run sends nothing)
     stats: SearchStats
     cache: SearchCache
     service: str
     settled_until: dt.date
+    #: Several datasets in one request, until a server refuses the multi-dataset endpoint.
+    multi: bool = True
 
     def plan(
-        self, fld: Field, dataset: str, start: dt.date, end: dt.date, filters: dict[str, Any]
-    ) -> tuple[str, list[dict[str, Any]], list[tuple[dt.date, dt.date]]]:
-        """The cache key, the scenes the cache knows, and the date ranges still to ask."""
-        key = query_key({"url": self.service, "dataset": dataset, "shape": fld.geometry, **filters})
-        known, todo = self.cache.lookup(key, start, end)
-        if not todo:
-            self.stats.from_cache += 1
-        pieces = [piece for gap in todo for piece in split_dates(*gap)]
-        self.stats.questions += len(pieces)
-        return key, known, pieces
+        self,
+        fld: Field,
+        datasets: Sequence[str],
+        start: dt.date,
+        end: dt.date,
+        filters: dict[str, Any],
+    ) -> tuple[dict[str, str], dict[str, list[dict[str, Any]]], list[SearchRequest]]:
+        """Per dataset, the cache key and the scenes the cache knows; and the requests
+        still to send, each covering every dataset that needs its date range."""
+        keys: dict[str, str] = {}
+        known: dict[str, list[dict[str, Any]]] = {}
+        todo: dict[str, tuple[list[Range], dict[str, Any]]] = {}
+        for dataset in datasets:
+            sent = server_filters(dataset, filters)
+            keys[dataset] = query_key(
+                {"url": self.service, "dataset": dataset, "shape": fld.geometry, **sent}
+            )
+            known[dataset], gaps = self.cache.lookup(keys[dataset], start, end)
+            if not gaps:
+                self.stats.from_cache += 1
+            todo[dataset] = ([piece for gap in gaps for piece in split_dates(*gap)], sent)
+        requests = group_requests(todo)
+        self.stats.questions += len(requests)
+        return keys, known, requests
 
     async def field_scenes(
-        self, fld: Field, dataset: str, start: dt.date, end: dt.date, filters: dict[str, Any]
+        self,
+        fld: Field,
+        datasets: Sequence[str],
+        start: dt.date,
+        end: dt.date,
+        filters: dict[str, Any],
     ) -> list[Scene]:
-        """The scenes of one dataset over one field, from the cache and the API."""
+        """The scenes of the datasets over one field, from the cache and the API."""
+        keys, known, requests = self.plan(fld, datasets, start, end, filters)
+        raw = {dataset: list(known[dataset]) for dataset in datasets}
+        for request in requests:
+            found = await self._ask(fld, request)
+            for dataset in request.datasets:
+                self.cache.store(
+                    keys[dataset],
+                    (request.start, request.end),
+                    found[dataset],
+                    settled_until=self.settled_until,
+                )
+                raw[dataset].extend(found[dataset])
+        scenes: list[Scene] = []
+        for dataset in datasets:
+            by_view = {}
+            for obj in raw[dataset]:
+                scene = parse_scene(obj, dataset)
+                by_view[scene.view_id] = scene
+            scenes.extend(by_view.values())
+        return scenes
+
+    async def _ask(self, fld: Field, request: SearchRequest) -> dict[str, list[dict[str, Any]]]:
+        """The scenes found for one request, by dataset: one multi-dataset search when it
+        covers several, else (or when that cannot be used) one search per dataset."""
         assert self.lane is not None
-        key, known, pieces = self.plan(fld, dataset, start, end, filters)
-        raw: list[dict[str, Any]] = list(known)
-        for a, b in pieces:
-            search: dict[str, Any] = {
-                "date": {"from": a.isoformat(), "to": b.isoformat()},
-                "shape": fld.geometry,
-                "shapeRelation": "INTERSECTS",
-                **filters,
-            }
-            query: dict[str, Any] = {
-                "search": search,
-                "sort": {"date": "asc"},
-                "fields": _FIELDS,
-                "limit": PAGE_SIZE,
-            }
-            found = []
-            for obj in await self.lane.pages(dataset, query):
-                try:
-                    found.append(parse_scene(obj, dataset).to_json())
-                except ValueError as exc:
-                    self.stats.bad_results += 1
-                    log.warning("%s: %s: skipped a search result: %s", fld.id, dataset, exc)
-            self.cache.store(key, (a, b), found, settled_until=self.settled_until)
-            raw.extend(found)
-        scenes = {}
-        for obj in raw:
-            scene = parse_scene(obj, dataset)
-            scenes[scene.view_id] = scene
-        return list(scenes.values())
+        search: dict[str, Any] = {
+            "date": {"from": request.start.isoformat(), "to": request.end.isoformat()},
+            "shape": fld.geometry,
+            "shapeRelation": "INTERSECTS",
+            **request.filters,
+        }
+        query = {"search": search, "sort": {"date": "asc"}, "fields": _FIELDS, "limit": PAGE_SIZE}
+        if len(request.datasets) > 1 and self.multi:
+            satellites = {**search, "satellites": list(request.datasets)}
+            try:
+                results = await self.lane.pages(None, {**query, "search": satellites})
+            except EndpointError as exc:
+                self.multi = False
+                log.warning("multi-dataset search refused (%s); asking each dataset alone", exc)
+            else:
+                by_dataset = self._sorted(fld, results, request.datasets)
+                if by_dataset is not None:
+                    return by_dataset
+                log.warning(
+                    "%s: a multi-dataset answer does not say which dataset each scene is "
+                    "from; asking each dataset alone",
+                    fld.id,
+                )
+        found: dict[str, list[dict[str, Any]]] = {}
+        for dataset in request.datasets:
+            found[dataset] = [
+                scene.to_json()
+                for obj in await self.lane.pages(dataset, query)
+                if (scene := self._parse(fld, obj, dataset)) is not None
+            ]
+        return found
+
+    def _sorted(
+        self, fld: Field, results: list[dict[str, Any]], datasets: Sequence[str]
+    ) -> dict[str, list[dict[str, Any]]] | None:
+        """A multi-dataset answer's scenes by dataset, or None if one cannot be placed."""
+        found: dict[str, list[dict[str, Any]]] = {dataset: [] for dataset in datasets}
+        for obj in results:
+            if self._parse(fld, obj, datasets[0]) is None:
+                continue
+            dataset = dataset_of(obj, datasets)
+            if dataset is None:
+                return None
+            found[dataset].append(parse_scene(obj, dataset).to_json())
+        return found
+
+    def _parse(self, fld: Field, obj: object, dataset: str) -> Scene | None:
+        try:
+            return parse_scene(obj, dataset)
+        except ValueError as exc:
+            self.stats.bad_results += 1
+            log.warning("%s: %s: skipped a search result: %s", fld.id, dataset, exc)
+            return None
 
 
 def _check_dates(date_from: dt.date, date_to: dt.date) -> None:
@@ -287,8 +359,7 @@ async def search_async(
     if dry_run:
         planner = _Searcher(None, stats, store, _service(url), settled_until)
         for fld in field_list:
-            for dataset in datasets:
-                planner.plan(fld, dataset, date_from, date_to, filters)
+            planner.plan(fld, datasets, date_from, date_to, filters)
         return SearchResult(jobs=[], defaults=params, stats=stats)
     if api_key is None:
         api_key = load_api_key(None)
@@ -310,12 +381,10 @@ async def search_async(
 
             async def one(fld: Field) -> None:
                 async with gate:
-                    found: list[Scene] = []
                     try:
-                        for dataset in datasets:
-                            found += await searcher.field_scenes(
-                                fld, dataset, date_from, date_to, filters
-                            )
+                        found = await searcher.field_scenes(
+                            fld, datasets, date_from, date_to, filters
+                        )
                     except ApiError as exc:
                         if exc.fatal:
                             raise

@@ -12,6 +12,10 @@ Contract:
   N days, the best K a month. The least cloudy scene wins every choice; ties go to the
   better data coverage, then the earlier date, then the view_id, so the result never
   depends on the order the server answered in.
+* A scene without ``cloudCoverage`` (Sentinel-1 radar has none) or without
+  ``dataCoveragePercentage`` is kept: a cloud limit does not apply to a scene without
+  cloud cover, nor a coverage limit to one without a coverage figure. Radar sees through
+  cloud, so such a scene ranks as clear; an unknown coverage ranks last in a tie.
 * :func:`job_names` renders the output names from a template such as
   ``{field}/{date}_{sensor}_{bm_type}``, making names that would collide distinct.
 """
@@ -50,7 +54,7 @@ TEMPLATE_KEYS: Mapping[str, str] = {
     "sensor": "the view_id's first part: S2, S2L2A, L8, L9, MODIS...",
     "dataset": "the dataset searched: sentinel2l2a, landsat8...",
     "tile": "the tile (MGRS square, Landsat path and row, MODIS h and v)",
-    "cloud": "cloud cover, whole percent",
+    "cloud": "cloud cover, whole percent (na for radar)",
     "bm_type": "the band combination",
     "scene": "the scene's sceneID",
 }
@@ -68,7 +72,8 @@ class Scene:
     view_id: str
     scene_id: str
     date: dt.date
-    cloud: float
+    #: Cloud cover in percent; None when the dataset has none (radar).
+    cloud: float | None
     #: The tile's valid-data percentage, when the server reported it.
     coverage: float | None
     dataset: str
@@ -92,7 +97,8 @@ class Scene:
 
     def rank(self) -> tuple[float, float, dt.date, str]:
         """Sort key: best first (least cloud, most data, earliest, then view_id)."""
-        return (self.cloud, -(self.coverage or 0.0), self.date, self.view_id)
+        cloud = 0.0 if self.cloud is None else self.cloud
+        return (cloud, -(self.coverage or 0.0), self.date, self.view_id)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,9 +111,10 @@ class Scene:
         }
 
 
-def _number(obj: Mapping[str, Any], name: str, *, required: bool) -> float | None:
+def _number(obj: Mapping[str, Any], name: str) -> float | None:
+    """A percentage, or None when the result has none (radar has no cloud cover)."""
     value = obj.get(name)
-    if value is None and not required:
+    if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
         raise ValueError(f"{name} is not a percentage: {str(value)[:40]!r}")
@@ -127,15 +134,13 @@ def parse_scene(obj: object, dataset: str) -> Scene:
         raise ValueError(
             f"{view_id}: date is not YYYY-MM-DD: {str(obj.get('date'))[:40]!r}"
         ) from None
-    cloud = _number(obj, "cloudCoverage", required=True)
-    assert cloud is not None
     scene_id = obj.get("sceneID")
     return Scene(
         view_id=view_id,
         scene_id=scene_id if isinstance(scene_id, str) else view_id,
         date=date,
-        cloud=cloud,
-        coverage=_number(obj, "dataCoveragePercentage", required=False),
+        cloud=_number(obj, "cloudCoverage"),
+        coverage=_number(obj, "dataCoveragePercentage"),
         dataset=str(obj.get("dataset") or dataset),
     )
 
@@ -206,10 +211,11 @@ def select(scenes: Iterable[Scene], selection: Selection) -> list[Scene]:
     kept = [
         s
         for s in unique.values()
-        if (selection.max_cloud is None or s.cloud <= selection.max_cloud)
+        if (selection.max_cloud is None or s.cloud is None or s.cloud <= selection.max_cloud)
         and (
             selection.min_coverage is None
-            or (s.coverage is not None and s.coverage >= selection.min_coverage)
+            or s.coverage is None
+            or s.coverage >= selection.min_coverage
         )
     ]
     if selection.single_tile and kept:
@@ -271,7 +277,7 @@ def _values(field: str, scene: Scene, bm_type: str) -> _Values:
         sensor=_part(scene.sensor),
         dataset=_part(scene.dataset),
         tile=_part(scene.tile),
-        cloud=str(round(scene.cloud)),
+        cloud="na" if scene.cloud is None else str(round(scene.cloud)),
         bm_type=bm_type,
         scene=_part(scene.scene_id),
     )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,12 +24,9 @@ from typing import Any
 
 import orjson
 
-from .durable import atomic_write
-from .errors import StorageError
+from ._cache_file import read_entries, write_entries
 
 __all__ = ["CACHE_KIND", "SearchCache", "default_cache_path", "gaps", "query_key"]
-
-log = logging.getLogger(__name__)
 
 CACHE_KIND = "bulkfetch-search-cache"
 _VERSION = 1
@@ -96,22 +92,7 @@ class SearchCache:
         return f"<SearchCache {self.path} questions={len(self._entries)}>"
 
     def _load(self, path: Path) -> None:
-        try:
-            data = orjson.loads(path.read_bytes())
-        except FileNotFoundError:
-            return
-        except (OSError, orjson.JSONDecodeError) as exc:
-            log.warning("search cache %s cannot be read (%s); starting afresh", path, exc)
-            return
-        if not isinstance(data, dict) or data.get("kind") != CACHE_KIND:
-            log.warning("%s is not a bulkfetch search cache; it is left alone", path)
-            self._writable = False
-            return
-        if data.get("version") != _VERSION or not isinstance(data.get("entries"), dict):
-            log.warning("search cache %s is of another version; it is left alone", path)
-            self._writable = False
-            return
-        self._entries = data["entries"]
+        self._entries, self._writable = read_entries(path, CACHE_KIND, _VERSION, "search cache")
 
     def lookup(
         self, key: str, start: dt.date, end: dt.date
@@ -154,11 +135,5 @@ class SearchCache:
         """Write the cache if it changed; a failure is reported, not raised: it is a cache."""
         if self.path is None or not self.changed or not self._writable:
             return
-        data = orjson.dumps({"kind": CACHE_KIND, "version": _VERSION, "entries": self._entries})
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.path, data)
-        except (OSError, StorageError) as exc:
-            log.warning("search cache %s not saved: %s", self.path, exc)
-            return
-        self.changed = False
+        if write_entries(self.path, CACHE_KIND, _VERSION, self._entries, "search cache"):
+            self.changed = False

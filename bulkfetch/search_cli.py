@@ -100,17 +100,20 @@ _TEMPLATE_HELP = ", ".join("{" + k + "}" for k in TEMPLATE_KEYS)
     multiple=True,
     default=("sentinel2l2a",),
     show_default=True,
-    help="sentinel2, sentinel2l2a, landsat8, landsat9, naip, modis... (repeatable).",
+    help="sentinel2, sentinel2l2a, landsat8, landsat9, sentinel1, naip, modis... "
+    "(repeatable: one request covers them all).",
 )
 @click.option(
     "--max-cloud",
     type=click.FloatRange(0, 100),
-    help="Keep scenes with at most this cloud cover (%).",
+    help="Keep scenes with at most this cloud cover (%). It does not apply to a scene "
+    "without cloud cover (Sentinel-1 radar has none): such scenes are kept.",
 )
 @click.option(
     "--min-coverage",
     type=click.FloatRange(0, 100),
-    help="Keep scenes with at least this much valid data (%).",
+    help="Keep scenes with at least this much valid data (%); a scene whose coverage "
+    "is not reported is kept.",
 )
 @click.option(
     "--bm-type",

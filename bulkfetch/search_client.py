@@ -1,6 +1,8 @@
 """The Search API on the wire: one page per request, paced and retried within bounds.
 
-``SearchClient.page`` POSTs one query for one dataset and returns the JSON answer, or
+``SearchClient.page`` POSTs one query for one dataset (to ``{search}/{dataset}``), or for
+the datasets its ``search.satellites`` names (to ``{search}``, dataset None), and returns
+the JSON answer, or
 raises from :mod:`bulkfetch.errors` as the task client does (``RateLimited``,
 ``AuthError``, ``TransientError``), plus ``BadRequest`` when EOS refuses the query and
 ``EndpointError`` when the URL or dataset is not a search endpoint. The key travels in the
@@ -73,8 +75,8 @@ class SearchStats:
 class SearchClient(Client):
     """The task API's client, pointed at the Search API: one POST per page."""
 
-    async def page(self, dataset: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        url = self.api_url / dataset
+    async def page(self, dataset: str | None, body: Mapping[str, Any]) -> dict[str, Any]:
+        url = self.api_url / dataset if dataset is not None else self.api_url
         headers = self._headers(url) | {"Content-Type": "application/json"}
         try:
             async with self.session.post(url, data=orjson.dumps(body), headers=headers) as resp:
@@ -91,8 +93,9 @@ class SearchClient(Client):
             error = _error_for(status, raw, retry_after, content_type=ctype)
             if 400 <= status < 500 and status not in AUTH_CODES | {408, 425, 429}:
                 if status in (404, 405):
+                    what = f"dataset {dataset!r}" if dataset else "a multi-dataset search"
                     raise EndpointError(
-                        f"the search URL answered HTTP {status} for dataset {dataset!r}: check "
+                        f"the search URL answered HTTP {status} for {what}: check "
                         f"the dataset name and --search-url ({_server_text(raw)})",
                         status=status,
                     )
@@ -130,7 +133,7 @@ class SearchLane:
             service="the EOS Search API",
         )
 
-    async def post(self, dataset: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def post(self, dataset: str | None, body: Mapping[str, Any]) -> dict[str, Any]:
         """One page, retried through rate limits and transient faults within bounds."""
         failures = limited = 0
         self.contact.begin(time.monotonic())
@@ -170,8 +173,8 @@ class SearchLane:
             self.contact.answered()
             return data
 
-    async def pages(self, dataset: str, query: dict[str, Any]) -> list[dict[str, Any]]:
-        """Every result of one query, page after page."""
+    async def pages(self, dataset: str | None, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every result of one query, page after page (``dataset`` as for ``page``)."""
         results: list[dict[str, Any]] = []
         for page in range(1, MAX_PAGES + 1):
             data = await self.post(dataset, {**query, "page": page})

@@ -15,6 +15,7 @@ from bulkfetch.geometry import (
     _all_pairs,
     _sweep,
     check_geometry,
+    multipolygon_parts,
     normalise,
     parse_wkt,
     ring_self_intersection,
@@ -61,9 +62,26 @@ def test_third_coordinate_dropped_and_negative_zero_folded() -> None:
 
 def test_multipolygon_with_hole_is_valid() -> None:
     hole = [[0.2, 0.2], [0.2, 0.4], [0.4, 0.4], [0.4, 0.2], [0.2, 0.2]]
-    geom, issues = check_geometry({"type": "MultiPolygon", "coordinates": [[SQUARE, hole]]})
+    far = [[[5, 5], [6, 5], [6, 6], [5, 5]]]
+    geom, issues = check_geometry({"type": "MultiPolygon", "coordinates": [[SQUARE, hole], far]})
     assert issues == []
     assert geom is not None and geom["type"] == "MultiPolygon"
+    assert multipolygon_parts(geom) == 2
+
+
+def test_a_one_part_multipolygon_is_its_polygon() -> None:
+    # EOS's current Download visual page lists Polygon only: one part is sent as a Polygon,
+    # and is the same job as that Polygon.
+    hole = [[0.2, 0.2], [0.2, 0.4], [0.4, 0.4], [0.4, 0.2], [0.2, 0.2]]
+    multi = {"type": "MultiPolygon", "coordinates": [[SQUARE, hole]]}
+    geom, issues = check_geometry(multi)
+    assert issues == []
+    assert geom == check_geometry(poly(SQUARE, hole))[0]
+    assert geom is not None and geom["type"] == "Polygon"
+    assert normalise(multi) == geom
+    assert multipolygon_parts(geom) == 0 and multipolygon_parts(multi) == 1
+    wkt, _ = check_geometry("MULTIPOLYGON (((0 0, 1 0, 1 1, 0 0)))")
+    assert wkt is not None and wkt["type"] == "Polygon"
 
 
 @pytest.mark.parametrize(

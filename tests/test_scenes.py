@@ -25,7 +25,7 @@ D = dt.date
 
 
 def s2(
-    day: dt.date, cloud: float, *, tile: str = "14/S/NG", coverage: float | None = 100.0
+    day: dt.date, cloud: float | None, *, tile: str = "14/S/NG", coverage: float | None = 100.0
 ) -> Scene:
     view_id = f"S2L2A/{tile}/{day.year}/{day.month}/{day.day}/0"
     return Scene(view_id, f"S2A_{day:%Y%m%d}", day, cloud, coverage, "sentinel2l2a")
@@ -73,7 +73,6 @@ def test_sensor_and_tile_come_from_the_view_id(view_id: str, sensor: str, tile: 
         ([], "not a JSON object"),
         ({"date": "2020-01-01", "cloudCoverage": 1}, "view_id"),
         ({"view_id": "S2/a", "date": "01/02/2020", "cloudCoverage": 1}, "date"),
-        ({"view_id": "S2/a", "date": "2020-01-01"}, "cloudCoverage"),
         ({"view_id": "S2/a", "date": "2020-01-01", "cloudCoverage": 101}, "cloudCoverage"),
         ({"view_id": "S2/a", "date": "2020-01-01", "cloudCoverage": True}, "cloudCoverage"),
         (
@@ -119,6 +118,22 @@ def test_select_filters_cloud_and_coverage_again() -> None:
     scenes = [s2(D(2023, 6, 1), 5), s2(D(2023, 6, 6), 50), s2(D(2023, 6, 11), 5, coverage=40)]
     kept = select(scenes, Selection(max_cloud=20, min_coverage=90))
     assert [s.date.day for s in kept] == [1]
+
+
+def test_a_result_without_cloud_or_coverage_is_kept_and_no_limit_applies_to_it() -> None:
+    radar = {"view_id": "S1/S1A_IW_GRDH_1SDV_20230705", "date": "2023-07-05"}
+    scene = parse_scene(radar, "sentinel1")
+    assert (scene.cloud, scene.coverage, scene.dataset) == (None, None, "sentinel1")
+    nulls = parse_scene({**radar, "cloudCoverage": None, "dataCoveragePercentage": None}, "s")
+    assert (nulls.cloud, nulls.coverage) == (None, None)
+    assert scene.to_json()["cloudCoverage"] is None
+    assert parse_scene(scene.to_json(), "x") == scene  # as the cache stores it
+    cloudy = s2(D(2023, 7, 5), 60)
+    kept = select([scene, cloudy], Selection(max_cloud=10, min_coverage=99))
+    assert kept == [scene]
+    # Radar sees through cloud: in a choice it ranks as clear.
+    assert select([cloudy, scene], Selection(one_per_days=30)) == [scene]
+    assert job_names("{field}_{cloud}", [("f", scene, "VV")]) == ["f_na"]
 
 
 def test_select_drops_duplicates_and_sorts_by_date() -> None:
@@ -212,7 +227,7 @@ def test_check_template_refuses_what_cannot_work(template: str, message: str) ->
 _scene = st.builds(
     s2,
     st.dates(D(2023, 1, 1), D(2023, 12, 31)),
-    st.floats(0, 100).map(lambda c: round(c, 1)),
+    st.one_of(st.none(), st.floats(0, 100).map(lambda c: round(c, 1))),
     tile=st.sampled_from(["14/S/NG", "14/S/NF", "14/S/MG"]),
     coverage=st.one_of(st.none(), st.floats(0, 100)),
 )
@@ -244,7 +259,7 @@ def test_select_invariants(
     assert len({s.view_id for s in kept}) == len(kept)
     assert select(list(reversed(scenes)), selection) == kept  # answer order does not matter
     if cloud is not None:
-        assert all(s.cloud <= cloud for s in kept)
+        assert all(s.cloud is None or s.cloud <= cloud for s in kept)
     if one_tile:
         assert len({s.tile for s in kept}) <= 1
     if per_days:
@@ -254,7 +269,8 @@ def test_select_invariants(
         months = [(s.date.year, s.date.month) for s in kept]
         assert all(months.count(m) <= per_month for m in months)
     if not (per_days or per_month or one_tile):
-        assert len(kept) == len([s for s in unique.values() if cloud is None or s.cloud <= cloud])
+        passes = [s for s in unique.values() if cloud is None or (s.cloud or 0) <= cloud]
+        assert len(kept) == len(passes)
 
 
 @given(

@@ -565,5 +565,6 @@ def test_cli_serves_with_the_key_from_the_environment_until_interrupted() -> Non
 
 def test_exports_are_exactly_all() -> None:
     public = {name for name in dir(simulator) if not name.startswith("_")}
-    modules = {"app", "catalogue", "cli", "config", "images", "search_app", "server", "state"}
+    modules = {"app", "catalogue", "cli", "colormap_app", "config", "images", "search_app"}
+    modules |= {"server", "state"}
     assert public - modules == set(simulator.__all__)

@@ -45,6 +45,7 @@ VIEW_IDS = {
     "landsat8": r"L8/LC8\d{3}\d{3}\d{4}\d{3}LGN00",
     "landsat9": r"L9/LC9\d{3}\d{3}\d{4}\d{3}LGN00",
     "modis": r"MODIS/\d{2}/\d{2}/\d{7}/\d{13}",
+    "sentinel1": r"S1/S1[AB]_IW_GRDH_1SDV_\d{8}T0\d{6}",
 }
 
 
@@ -103,18 +104,13 @@ def test_catalogue_is_deterministic_and_only_the_numbers_follow_the_seed() -> No
 def test_catalogue_view_ids_and_values(dataset: str) -> None:
     scenes = expected(dataset, "2023-01-01", "2023-12-31")
     assert scenes
+    # Radar has no cloud cover, and EOS gives no data coverage for it either.
+    covers = () if dataset == "sentinel1" else ("cloudCoverage", "dataCoveragePercentage")
     for scene in scenes:
-        assert set(scene) == {
-            "view_id",
-            "sceneID",
-            "date",
-            "cloudCoverage",
-            "dataCoveragePercentage",
-            "dataset",
-        }
+        assert set(scene) == {"view_id", "sceneID", "date", "dataset", *covers}
         assert re.fullmatch(VIEW_IDS[dataset], scene["view_id"]), scene["view_id"]
         assert scene["dataset"] == dataset
-        for key in ("cloudCoverage", "dataCoveragePercentage"):
+        for key in covers:
             assert isinstance(scene[key], float)
             assert 0.0 <= scene[key] <= 100.0
             assert round(scene[key], 2) == scene[key]
@@ -137,6 +133,7 @@ def test_catalogue_view_ids_and_values(dataset: str) -> None:
         ("landsat8", 16, "2013-04-11"),
         ("landsat9", 16, "2021-10-31"),
         ("modis", 1, "2000-02-24"),
+        ("sentinel1", 12, "2014-10-03"),
     ],
 )
 def test_catalogue_revisits_and_mission_starts(dataset: str, period: int, first: str) -> None:
@@ -347,6 +344,28 @@ def test_every_filter_form(key: str) -> None:
     serve(fast(), check)
 
 
+def test_a_filter_leaves_out_scenes_without_the_key_as_a_search_engine_does() -> None:
+    radar = expected("sentinel1", "2023-01-01", "2023-12-31")
+    optical = expected("sentinel2", "2023-01-01", "2023-12-31")
+
+    async def check(sim: Simulator, session: aiohttp.ClientSession) -> None:
+        url = sim.search_url + "/sentinel1"
+        _, plain = await post(session, url, body())
+        assert plain["meta"]["found"] == len(radar) > 0
+        assert all("cloudCoverage" not in r for r in plain["results"])
+        for key in ("cloudCoverage", "dataCoveragePercentage"):
+            _, filtered = await post(session, url, body(search={key: {"from": 0, "to": 100}}))
+            assert filtered["meta"]["found"] == 0
+        both = body(search={"satellites": ["sentinel2", "sentinel1"]}, limit=100)
+        _, mixed = await post(session, sim.search_url, both)
+        assert mixed["meta"]["found"] == len(radar) + len(optical)
+        both["search"]["cloudCoverage"] = {"from": 0, "to": 100}
+        _, clouded = await post(session, sim.search_url, both)
+        assert clouded["meta"]["found"] == len(optical)
+
+    serve(fast(), check)
+
+
 def test_date_bounds_are_inclusive_and_today_hides_the_future() -> None:
     async def check(sim: Simulator, session: aiohttp.ClientSession) -> None:
         url = sim.search_url + "/sentinel2"
@@ -440,7 +459,7 @@ def test_bad_searches_get_400(data: Any, message: str) -> None:
 
 
 def test_unknown_datasets_get_400() -> None:
-    known = "known: sentinel2, sentinel2l2a, landsat8, landsat9, modis"
+    known = "known: sentinel2, sentinel2l2a, landsat8, landsat9, modis, sentinel1"
 
     async def check(sim: Simulator, session: aiohttp.ClientSession) -> None:
         status, answer = await post(session, sim.search_url + "/sentinel3", body())

@@ -6,6 +6,7 @@ Routes (``API`` is ``/api/gdw/api``, ``SEARCH`` is ``/api/lms/search/v2``)::
     GET  {API}/{task_id}             status, or the result    (rate limited: status lane)
     POST {SEARCH}/{dataset}          search one dataset       (rate limited: search lane)
     POST {SEARCH}                    search search.satellites (rate limited: search lane)
+    GET  /api/render/colormap/ALL    the colormaps offered; /{id}: one (see colormap_app)
     GET  /_sim/results/{task_id}     a finished result, no key, no rate limit (redirect target)
     GET  /_sim/counters              counters, bound_seconds, makespan_seconds
     GET  /_sim/tasks                 every task created, with timing and poll counts
@@ -39,6 +40,7 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
+from bulkfetch.simulator.colormap_app import add_routes as add_colormap_routes
 from bulkfetch.simulator.config import SimConfig
 from bulkfetch.simulator.images import FORMATS, GEOREFERENCES, result_body
 from bulkfetch.simulator.search_app import parse_query, run_query
@@ -62,6 +64,7 @@ def make_app(state: SimState) -> web.Application:
     app.router.add_post(SEARCH_PATH, _search)
     app.router.add_post(SEARCH_PATH + "/{dataset}", _search)
     app.router.add_get(RESULTS_PATH + "/{task_id}", _result)
+    add_colormap_routes(app, STATE_KEY)
     app.router.add_get("/_sim/counters", _counters)
     app.router.add_get("/_sim/tasks", _tasks)
     app.router.add_post("/_sim/config", _configure)
@@ -205,6 +208,10 @@ def _check_create(body: Any, state: SimState) -> str | None:
         return f"format must be one of {', '.join(FORMATS)}"
     if params.get("georeference") not in (None, *GEOREFERENCES):
         return f"georeference must be one of {', '.join(GEOREFERENCES)}"
+    geometry = params["geometry"]
+    kind = geometry.get("type") if isinstance(geometry, dict) else None
+    if state.config.polygon_only and kind != "Polygon":
+        return f"geometry must be a GeoJSON Polygon, got {kind!r}"
     if params["view_id"] in state.config.bad_view_ids:
         return f"view_id {params['view_id']!r} not found"
     return None
@@ -295,6 +302,8 @@ async def _search(request: web.Request) -> web.StreamResponse:
     if refused is not None:
         return refused
     config = state.config
+    if request.match_info.get("dataset") is None and not config.search_multi:
+        return _error(404, "not found")
     try:
         query = parse_query(
             await request.read(),

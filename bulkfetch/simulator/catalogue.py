@@ -29,6 +29,10 @@ Contract:
 - ``cloudCoverage`` and ``dataCoveragePercentage`` hash ``(seed, dataset, tile, date)``:
   about a third of scenes are nearly clear (0–10 %), the rest spread over 10–100 %; data
   coverage is 100 for about 80 % of scenes and 15–99 for the rest (swath edges).
+- Sentinel-1 (``sentinel1``, radar) has neither: its scenes carry no ``cloudCoverage``
+  and no ``dataCoveragePercentage`` key at all, as EODAG's provider configuration says
+  of EOS's radar results. Its tiles are the Landsat-like path/row cells, seen every 12
+  days; ``view_id`` is ``S1/{sceneID}``.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from typing import Any, NamedTuple
 __all__ = ["BORDER", "DATASETS", "MAX_CELLS", "search_scenes", "shape_bbox", "tiles_for"]
 
 #: The datasets the catalogue knows, in the order the Search API lists them.
-DATASETS = ("sentinel2", "sentinel2l2a", "landsat8", "landsat9", "modis")
+DATASETS = ("sentinel2", "sentinel2l2a", "landsat8", "landsat9", "modis", "sentinel1")
 #: Degrees each 1° cell's footprint extends beyond the cell on every side.
 BORDER = 0.05
 #: The largest AOI, in 1° cells of its bounding box, the catalogue will answer for.
@@ -68,7 +72,10 @@ _MISSIONS: dict[str, _Mission] = {
     "landsat8": _Mission("landsat", dt.date(2013, 4, 11), 16, 0),
     "landsat9": _Mission("landsat", dt.date(2021, 10, 31), 16, 8),
     "modis": _Mission("modis", dt.date(2000, 2, 24), 1, 0),
+    "sentinel1": _Mission("landsat", dt.date(2014, 10, 3), 12, 3),
 }
+#: Datasets whose scenes carry no cloud cover nor data coverage (radar).
+_NO_COVER = frozenset({"sentinel1"})
 
 
 class _Tile(NamedTuple):
@@ -157,6 +164,10 @@ def _view(dataset: str, tile: _Tile, day: dt.date, k: int) -> tuple[str, str]:
             f"S2L2A/{zone}/{band}/{sq}/{y}/{day.month}/{day.day}/0",
             f"{craft}_tile_{ymd}_{tile.name}_0_L2A",
         )
+    if dataset == "sentinel1":
+        craft = "S1A" if k % 2 == 0 else "S1B"
+        scene = f"{craft}_IW_GRDH_1SDV_{ymd}T0{tile.name}"
+        return f"S1/{scene}", scene
     if dataset in ("landsat8", "landsat9"):
         n = dataset[-1]
         scene = f"LC{n}{tile.name}{y}{doy:03d}LGN00"
@@ -183,8 +194,9 @@ def search_scenes(
     ``[date_from, min(date_to, today)]``, sorted by date then view_id.
 
     Each scene is ``{"view_id", "sceneID", "date" (YYYY-MM-DD), "cloudCoverage",
-    "dataCoveragePercentage" (floats, 2 decimals, 0..100), "dataset"}``. ``ValueError`` for
-    an unknown dataset, a malformed bbox, or one over ``MAX_CELLS`` cells.
+    "dataCoveragePercentage" (floats, 2 decimals, 0..100; neither for sentinel1),
+    "dataset"}``. ``ValueError`` for an unknown dataset, a malformed bbox, or one over
+    ``MAX_CELLS`` cells.
     """
     mission = _mission(dataset)
     _check_bbox(bbox)
@@ -203,16 +215,14 @@ def search_scenes(
             c1, c2, d1, d2 = _units(f"{seed}|{dataset}|{tile.name}|{ordinal}")
             cloud = 10.0 * c2 if c1 < 1 / 3 else 10.0 + 90.0 * c2
             coverage = 100.0 if d1 < 0.8 else 15.0 + 84.0 * d2
-            found.append(
-                {
-                    "view_id": view_id,
-                    "sceneID": scene_id,
-                    "cloudCoverage": round(cloud, 2),
-                    "date": day.isoformat(),
-                    "dataCoveragePercentage": round(coverage, 2),
-                    "dataset": dataset,
-                }
-            )
+            scene: dict[str, Any] = {"view_id": view_id, "sceneID": scene_id}
+            if dataset not in _NO_COVER:
+                scene["cloudCoverage"] = round(cloud, 2)
+            scene["date"] = day.isoformat()
+            if dataset not in _NO_COVER:
+                scene["dataCoveragePercentage"] = round(coverage, 2)
+            scene["dataset"] = dataset
+            found.append(scene)
     found.sort(key=lambda s: (s["date"], s["view_id"]))
     return found
 

@@ -31,6 +31,7 @@ TEST_API_KEY = "apk." + "5eed" * 16
 
 RetryAfterMode = Literal["int", "float", "date", "off"]
 ResultForm = Literal["bytes", "redirect", "json-url"]
+ColormapForm = Literal["list", "map"]
 
 #: Fields that hold probabilities.
 _RATES = (
@@ -99,6 +100,9 @@ class SimConfig:
     task_timeout: float = 172800.0
     #: Creations naming one of these view_ids get 400, as EOS does for an unknown scene.
     bad_view_ids: frozenset[str] = frozenset()
+    #: Creations whose geometry is not a Polygon get 400: EOS's current Download visual
+    #: page lists only Polygon (older ones accept MultiPolygon, as the default does).
+    polygon_only: bool = False
 
     # --- rate limits: at most ``limit`` requests in any ``window`` seconds, per key, in
     # each lane: create, status, and search (both search endpoints share one lane) ---
@@ -115,9 +119,18 @@ class SimConfig:
     search_max_days: int = 366
     #: Largest page: a bigger ``limit`` is clamped to this (and ``meta.limit`` says so).
     search_max_limit: int = 100
+    #: False: the multi-dataset endpoint (``search.satellites``) answers 404, as on a
+    #: service that has only the per-dataset one.
+    search_multi: bool = True
     #: ``"YYYY-MM-DD"``: the catalogue's today; scenes after it do not exist yet. ``None``
     #: means the real UTC date. Move it forward to make new scenes "appear".
     catalogue_today: str | None = None
+
+    # --- the colormap endpoints (``GET /api/render/colormap/ALL`` and ``/{id}``) ---
+    #: The list's answer: ``{"colormap_list": [...]}`` ("list") or a name-to-type map.
+    colormap_form: ColormapForm = "list"
+    #: When not 0, every colormap request gets this HTTP status (an endpoint down or gone).
+    colormap_fault: int = 0
 
     # --- tasks ---
     processing_median: float = 3.0
@@ -201,6 +214,12 @@ class SimConfig:
             problems.append(
                 f"result_form must be bytes, redirect or json-url: {self.result_form!r}"
             )
+        if self.colormap_form not in get_args(ColormapForm):
+            problems.append(f"colormap_form must be list or map: {self.colormap_form!r}")
+        if self.colormap_fault != 0 and not (
+            isinstance(self.colormap_fault, int) and 400 <= self.colormap_fault <= 599
+        ):
+            problems.append(f"colormap_fault must be 0 or 400-599: {self.colormap_fault!r}")
         for name in _POSITIVE_INTS:
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):

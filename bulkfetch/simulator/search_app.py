@@ -8,7 +8,10 @@ Contract:
 - The body is ``{"search": {...}, "sort": {"date": "desc"|"asc"}, "fields": [...],
   "limit": int, "page": int}``; see ``parse_query`` for each rule. Filters on
   ``cloudCoverage`` and ``dataCoveragePercentage`` take a range ``{"from": a, "to": b}``
-  (inclusive, either end optional), a list of allowed values, or one exact value.
+  (inclusive, either end optional), a list of allowed values, or one exact value. A
+  scene without the key (Sentinel-1 has no cloud cover) does not pass a filter on it, as
+  a search engine's range query leaves out documents without the field: a client must
+  not send a cloud filter for a dataset without cloud cover.
 - The answer is ``{"results": [...], "meta": {"limit", "found", "page"}}``, results sorted
   by date then view_id (both in the requested direction), so paging is total and stable.
 """
@@ -185,7 +188,7 @@ def run_query(query: SearchQuery, *, today: dt.date, seed: int, root: str) -> di
         for scene in search_scenes(
             name, query.bbox, query.date_from, query.date_to, today=today, seed=seed
         )
-        if all(keep(scene[key]) for key, keep in query.filters)
+        if all(key in scene and keep(scene[key]) for key, keep in query.filters)
     ]
     found.sort(key=lambda s: (s["date"], s["view_id"]), reverse=query.descending)
     start = (query.page - 1) * query.limit

@@ -118,6 +118,7 @@ class Counters:
     status_5xx: int = 0
     search_5xx: int = 0
     search_results: int = 0  # result objects returned by the search endpoints
+    colormap_calls: int = 0  # every request to a colormap endpoint, whatever its answer
     resets: int = 0  # connections aborted without an answer
     truncated: int = 0  # result bodies cut short on purpose
     tasks_created: int = 0
