@@ -115,6 +115,8 @@ async def run_async(
         key = load_api_key()
     if not isinstance(manifest, Manifest):
         manifest = load_manifest_cached(Path(manifest), cache_path(cfg.ledger_path))
+    if cfg.shard is not None:
+        manifest = cfg.shard.select(manifest)
     for warning in manifest.warnings:
         log.warning("%s", warning)
     if cfg.check_colormaps:  # before anything is created: a typo would fail every job

@@ -43,7 +43,9 @@ from .logs import setup_logging
 from .manifest import Job, Manifest, load_manifest
 from .manifest_cache import cache_path, load_manifest_cached
 from .plan import make_plan
+from .rate_store import check_store_url
 from .report import build_report
+from .shard import Shard
 from .sink import Sink
 from .units import duration_text, size_text
 from .urls import check_out, check_service_url
@@ -95,6 +97,22 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         return None
     try:
         return parse_duration(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
+    if value is None:
+        return None
+    try:
+        return Shard.parse(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _rate_store(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return check_store_url(value)
     except UsageError as exc:
         raise click.BadParameter(str(exc), ctx, param) from None
 
@@ -211,6 +229,23 @@ RUN_OPTIONS = [
     click.option(
         "--retry-failed", is_flag=True, help="Try failed jobs again now, quarantined ones included."
     ),
+    click.option(
+        "--shard",
+        callback=_shard,
+        metavar="K/N",
+        help="Run only part K of N of the manifest (by job key; K from 1), with its own "
+        "ledger [default: OUT/bulkfetch-ledger.shard-K-of-N.json].",
+    ),
+    click.option(
+        "--rate-store",
+        envvar="BULKFETCH_RATE_STORE",
+        callback=_rate_store,
+        default="",
+        metavar="URL",
+        help="Where runs on one key share its rate: redis://HOST:PORT/DB across hosts, "
+        "'none' for this run alone [default: a file under the user's cache folder, shared "
+        "by the runs on this host] (env BULKFETCH_RATE_STORE).",
+    ),
 ]
 
 
@@ -286,6 +321,8 @@ def run(
             return
         key = load_api_key(api_key_file)
         jobs = load_manifest_cached(manifest, cache_path(config.ledger_path))
+        if config.shard is not None:
+            jobs = config.shard.select(jobs)
         progress = None if quiet else _progress_for(sys.stderr.isatty(), progress_interval)
         result = anyio.run(_run_cli, jobs, config, key, progress)
     except BulkfetchError as exc:
@@ -360,6 +397,8 @@ def _print_plan(
     # A dry run reads a cache that matches, and writes none: it must leave no file behind.
     if jobs is None:
         jobs = load_manifest_cached(manifest, cache_path(config.ledger_path), write=False)
+    if config.shard is not None:
+        jobs = config.shard.select(jobs)
     sink = Sink(config.out)
     with Ledger.open(config.ledger_path, readonly=True) as book:
         result = make_plan(jobs, book, config, file_ok=lambda r: sink.file_ok(r.path, r.size))

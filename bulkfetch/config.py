@@ -19,6 +19,7 @@ from typing import Any
 from yarl import URL
 
 from .errors import UsageError
+from .shard import Shard
 
 __all__ = [
     "CONFIG_NAME",
@@ -244,7 +245,16 @@ class RunConfig:
     #: Seconds of failures, before the API has answered as the task API in this run, after
     #: which the URL is taken for a wrong one and the run stops (exit 3); see ``contact``.
     first_contact_grace: float = 45.0
+    #: Run only this part of the manifest (``--shard K/N``); each part has its own ledger.
+    shard: Shard | None = None
+    #: Where the lanes' pacing is shared with other runs on the same key: ``""`` for the
+    #: file store under the user's cache folder (one host), ``"none"`` for this process
+    #: alone, ``redis://host:port/db`` across hosts. See ``rate_store``.
+    rate_store: str = ""
 
     @property
     def ledger_path(self) -> Path:
-        return self.ledger if self.ledger is not None else self.out / "bulkfetch-ledger.json"
+        if self.ledger is not None:
+            return self.ledger
+        name = self.shard.ledger_name if self.shard else "bulkfetch-ledger.json"
+        return self.out / name

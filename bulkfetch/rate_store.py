@@ -1,0 +1,295 @@
+"""Where runs on one key share its lanes' pacing: the store interface and the file store.
+
+A ``RateStore`` keeps, for one API host and one key, each lane's ``LaneState`` and the
+processes' leases (``shared_pace``), and applies its decisions atomically: ``take`` a
+slot (giving back an unused one first), ``confirm`` a reserved slot after sleeping to
+it, report a 429 (``refused``), ``renew`` and ``release`` a process's lease. Every
+answer is relative (a delay, a count): processes never compare clocks.
+
+Stores are found by the API host and a **fingerprint** of the key: the first 16 hex
+digits of an HMAC-SHA256 of it, never the key itself, so that a store's name or content
+gives nothing away (the file's name and Redis's keys are readable by others).
+
+* ``FileStore`` (the default, one host): ``$XDG_CACHE_HOME/bulkfetch/rates/HOST-FP.json``,
+  read and replaced under ``fcntl.flock`` on a lock file beside it, in a worker thread.
+  Not fsynced: pacing state is worth nothing after a reboot (``shared_pace`` forgets it).
+* ``RedisStore`` (``redis://host:port/db``, across hosts): ``rate_store_redis``.
+* ``none``: no store; each process paces alone (the in-process slots).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import anyio.to_thread
+import orjson
+from yarl import URL
+
+from .config import ApiKey
+from .durable import atomic_write
+from .errors import RateStoreError, UsageError
+from .shared_pace import (
+    Grant,
+    LaneState,
+    give_back,
+    live_leases,
+    refused,
+    renew_lease,
+    slot_still_good,
+    take_slot,
+)
+
+__all__ = [
+    "FileStore",
+    "RateStore",
+    "Ticket",
+    "check_store_url",
+    "fingerprint",
+    "store_name",
+]
+
+log = logging.getLogger(__name__)
+
+KIND, VERSION = "bulkfetch-rate-store", 1
+#: Not secret: it only makes the fingerprint this project's own (a fingerprint of the same
+#: key elsewhere, with plain SHA-256, does not match it).
+_FINGERPRINT_SALT = b"bulkfetch rate store v1"
+_T = TypeVar("_T")
+
+
+def fingerprint(key: ApiKey) -> str:
+    """16 hex digits that tell keys apart and give nothing of the key away."""
+    mac = hmac.new(_FINGERPRINT_SALT, key.reveal().encode(), hashlib.sha256)
+    return mac.hexdigest()[:16]
+
+
+def store_name(api_url: str, key: ApiKey) -> str:
+    """``HOST_PORT-FINGERPRINT``: the API host (limits are per service) and the key."""
+    url = URL(api_url)
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", url.host or "host")
+    return f"{host}_{url.port or 0}-{fingerprint(key)}"
+
+
+def check_store_url(value: str) -> str:
+    """The ``--rate-store`` value as given, if usable: '' (the file store), ``none``,
+    ``file``, or a ``redis://`` / ``rediss://`` URL with a host."""
+    text = value.strip()
+    if text.lower() in ("", "none", "file"):
+        return text.lower()
+    url = URL(text)
+    if url.scheme not in ("redis", "rediss") or not url.host:
+        raise UsageError(
+            f"rate store {text!r} is not redis://HOST:PORT/DB, rediss://..., 'none' or 'file'"
+        )
+    db = url.path.strip("/")
+    if db and not db.isdigit():
+        raise UsageError(f"rate store {text!r}: the database must be a number (redis://h:p/0)")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A store's answer to ``take``: the slot, and how long until it (seconds)."""
+
+    grant: Grant
+    delay: float
+    #: Processes holding a lease on this key now (this one included).
+    processes: int
+
+
+class RateStore(Protocol):
+    """A lane's shared pacing state, kept for every process on one key."""
+
+    #: Names the store in messages (a URL without a password, or a path).
+    where: str
+
+    async def take(
+        self,
+        lane: str,
+        owner: str,
+        *,
+        interval: float,
+        slack: float,
+        horizon: float,
+        ttl: float,
+        unused: Grant | None = None,
+    ) -> Ticket:
+        """Give back ``unused`` if it is still the last slot, renew ``owner``'s lease
+        for ``ttl`` seconds, and reserve the next slot."""
+
+    async def confirm(self, lane: str, grant: Grant) -> bool:
+        """Whether the reserved slot may still be used (no pause came since)."""
+
+    async def refused(
+        self, lane: str, *, limit_interval: float, strict: bool, pause: float
+    ) -> None:
+        """Report a 429: every process slows to ``limit_interval``, all pause ``pause``."""
+
+    async def renew(self, owner: str, ttl: float) -> int:
+        """Extend ``owner``'s lease; returns the processes alive."""
+
+    async def release(self, owner: str) -> None:
+        """Drop ``owner``'s lease (the process is ending)."""
+
+    async def aclose(self) -> None:
+        """Close connections."""
+
+
+def default_store_dir() -> Path:
+    """``$XDG_CACHE_HOME/bulkfetch/rates`` (``~/.cache`` by default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "bulkfetch" / "rates"
+
+
+class FileStore:
+    """The shared state in one JSON file per API host and key, under an OS lock."""
+
+    __slots__ = ("_lock_path", "path", "where")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock_path = path.with_name(path.name + ".lock")
+        self.where = str(path)
+
+    def __repr__(self) -> str:
+        return f"<FileStore {self.path}>"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        """The file's content under the lock; written back (atomically) on success."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise RateStoreError(f"rate store {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel if the process dies
+            data = self._read()
+            before = orjson.dumps(data)
+            yield data
+            after = orjson.dumps(data)
+            if after != before:
+                atomic_write(self.path, after, sync=False)
+        except OSError as exc:
+            raise RateStoreError(f"rate store {self.path}: {exc.strerror}") from None
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = orjson.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            data = None
+        except (OSError, orjson.JSONDecodeError) as exc:
+            # Only pacing: a damaged file costs at most a slot or two; start afresh.
+            log.warning("rate store %s unreadable (%s); starting afresh", self.path, exc)
+            data = None
+        if not isinstance(data, dict) or data.get("kind") != KIND:
+            return {"kind": KIND, "version": VERSION, "lanes": {}, "leases": {}}
+        return data
+
+    async def _apply(self, change: Callable[[dict[str, Any], float], _T]) -> _T:
+        def run() -> _T:
+            with self._locked() as data:
+                return change(data, _wall_clock())
+
+        return await anyio.to_thread.run_sync(run)
+
+    async def take(
+        self,
+        lane: str,
+        owner: str,
+        *,
+        interval: float,
+        slack: float,
+        horizon: float,
+        ttl: float,
+        unused: Grant | None = None,
+    ) -> Ticket:
+        def change(data: dict[str, Any], now: float) -> Ticket:
+            state = _lane(data, lane)
+            if unused is not None:
+                state = give_back(state, unused)
+            state, grant = take_slot(state, now, interval=interval, slack=slack, horizon=horizon)
+            data["lanes"][lane] = _dump(state)
+            data["leases"] = leases = renew_lease(_leases(data), owner, now, ttl)
+            return Ticket(grant, grant.at - now, live_leases(leases, now))
+
+        return await self._apply(change)
+
+    async def confirm(self, lane: str, grant: Grant) -> bool:
+        return await self._apply(lambda data, _now: slot_still_good(_lane(data, lane), grant.at))
+
+    async def refused(
+        self, lane: str, *, limit_interval: float, strict: bool, pause: float
+    ) -> None:
+        def change(data: dict[str, Any], now: float) -> None:
+            state = refused(
+                _lane(data, lane), now, limit_interval=limit_interval, strict=strict, pause=pause
+            )
+            data["lanes"][lane] = _dump(state)
+
+        await self._apply(change)
+
+    async def renew(self, owner: str, ttl: float) -> int:
+        def change(data: dict[str, Any], now: float) -> int:
+            data["leases"] = leases = renew_lease(_leases(data), owner, now, ttl)
+            return live_leases(leases, now)
+
+        return await self._apply(change)
+
+    async def release(self, owner: str) -> None:
+        def change(data: dict[str, Any], _now: float) -> None:
+            data["leases"] = {k: v for k, v in _leases(data).items() if k != owner}
+
+        await self._apply(change)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _wall_clock() -> float:
+    # The wall clock, not the monotonic one: the file outlives a reboot, and shared_pace
+    # forgets states that lie far ahead of or behind it.
+    return time.time()
+
+
+def _lane(data: dict[str, Any], name: str) -> LaneState:
+    lanes = data.setdefault("lanes", {})
+    raw = lanes.get(name)
+    if not isinstance(raw, dict):
+        return LaneState()
+    try:
+        return LaneState(
+            next_at=float(raw.get("next_at", -1e308)),
+            limit_interval=float(raw.get("limit_interval", 0.0)),
+            strict=bool(raw.get("strict", False)),
+            paused_until=float(raw.get("paused_until", -1e308)),
+            used_at=float(raw.get("used_at", -1e308)),
+            refusals=int(raw.get("refusals", 0)),
+        )
+    except (TypeError, ValueError):
+        return LaneState()
+
+
+def _dump(state: LaneState) -> dict[str, Any]:
+    # JSON has no infinity: the far past is -1e308, which every rule reads the same way.
+    return {k: (max(v, -1e308) if isinstance(v, float) else v) for k, v in asdict(state).items()}
+
+
+def _leases(data: dict[str, Any]) -> dict[str, float]:
+    raw = data.get("leases")
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): float(v) for k, v in raw.items() if isinstance(v, int | float)}
