@@ -14,12 +14,13 @@ Routes (``API`` is ``/api/gdw/api``, ``SEARCH`` is ``/api/lms/search/v2``)::
 
 The key is accepted in the ``x-api-key`` header or the ``api_key`` query parameter. Every API
 request passes the same gate, in this order, so each answer has one cause:
-``forbidden`` (403) → outage (503) → key (401) → rate limit (429, not counted in the window)
-→ injected 5xx → injected connection reset. Then the endpoint's own logic runs: parameter
-checks (400), unknown or expired task (404), pending (200 JSON with a status word), task
-error (200 JSON ``task_type: error``), and finally the result in the configured form, subject
-to the body faults (JSON instead, empty 200, wrong format, truncation, slow chunks). A search
-checks its body (400, see ``search_app``) and answers a page of the catalogue (``catalogue``)
+``forbidden`` (403) → outage (503) → key (401) → rate limit (429, counted the way
+``limiter`` says; a refusal is not counted) → injected 5xx → injected connection reset.
+Then the endpoint's own logic runs: parameter checks (400), unknown or expired task (404),
+pending (200 JSON with a status word), task error (200 JSON ``task_type: error``), and
+finally the result in the configured form, subject to the body faults (JSON instead, empty
+200, wrong format, truncation, slow chunks). A search checks its body (400, see
+``search_app``) and answers a page of the catalogue (``catalogue``)
 as seen from ``catalogue_today``.
 """
 
@@ -38,8 +39,9 @@ from aiohttp import web
 
 from bulkfetch.simulator.config import SimConfig
 from bulkfetch.simulator.images import FORMATS, GEOREFERENCES, result_body
+from bulkfetch.simulator.limits import LaneLimit
 from bulkfetch.simulator.search_app import parse_query, run_query
-from bulkfetch.simulator.state import SimState, SlidingWindow, Task
+from bulkfetch.simulator.state import SimState, Task
 
 __all__ = ["API_PATH", "RESULTS_PATH", "SEARCH_PATH", "STATE_KEY", "apply_changes", "make_app"]
 
@@ -91,7 +93,9 @@ def _reset(request: web.Request) -> web.Response:
     return web.Response(status=500)
 
 
-def _retry_after(mode: str, wait: float) -> dict[str, str]:
+def _retry_after(mode: str, wait: float, window: float) -> dict[str, str]:
+    if mode == "window":
+        return {"Retry-After": str(max(1, math.ceil(window)))}
     if mode == "int":
         return {"Retry-After": str(max(1, math.ceil(wait)))}
     if mode == "float":
@@ -105,24 +109,24 @@ def _retry_after(mode: str, wait: float) -> dict[str, str]:
 _Lane = Literal["create", "status", "search"]
 
 
-def _lane(state: SimState, lane: _Lane) -> tuple[SlidingWindow, int, float, float]:
-    """A lane's window, limit, window seconds and injected 5xx rate."""
+def _lane(state: SimState, lane: _Lane) -> tuple[LaneLimit, int, float, float]:
+    """A lane's limiter, limit, window seconds and injected 5xx rate."""
     config = state.config
     if lane == "create":
         return (
-            state.create_window,
+            state.lane_limit(lane),
             config.create_limit,
             config.create_window,
             config.create_5xx_rate,
         )
     if lane == "status":
         return (
-            state.status_window,
+            state.lane_limit(lane),
             config.status_limit,
             config.status_window,
             config.status_5xx_rate,
         )
-    return state.search_window, config.search_limit, config.search_window, config.search_5xx_rate
+    return state.lane_limit(lane), config.search_limit, config.search_window, config.search_5xx_rate
 
 
 def _count(state: SimState, lane: _Lane, what: str) -> None:
@@ -149,7 +153,7 @@ def _gate(request: web.Request, state: SimState, lane: _Lane, now: float) -> web
     wait = window.admit(config.api_key, now, limit, seconds)
     if wait is not None:
         _count(state, lane, "429")
-        return _error(429, "rate limit exceeded", _retry_after(config.retry_after, wait))
+        return _error(429, "rate limit exceeded", _retry_after(config.retry_after, wait, seconds))
     if state.chance(rate):
         _count(state, lane, "5xx")
         status = state.fault_rng.choice((500, 502, 503))
