@@ -563,6 +563,7 @@ def test_cli_serves_with_the_key_from_the_environment_until_interrupted() -> Non
         # Strict spacing: a second creation at once is refused, and told the whole window.
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=5)
+        refused.value.close()
         assert refused.value.code == 429
         assert refused.value.headers["Retry-After"] == "1"
     finally:
