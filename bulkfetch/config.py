@@ -208,6 +208,9 @@ class RunConfig:
     request_timeout: float = 60.0
     #: Let the lanes probe above the configured rates when the server allows it.
     learn_rates: bool = False
+    #: Poll a task only once it is probably ready, instead of spending every status slot
+    #: on the likeliest task: fewer status calls (for plans that count them), later finish.
+    save_status_calls: bool = False
     #: Retry back-off after a transient failure: base * 2**n seconds, with jitter, capped.
     #: None: twice the lane's interval, so the back-off scales with the API's pace.
     backoff_base: float | None = None

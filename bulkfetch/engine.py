@@ -4,8 +4,9 @@ Two lanes share the process, each behind its own ``Limiter``:
 
 * the **create lane** takes the next job to create, records the intent in the ledger
   (``creating``), POSTs it, and records the task (``created``) as soon as the answer comes;
-* the **status lane** asks the ``Poller`` which task is most worth a status call now,
-  spends one slot on it, and, when the answer is the file, hands it to the ``Sink``.
+* the **status lane** spends every slot it may while a task is in flight, each on the task
+  the ``Poller`` says is most likely to be ready (with ``save_status_calls``, only once its
+  odds are good), and, when the answer is the file, hands it to the ``Sink``.
 
 The decisions are the scheduler's; this module only carries them out and records every
 state change in the ledger before acting on it, so a run killed at any instant is resumed
@@ -120,6 +121,7 @@ class Run:
             self.model,
             margin=safety_margin(config.deadline_margin, self.task_timeout),
             min_gap=config.status_rate.interval,
+            eager=not config.save_status_calls,
         )
         self._clock = clock
         self._queue: list[tuple[float, int, str]] = []  # (not before, seq, key) to create
@@ -415,12 +417,12 @@ class Run:
             for key in self.poller.take_expired():
                 self._expired(key)
             self.poller.set_draining(not self._queue and not self.counters.creating)
-            due = self.poller.earliest_due()
+            due = self.poller.wants_slot(self._clock())
             if due > self._clock():
                 await self._wait(due)
                 continue
             await self.status_limiter.acquire()
-            chosen = self.poller.next_due(self._clock())
+            chosen = self.poller.next_for_slot(self._clock())
             for expired in self.poller.take_expired():
                 self._expired(expired)
             if chosen is None:
