@@ -938,10 +938,10 @@ def test_a_slot_is_used_whenever_a_task_can_be_polled(ops: list[tuple[float, str
                 if k not in in_hand and (k not in pinned or pinned[k] <= now)
             ]
             dues = {k: poller._tasks[k].due for k in free}
-            key = poller.next_for_slot(now)
-            assert (key is not None) == bool(free)
-            if key is not None:
-                assert dues[key] == min(dues.values())  # the likeliest first
-                assert poller._tasks[key].due == math.inf  # now in the caller's hands
-                in_hand.add(key)
-                pinned.pop(key, None)
+            chosen = poller.next_for_slot(now)
+            assert (chosen is not None) == bool(free)
+            if chosen is not None:
+                assert dues[chosen] == min(dues.values())  # the likeliest first
+                assert poller._tasks[chosen].due == math.inf  # now in the caller's hands
+                in_hand.add(chosen)
+                pinned.pop(chosen, None)
