@@ -7,7 +7,7 @@ Routes (``API`` is ``/api/gdw/api``, ``SEARCH`` is ``/api/lms/search/v2``)::
     POST {SEARCH}/{dataset}          search one dataset       (rate limited: search lane)
     POST {SEARCH}                    search search.satellites (rate limited: search lane)
     GET  /_sim/results/{task_id}     a finished result, no key, no rate limit (redirect target)
-    GET  /_sim/counters              counters, bound_seconds, makespan_seconds
+    GET  /_sim/counters              counters, bound_seconds, makespan_seconds, now_seconds
     GET  /_sim/tasks                 every task created, with timing and poll counts
     POST /_sim/config                JSON object of knob changes; {"outage_for": s} too
     POST /_sim/reset-counters        zero the counters
@@ -330,7 +330,10 @@ async def _send_result(request: web.Request, state: SimState, task: Task) -> web
 
 
 async def _counters(request: web.Request) -> web.Response:
-    return _json(request.app[STATE_KEY].counters_dict())
+    state = request.app[STATE_KEY]
+    # ``now_seconds`` places the counters' times on the caller's clock (how long a client
+    # took from its start to its first request, for one).
+    return _json({**state.counters_dict(), "now_seconds": state.since_start(time.monotonic())})
 
 
 async def _tasks(request: web.Request) -> web.Response:
