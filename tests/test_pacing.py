@@ -82,7 +82,7 @@ def test_a_refusal_hard_on_the_heels_of_another_tells_even_a_young_lane() -> Non
         limit_interval=1.0,
         pace=1.01,
         window=W,
-        accepted=sends(3.0, 1.0, 30),
+        accepted=sends(23.0, 1.0, 10),
         previous=32.5,
         first_sent=0.0,
     )
