@@ -167,6 +167,8 @@ class CaseResult:
     tables: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)
     paragraphs: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: Runs kept in RESULTS.json only (the matrix's, summed up in its own table).
+    runs_json: list[RunFigures] = field(default_factory=list)
 
     def target(self, what: str, target: str, measured: float, ok: bool, fmt: str = ".3f") -> None:
         self.targets.append((what, target, format(measured, fmt), ok))

@@ -104,7 +104,6 @@ CASES: dict[str, SchedulingCase] = {
             median_slots=20,
             sigma=0.5,
             seed=11,
-            max_status_per_job=1.10,
             max_pct_429=0.5,
             diagnose=True,
             spread_seeds=(3, 5, 7, 13),
@@ -120,7 +119,6 @@ CASES: dict[str, SchedulingCase] = {
             seed=3,
             # Seed 3's first 100 tasks include a 40 s one; seed 9's longest is 15 s.
             quick_seed=9,
-            max_status_per_job=1.3,
             diagnose=True,
         ),
         SchedulingCase(

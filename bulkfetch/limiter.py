@@ -57,7 +57,6 @@ class Limiter:
     __slots__ = (
         "_accepted",
         "_clock",
-        "_first_refusal",
         "_first_sent",
         "_floor",
         "_last_change",
@@ -68,6 +67,7 @@ class Limiter:
         "_next_at",
         "_outstanding",
         "_paused_until",
+        "_refusals",
         "_searching",
         "_sleep",
         "_streak",
@@ -131,7 +131,7 @@ class Limiter:
         self._first_sent = math.inf  # when the lane first sent
         self._last_change = -math.inf  # when the pace last changed on a 429
         self._last_refusal: float | None = None  # send time of the 429 that changed it
-        self._first_refusal: float | None = None  # the first of a run of them
+        self._refusals: deque[float] = deque()  # send times of the 429s that taught
         self._clock = clock
         self._sleep = sleep
         self._next_at = -math.inf
@@ -278,6 +278,13 @@ class Limiter:
                 self._streak = 0
                 self.limit_interval = max(self._floor, self.limit_interval / self.search_speedup)
 
+    def _first_kept_refusal(self, sent: float) -> float | None:
+        """The earliest refusal whose accepted requests since are all still kept."""
+        horizon = sent - KEEP_WINDOWS * self.configured.period
+        while self._refusals and self._refusals[0] < horizon:
+            self._refusals.popleft()
+        return self._refusals[0] if self._refusals else None
+
     def pause(self, seconds: float) -> None:
         """Hold the whole lane for ``seconds`` (the server seems down), pace unchanged."""
         self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
@@ -303,7 +310,7 @@ class Limiter:
             previous=self._last_refusal,
             first_sent=min(self._first_sent, sent),
             strict=self.spacing,
-            first_refusal=self._first_refusal,
+            first_refusal=self._first_kept_refusal(sent),
         )
         echo = sent < self._last_change
         if not echo:
@@ -313,15 +320,15 @@ class Limiter:
                 # Refused with room left in the window (or too early to tell): the
                 # server may space requests, so the jitter must fit between every two.
                 self.strict = True
-            self.limit_interval = max(self.limit_interval, limit_after_429(refusal))
+            learned = limit_after_429(refusal)
+            if self._searching:
+                # The first refusal of a search: the limit lies between this pace and
+                # the last one that passed, one search step slower. A window's count
+                # says less here: the lane was slower than the limit for most of it.
+                learned = min(learned, self.limit_interval * self.search_speedup)
+            self.limit_interval = max(self.limit_interval, learned)
             self._last_change = now
-            recent = self._last_refusal is not None and (
-                sent - self._last_refusal < 2 * refusal.window
-            )
-            if not recent:
-                self._first_refusal = None
-            elif self._first_refusal is None:
-                self._first_refusal = self._last_refusal
+            self._refusals.append(sent)
             self._last_refusal = sent
             self._searching = False
         pause = bounded_pause(retry_after, interval=self.interval, window=self.configured.period)

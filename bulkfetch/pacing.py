@@ -39,8 +39,8 @@ __all__ = [
     "window_count_tells",
 ]
 
-#: Windows of accepted requests a lane keeps to read its refusals by.
-KEEP_WINDOWS = 4
+#: Windows of accepted requests (and refusals) a lane keeps to read its refusals by.
+KEEP_WINDOWS = 8
 #: The largest slowdown one 429 may cause: strict spacing refuses the second request of a
 #: lane sent at any pace above its rate, so one refusal cannot tell how far above it was.
 MAX_SLOWDOWN = 2.0
@@ -84,8 +84,8 @@ class Refusal:
     first_sent: float = -math.inf
     #: The lane already keeps its sends a full interval plus the jitter apart.
     strict: bool = False
-    #: Send time of the first of the refusals that came less than two windows apart,
-    #: up to the previous one (None: the previous is the first).
+    #: Send time of the earliest refusal since which ``accepted`` is complete (None: use
+    #: ``previous``).
     first_refusal: float | None = None
 
 
@@ -151,7 +151,6 @@ def limit_after_429(refusal: Refusal) -> float:
         # through between the first and this one is its refill, give or take a token,
         # which matters less the longer the span.
         start = r.previous if r.first_refusal is None else r.first_refusal
-        start = max(start, r.sent_at - KEEP_WINDOWS * r.window)  # what the lane keeps
         between = (r.sent_at - start) / max(1, _count_between(r.accepted, start, r.sent_at))
     estimate = between
     if window_count_tells(r):
