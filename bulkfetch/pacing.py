@@ -46,6 +46,9 @@ KEEP_WINDOWS = 8
 MAX_SLOWDOWN = 2.0
 #: The smallest: any 429 says the lane went too fast, whatever the count says.
 MIN_SLOWDOWN = 1.01
+#: How much slower than the lane's pace the rate between refusals must be to be the
+#: server's rather than the lane's own.
+SLOWER = 1.05
 
 
 def jitter_margin(latencies: Sequence[float], *, interval: float, typical: bool = False) -> float:
@@ -152,7 +155,10 @@ def limit_after_429(refusal: Refusal) -> float:
         # which matters less the longer the span.
         start = r.previous if r.first_refusal is None else r.first_refusal
         between = (r.sent_at - start) / max(1, _count_between(r.accepted, start, r.sent_at))
-    estimate = between
+    # Between refusals the lane's own pace shows too (pauses included): only a rate
+    # clearly slower than that is the server's (a bucket refilling slower than the lane
+    # sends); otherwise the refusal was a pair bunched on the way.
+    estimate = between if between > r.pace * SLOWER else 0.0
     if window_count_tells(r):
         k = _count_between(r.accepted, r.sent_at - r.window, r.sent_at)
         estimate = r.window / max(k, 1)

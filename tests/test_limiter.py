@@ -320,8 +320,10 @@ def test_rates_twice_too_high_converge_within_three_429s(kind: str, form: str) -
 
 @pytest.mark.parametrize("kind", LIMITER_KINDS)
 def test_rates_twice_too_low_are_learned(kind: str) -> None:
+    """A search ends on a refusal, and a calendar window that straddles it may take one or
+    two more to read; no 429 target here, only a bound."""
     outcome = drive(kind, factor=0.5, learn=True, form="int", jitter=0.05)
-    assert outcome.refused <= 4
+    assert outcome.refused <= 6
     assert 0.99 < outcome.pace < 1.6
 
 
