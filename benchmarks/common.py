@@ -47,6 +47,7 @@ def sim_config(
     median_slots: float,
     sigma: float,
     rate: int = RATE,
+    retry_after: str = "float",
     **extra: Any,
 ) -> SimConfig:
     """A well-behaved EOS at ``rate`` requests/s per lane, lognormal processing in slots."""
@@ -56,7 +57,7 @@ def sim_config(
         create_window=1.0,
         status_limit=rate,
         status_window=1.0,
-        retry_after="float",
+        retry_after=retry_after,  # type: ignore[arg-type]
         processing_median=median_slots / rate,
         processing_sigma=sigma,
         **extra,
@@ -166,6 +167,8 @@ class CaseResult:
     tables: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)
     paragraphs: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: Runs kept in RESULTS.json only (the matrix's, summed up in its own table).
+    runs_json: list[RunFigures] = field(default_factory=list)
 
     def target(self, what: str, target: str, measured: float, ok: bool, fmt: str = ".3f") -> None:
         self.targets.append((what, target, format(measured, fmt), ok))

@@ -178,6 +178,12 @@ RUN_OPTIONS = [
         help="Probe above the configured rates when the server allows it.",
     ),
     click.option(
+        "--save-status-calls",
+        is_flag=True,
+        help="Poll a task only once it is probably ready (fewer status calls, later finish), "
+        "instead of using every status slot.",
+    ),
+    click.option(
         "--max-in-flight",
         type=click.IntRange(min=1),
         help="Tasks created and not yet downloaded, at most [default: sized from the rates].",

@@ -226,6 +226,9 @@ class RunConfig:
     #: Check the manifest's colormaps with EOS before the first creation, at this pace.
     check_colormaps: bool = True
     colormap_rate: Rate = field(default_factory=lambda: Rate(10, 60.0))
+    #: Poll a task only once it is probably ready, instead of spending every status slot
+    #: on the likeliest task: fewer status calls (for plans that count them), later finish.
+    save_status_calls: bool = False
     #: Retry back-off after a transient failure: base * 2**n seconds, with jitter, capped.
     #: None: twice the lane's interval, so the back-off scales with the API's pace.
     backoff_base: float | None = None
