@@ -44,6 +44,7 @@ from .ledger import JobRecord, JobState, Ledger
 from .limiter import Limiter
 from .logs import JobTag
 from .manifest import Job, Manifest
+from .rate_share import RateSession
 from .scheduler import (
     Action,
     Poller,
@@ -105,15 +106,28 @@ class Run:
         ledger: Ledger,
         *,
         clock: Callable[[], float] = time.time,
+        rates: RateSession | None = None,
     ) -> None:
         self.manifest = manifest
+        #: The key's rate shared with other processes (``rate_share``), or None.
+        self.rates = rates
         self.config = config
         self.ledger = ledger
         self.jobs: dict[str, Job] = {job.key: job for job in manifest.jobs}
         self.sink = Sink(config.out)
         self.client = Client(config.api_url, key, timeout=config.request_timeout)
-        self.create_limiter = Limiter("create", config.create_rate, learn=config.learn_rates)
-        self.status_limiter = Limiter("status", config.status_rate, learn=config.learn_rates)
+        self.create_limiter = Limiter(
+            "create",
+            config.create_rate,
+            learn=config.learn_rates,
+            shared=rates.lane("create") if rates else None,
+        )
+        self.status_limiter = Limiter(
+            "status",
+            config.status_rate,
+            learn=config.learn_rates,
+            shared=rates.lane("status") if rates else None,
+        )
         self.model = ProcessingModel(
             prior_median=config.first_poll_after or 2 * config.status_rate.interval
         )
@@ -229,6 +243,8 @@ class Run:
                     left = self._time_box - self._clock()
                     tg.cancel_scope.deadline = anyio.current_time() + left
                 if not self._finished():
+                    if self.rates is not None:
+                        tg.start_soon(self.rates.serve)
                     tg.start_soon(self._flush_ledger)
                     tg.start_soon(self._watch_first_contact)
                     tg.start_soon(self._create_lane, tg)

@@ -34,6 +34,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -47,6 +48,9 @@ from .pacing import (
     window_count_tells,
 )
 from .retry_after import bounded_pause
+
+if TYPE_CHECKING:
+    from .rate_share import SharedLane
 
 __all__ = ["Limiter"]
 
@@ -78,6 +82,7 @@ class Limiter:
         "name",
         "pauses",
         "rate_limited",
+        "shared",
         "strict",
     )
 
@@ -104,9 +109,13 @@ class Limiter:
         learn: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        shared: SharedLane | None = None,
     ) -> None:
         #: The lane's name, for logs.
         self.name = name
+        #: Where slots come from when other processes share the key (``rate_share``):
+        #: None, the lane's own pacing here.
+        self.shared = shared
         #: The rate the user configured.
         self.configured = rate
         #: Seconds per request the server is believed to allow.
@@ -193,6 +202,8 @@ class Limiter:
         Re-checks after each sleep, because a 429 elsewhere in the lane may have paused it
         meanwhile. Call ``sending`` right before the request goes out.
         """
+        if self.shared is not None:
+            return await self._acquire_shared(self.shared)
         while True:
             now = self._clock()
             at = self.ready_at()
@@ -207,9 +218,37 @@ class Limiter:
                 return base
             await self._sleep(at - now)
 
+    async def _acquire_shared(self, shared: SharedLane) -> float:
+        """A slot from the store other processes on the key share, after any pause of
+        this lane's own (a server failing every request); adopts what the store was
+        taught by another process's 429: its limit, and that the server spaces requests."""
+        while (wait := self._paused_until - self._clock()) > 0:
+            await self._sleep(wait)
+        due = await shared.take(
+            interval=self.interval,
+            slack=self._slack(),
+            # A shared slot further ahead than this is a stale state or a clock that
+            # jumped: no pause or queue of processes is ever that long.
+            horizon=4 * self.configured.period + 60.0,
+            clock=self._clock,
+            sleep=self._sleep,
+        )
+        taught = shared.taught
+        if taught is not None:
+            if taught.limit_interval > self.limit_interval * (1 + 1e-9):
+                self.limit_interval = taught.limit_interval
+                self._searching = False
+                # Answers to requests sent before now were paced the old way: echoes.
+                self._last_change = self._clock()
+            self.strict = self.strict or taught.strict
+        self._next_at = due + self.interval
+        return due
+
     def release_unused(self) -> None:
         """Give back the slot just taken when no request was sent with it."""
         self._next_at -= self.interval
+        if self.shared is not None:
+            self.shared.give_back()
 
     def _gap(self) -> float:
         """Seconds two sends must be apart where the server spaces requests (``strict``):
@@ -341,4 +380,9 @@ class Limiter:
         until = max(until, now)
         self.pauses += max(0.0, until - max(now, self._paused_until))
         self._paused_until = max(self._paused_until, until)
+        if self.shared is not None and not echo:
+            # Every process on the key pauses with this one and learns its limit.
+            self.shared.refused(
+                limit_interval=self.limit_interval, strict=self.strict, pause=until - now
+            )
         return until - now
