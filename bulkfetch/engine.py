@@ -225,7 +225,9 @@ class Run:
 
     async def run(self) -> Counters:
         """Drive every job to done or failed, or until ``stop()``; returns the counters."""
-        removed = await anyio.to_thread.run_sync(self.sink.remove_partials)
+        # A --shard run leaves the other parts' files alone: they may be writing now.
+        owned = [job.relative_path() for job in self.jobs.values()] if self.config.shard else None
+        removed = await anyio.to_thread.run_sync(self.sink.remove_partials, owned)
         if removed:
             log.info("removed %d partial file(s) left by an earlier run", removed)
         tally = self.plan()

@@ -32,6 +32,7 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -147,12 +148,18 @@ class Sink:
         with contextlib.suppress(OSError):
             os.unlink(probe)  # noqa: PTH108
 
-    def remove_partials(self) -> int:
-        """Delete temporary files a crashed run left behind. Returns how many."""
+    def remove_partials(self, owned: Collection[PurePosixPath] | None = None) -> int:
+        """Delete temporary files a crashed run left behind. Returns how many.
+
+        With ``owned`` (a ``--shard`` run: other parts may be writing into the same
+        folder right now), only the temporary files of those results."""
         removed = 0
         if not self.out.is_dir():
             return 0
+        mine = None if owned is None else {os.fspath(self.out.joinpath(*p.parts)) for p in owned}
         for part in _find_parts(self._out):
+            if mine is not None and _part_target(part) not in mine:
+                continue
             try:
                 os.unlink(part)  # noqa: PTH108
                 removed += 1
@@ -244,6 +251,12 @@ def _written(
     start = started or now  # (an empty body never started)
     path = PurePosixPath(relative).as_posix()
     return Written(path, size, part.hexdigest(), written_at - start, now - start)
+
+
+def _part_target(part: str) -> str:
+    """The result a temporary file ``DIR/.NAME.XXXXXXXX.bulkfetch-part`` is for: DIR/NAME."""
+    folder, _, name = part.rpartition("/")
+    return f"{folder}/{name[1 : -len(PART_SUFFIX) - 9]}"
 
 
 def _find_parts(top: str) -> list[str]:

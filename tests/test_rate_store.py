@@ -155,3 +155,14 @@ def test_store_urls_are_checked(url: str, ok: bool) -> None:
     else:
         with pytest.raises(UsageError):
             check_store_url(url)
+
+
+def test_without_redis_py_the_message_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "redis", None)
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+    with pytest.raises(UsageError, match=r"pip install 'bulkfetch\[redis\]'"):
+        RedisStore("redis://127.0.0.1:1/0", "x")
