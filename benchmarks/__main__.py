@@ -14,7 +14,8 @@ reported, with the figures that explain it.
 
 Cases: matrix (every limiter kind x Retry-After form x configured rate, bulkfetch beside the
 fixed-delay and sequential scripts), nginx (behind nginx's own limit_req), heavy-tail,
-streaming, scale; and, not in the full run, the older single-server cases known-rates,
+streaming, scale, shared (2 and 4 processes on one key, through the file store and
+Redis); and, not in the full run, the older single-server cases known-rates,
 rates-too-high and rates-too-low (in-process, on the simulator's sliding log).
 """
 
@@ -40,11 +41,12 @@ from benchmarks.matrix import CELLS, KINDS, NGINX, Cell, run_matrix
 from benchmarks.report import render
 from benchmarks.scale import run_scale_case
 from benchmarks.scheduling import CASES, run_scheduling_case, start_sequential
+from benchmarks.shared import run_shared_case
 from benchmarks.streaming import MB, run_streaming_case
 
-ALL = ["matrix", "nginx", *CASES, "streaming", "scale"]
+ALL = ["matrix", "nginx", *CASES, "streaming", "scale", "shared"]
 #: What a full run (no --case) runs.
-FULL = ["matrix", "nginx", "heavy-tail", "streaming", "scale"]
+FULL = ["matrix", "nginx", "heavy-tail", "streaming", "scale", "shared"]
 HERE = Path(__file__).resolve().parent
 
 
@@ -206,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         print("[bench] scale ...", file=sys.stderr, flush=True)
         sizes_scale = (10_000, 2_000) if args.quick else (100_000, 20_000)
         results.append(run_scale_case(n_manifest=sizes_scale[0], n_full=sizes_scale[1]))
+    if "shared" in names:
+        print("[bench] shared ...", file=sys.stderr, flush=True)
+        results.append(run_shared_case(n=120 if args.quick else 400, with_none=not args.quick))
     for result in results:
         for what, target, measured, ok in result.targets:
             mark = "met" if ok else "MISSED"

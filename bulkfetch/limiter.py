@@ -233,6 +233,14 @@ class Limiter:
             clock=self._clock,
             sleep=self._sleep,
         )
+        if shared.others:
+            # What the other processes sent: the server counted them with this lane's own
+            # when it refuses, and a 429 read from this process's share alone would take
+            # the limit for a fraction of what it is.
+            for t in shared.others:
+                bisect.insort(self._accepted, t)
+            self._first_sent = min(self._first_sent, shared.others[0])
+            shared.others.clear()
         taught = shared.taught
         if taught is not None:
             if taught.limit_interval > self.limit_interval * (1 + 1e-9):

@@ -135,8 +135,10 @@ class SharedLane:
         "_fallback_next",
         "_fallback_spacing",
         "_held",
+        "_since",
         "_unused",
         "name",
+        "others",
         "session",
         "taught",
     )
@@ -150,6 +152,10 @@ class SharedLane:
         self._unused: Grant | None = None  # a slot to give back with the next take
         self._fallback_next = -math.inf
         self._fallback_spacing = 0.0
+        self._since = -math.inf  # this process's previous slot (the store's clock)
+        #: Other processes' slots learned with the last one (``clock``'s times): what the
+        #: key sent besides this process, for reading a 429 (the limiter takes them).
+        self.others: list[float] = []
 
     def __repr__(self) -> str:
         return f"<SharedLane {self.name} {self.session!r}>"
@@ -175,11 +181,15 @@ class SharedLane:
                     horizon=horizon,
                     ttl=LEASE,
                     unused=self._unused,
+                    since=self._since,
                 )
                 self._unused = None
+                self._since = ticket.grant.at
                 session.processes = ticket.processes
                 self.taught = ticket.grant
-                at = clock() + max(0.0, ticket.delay)
+                local_now = clock()
+                self.others += [local_now + offset for offset in ticket.others]
+                at = local_now + max(0.0, ticket.delay)
                 if ticket.delay <= 0:
                     self._held = ticket.grant
                     return at

@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import hmac
 import logging
+import math
 import os
 import re
 import time
@@ -44,6 +45,7 @@ from .shared_pace import (
     LaneState,
     give_back,
     live_leases,
+    others_since,
     refused,
     renew_lease,
     slot_still_good,
@@ -106,6 +108,9 @@ class Ticket:
     delay: float
     #: Processes holding a lease on this key now (this one included).
     processes: int
+    #: Other processes' slots between this owner's previous slot and this one (``since``
+    #: and ``grant.at``), as offsets from the store's clock now, like ``delay``.
+    others: tuple[float, ...] = ()
 
 
 class RateStore(Protocol):
@@ -124,9 +129,11 @@ class RateStore(Protocol):
         horizon: float,
         ttl: float,
         unused: Grant | None = None,
+        since: float = -math.inf,
     ) -> Ticket:
         """Give back ``unused`` if it is still the last slot, renew ``owner``'s lease
-        for ``ttl`` seconds, and reserve the next slot."""
+        for ``ttl`` seconds, and reserve the next slot; tell the other processes' slots
+        after ``since`` (this owner's previous ``grant.at``) and before this one."""
 
     async def confirm(self, lane: str, grant: Grant) -> bool:
         """Whether the reserved slot may still be used (no pause came since)."""
@@ -216,15 +223,19 @@ class FileStore:
         horizon: float,
         ttl: float,
         unused: Grant | None = None,
+        since: float = -math.inf,
     ) -> Ticket:
         def change(data: dict[str, Any], now: float) -> Ticket:
             state = _lane(data, lane)
             if unused is not None:
                 state = give_back(state, unused)
-            state, grant = take_slot(state, now, interval=interval, slack=slack, horizon=horizon)
+            state, grant = take_slot(
+                state, now, interval=interval, slack=slack, horizon=horizon, owner=owner
+            )
             data["lanes"][lane] = _dump(state)
             data["leases"] = leases = renew_lease(_leases(data), owner, now, ttl)
-            return Ticket(grant, grant.at - now, live_leases(leases, now))
+            others = tuple(at - now for at in others_since(state, owner, since, grant.at))
+            return Ticket(grant, grant.at - now, live_leases(leases, now), others)
 
         return await self._apply(change)
 
@@ -278,6 +289,7 @@ def _lane(data: dict[str, Any], name: str) -> LaneState:
             paused_until=float(raw.get("paused_until", -1e308)),
             used_at=float(raw.get("used_at", -1e308)),
             refusals=int(raw.get("refusals", 0)),
+            recent=tuple((float(at), str(who)) for at, who in raw.get("recent", ())),
         )
     except (TypeError, ValueError):
         return LaneState()
@@ -285,7 +297,9 @@ def _lane(data: dict[str, Any], name: str) -> LaneState:
 
 def _dump(state: LaneState) -> dict[str, Any]:
     # JSON has no infinity: the far past is -1e308, which every rule reads the same way.
-    return {k: (max(v, -1e308) if isinstance(v, float) else v) for k, v in asdict(state).items()}
+    data = {k: (max(v, -1e308) if isinstance(v, float) else v) for k, v in asdict(state).items()}
+    data["recent"] = [list(r) for r in state.recent]
+    return data
 
 
 def _leases(data: dict[str, Any]) -> dict[str, float]:

@@ -13,6 +13,7 @@ most users run one host, where the file store needs no server.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import anyio
@@ -20,7 +21,7 @@ from yarl import URL
 
 from .errors import RateStoreError, UsageError
 from .rate_store import Ticket
-from .shared_pace import FORGET_AFTER, Grant
+from .shared_pace import FORGET_AFTER, KEEP_SLOTS, Grant
 
 __all__ = ["RedisStore"]
 
@@ -50,17 +51,20 @@ local processes = redis.call('ZCARD', KEYS[2])
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[7]))
 """
 
-# ARGV: owner, interval, slack, horizon, ttl, forget_after, keep, unused_at, unused_spacing
+# KEYS: lane hash, leases, recent slots. ARGV: owner, interval, slack, horizon, ttl,
+# forget_after, keep, unused_at, unused_spacing, since, keep_slots
 _TAKE = (
     _READ
     + """
 if ARGV[8] ~= '' and math.abs(next_at - (tonumber(ARGV[8]) + tonumber(ARGV[9]))) <= 1e-6 then
   next_at = tonumber(ARGV[8])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], next_at, next_at)
 end
 local horizon = tonumber(ARGV[4])
 if now - used > tonumber(ARGV[6]) or math.max(next_at, paused) - now > horizon
     or used > now + horizon then
   next_at = far; limit = 0; strict = 0; paused = far
+  redis.call('DEL', KEYS[3])
 end
 local spacing = math.max(tonumber(ARGV[2]), limit)
 local base = next_at
@@ -69,11 +73,25 @@ local at = math.max(base, paused)
 redis.call('HSET', KEYS[1], 'next_at', f(at + spacing), 'limit', f(limit),
   'strict', strict, 'paused', f(paused), 'used', f(now), 'refusals', refusals)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[7]))
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - horizon)
+redis.call('ZADD', KEYS[3], at, ARGV[1] .. '|' .. f(at))
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1 - tonumber(ARGV[11]))
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[7]))
+local since = '-inf'
+if ARGV[10] ~= '' then since = '(' .. ARGV[10] end
+local seen = redis.call('ZRANGEBYSCORE', KEYS[3], since, at, 'WITHSCORES')
+local others = {}
+local mine = ARGV[1] .. '|'
+for i = 1, #seen, 2 do
+  if string.sub(seen[i], 1, #mine) ~= mine then
+    others[#others + 1] = f(tonumber(seen[i + 1]) - now)
+  end
+end
 """
     + _LEASE
     + """
 return {f(at), f(at - now), f(spacing), f(limit), strict,
-  refusals, processes}
+  refusals, processes, others}
 """
 )
 
@@ -152,7 +170,8 @@ class RedisStore:
         return f"<RedisStore {self.where} {self._prefix}>"
 
     def _keys(self, lane: str) -> list[str]:
-        return [f"{self._prefix}:lane:{lane}", f"{self._prefix}:leases"]
+        lane_key = f"{self._prefix}:lane:{lane}"
+        return [lane_key, f"{self._prefix}:leases", f"{lane_key}:recent"]
 
     async def _call(self, script: str, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -185,15 +204,17 @@ class RedisStore:
         horizon: float,
         ttl: float,
         unused: Grant | None = None,
+        since: float = -math.inf,
     ) -> Ticket:
         args = [owner, repr(interval), repr(slack), repr(horizon), repr(ttl)]
         args += [repr(FORGET_AFTER), str(KEEP)]
         args += [repr(unused.at), repr(unused.spacing)] if unused else ["", ""]
-        at, delay, spacing, limit, strict, refusals, processes = await self._call(
-            "take", self._keys(lane), args
-        )
+        args += [repr(since) if math.isfinite(since) else "", str(KEEP_SLOTS)]
+        reply = await self._call("take", self._keys(lane), args)
+        at, delay, spacing, limit, strict, refusals, processes, others = reply
         grant = Grant(float(at), float(spacing), float(limit), bool(int(strict)), int(refusals))
-        return Ticket(grant, float(delay), int(processes))
+        seen = tuple(float(x) for x in others)
+        return Ticket(grant, float(delay), int(processes), seen)
 
     async def confirm(self, lane: str, grant: Grant) -> bool:
         return bool(await self._call("confirm", self._keys(lane), [repr(grant.at)]))

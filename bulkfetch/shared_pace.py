@@ -30,12 +30,15 @@ __all__ = [
     "fallback_interval",
     "give_back",
     "live_leases",
+    "others_since",
     "refused",
     "renew_lease",
     "slot_still_good",
     "take_slot",
 ]
 
+#: Recent slots a lane remembers, at most (8 windows at 10/min are 80).
+KEEP_SLOTS = 1024
 #: A lane untouched this long starts afresh: a limit taught by a 429 last week (or a
 #: clock that jumped) must not slow today's run; a real limit teaches itself again.
 FORGET_AFTER = 900.0
@@ -57,6 +60,11 @@ class LaneState:
     used_at: float = -math.inf
     #: 429s reported to the store, by every process.
     refusals: int = 0
+    #: Recent slots: (when, owner), oldest first. A process that gets a 429 must know
+    #: what the whole key sent before it, not only its own share, to read the limit
+    #: from it (``pacing.limit_after_429``): each process learns the others' slots
+    #: with its next one (``others_since``).
+    recent: tuple[tuple[float, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +88,21 @@ def _fresh(state: LaneState, now: float, horizon: float) -> LaneState:
     return state
 
 
+def others_since(state: LaneState, owner: str, since: float, upto: float) -> tuple[float, ...]:
+    """The slots of other processes after ``since`` and up to ``upto``: the asker's
+    previous slot and the one it was just given. Every slot before its own is told to a
+    process before it sends (it may be refused for them), and each slot only once."""
+    return tuple(at for at, who in state.recent if since < at <= upto and who != owner)
+
+
 def take_slot(
-    state: LaneState, now: float, *, interval: float, slack: float, horizon: float
+    state: LaneState,
+    now: float,
+    *,
+    interval: float,
+    slack: float,
+    horizon: float,
+    owner: str = "",
 ) -> tuple[LaneState, Grant]:
     """Reserve the lane's next free slot for a process pacing at ``interval``.
 
@@ -95,7 +116,8 @@ def take_slot(
     due = state.next_at
     base = due if now - due <= slack else now
     at = max(base, state.paused_until)
-    new = replace(state, next_at=at + spacing, used_at=now)
+    recent = tuple(r for r in state.recent if r[0] > now - horizon)[-(KEEP_SLOTS - 1) :]
+    new = replace(state, next_at=at + spacing, used_at=now, recent=(*recent, (at, owner)))
     return new, Grant(at, spacing, new.limit_interval, new.strict, new.refusals)
 
 
@@ -109,7 +131,8 @@ def give_back(state: LaneState, grant: Grant) -> LaneState:
     """Return an unused slot, if it is still the last one reserved (else it is lost,
     which only ever slows the lane)."""
     if math.isclose(state.next_at, grant.at + grant.spacing, rel_tol=0.0, abs_tol=1e-6):
-        return replace(state, next_at=grant.at)
+        recent = tuple(r for r in state.recent if r[0] != grant.at)
+        return replace(state, next_at=grant.at, recent=recent)
     return state
 
 

@@ -73,6 +73,25 @@ async def test_slots_are_reserved_one_interval_apart_and_leases_counted(
     assert [t.processes for t in (t1, t2, t3)] == [1, 2, 2]
 
 
+async def test_each_owner_is_told_the_others_slots_before_its_own(store: RateStore) -> None:
+    _, a1 = await _take(store, "a")
+    _, b1 = await _take(store, "b")
+    _, c1 = await _take(store, "c")
+    ticket = await store.take(
+        "create", "a", interval=INTERVAL, slack=0.0, horizon=60.0, ttl=5.0, since=a1.grant.at
+    )
+    # b's and c's slots come before a's second: told (as offsets from now, like delay).
+    assert len(ticket.others) == 2
+    gaps = [ticket.delay - o for o in ticket.others]
+    assert gaps == pytest.approx([2 * INTERVAL, INTERVAL], abs=1e-6)
+    again = await store.take(
+        "create", "a", interval=INTERVAL, slack=0.0, horizon=60.0, ttl=5.0, since=ticket.grant.at
+    )
+    assert again.others == ()  # nobody else took one since
+    # A newcomer is told what came before it.
+    assert (len(a1.others), len(b1.others), len(c1.others)) == (0, 1, 2)
+
+
 async def test_an_unused_slot_goes_to_the_next_asker(store: RateStore) -> None:
     await _take(store, "a")
     _, unused = await _take(store, "a")

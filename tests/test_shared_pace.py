@@ -14,6 +14,7 @@ from bulkfetch.shared_pace import (
     fallback_interval,
     give_back,
     live_leases,
+    others_since,
     refused,
     renew_lease,
     slot_still_good,
@@ -140,3 +141,24 @@ def test_the_fallback_pace_keeps_the_processes_last_seen_under_the_rate(
     each = fallback_interval(interval, processes)
     assert processes / each <= 1 / interval * (1 + 1e-9)
     assert fallback_interval(interval, 0) == interval
+
+
+@given(st.lists(st.sampled_from("abc"), min_size=1, max_size=40))
+def test_each_process_learns_every_other_slot_before_its_own_and_once(order: list[str]) -> None:
+    """A 429 is read from what the whole key sent: a process must know each of the other
+    processes' slots before its own next one goes out, and count none twice."""
+    state, since = LaneState(), dict.fromkeys("abc", -math.inf)
+    told: dict[str, list[float]] = {p: [] for p in "abc"}
+    mine: dict[str, list[float]] = {p: [] for p in "abc"}
+    for i, who in enumerate(order):
+        now = i * 0.3
+        state, grant = take_slot(state, now, interval=1.0, slack=0.0, horizon=HORIZON, owner=who)
+        told[who] += others_since(state, who, since[who], grant.at)
+        since[who] = grant.at
+        mine[who].append(grant.at)
+    everyone = sorted(at for slots in mine.values() for at in slots)
+    for p in "abc":
+        if not mine[p]:
+            continue
+        before_last = [at for at in everyone if at < mine[p][-1] and at not in mine[p]]
+        assert sorted(told[p]) == before_last
