@@ -31,6 +31,7 @@ __all__ = [
     "TaskTrace",
     "figures_from",
     "job_params",
+    "ledger_traces",
     "sim_config",
     "write_manifest",
 ]
@@ -172,6 +173,21 @@ class CaseResult:
 
     def target(self, what: str, target: str, measured: float, ok: bool, fmt: str = ".3f") -> None:
         self.targets.append((what, target, format(measured, fmt), ok))
+
+
+def ledger_traces(out: Path) -> tuple[dict[str, TaskTrace], int]:
+    """bulkfetch's ``TaskTrace`` per task id from the ledger in ``out``, and the jobs done."""
+    from bulkfetch.ledger import JobState, Ledger
+
+    traces: dict[str, TaskTrace] = {}
+    done = 0
+    with Ledger.open(out / "bulkfetch-ledger.json", readonly=True) as ledger:
+        for record in ledger.records().values():
+            if record.task_id:
+                fetched = record.updated_at if record.state is JobState.DONE else None
+                done += record.state is JobState.DONE
+                traces[record.task_id] = TaskTrace(record.created_at, fetched)
+    return traces, done
 
 
 def figures_from(

@@ -44,6 +44,7 @@ from benchmarks.common import (
     TaskTrace,
     figures_from,
     job_params,
+    ledger_traces,
     sim_config,
     write_manifest,
 )
@@ -56,7 +57,6 @@ from benchmarks.procs import (
     spawn,
     wait,
 )
-from bulkfetch.ledger import JobState, Ledger
 from bulkfetch.simulator import TEST_API_KEY, bound_makespan
 
 __all__ = ["CELLS", "NGINX", "Cell", "cells", "run_cell_client", "run_matrix"]
@@ -263,16 +263,39 @@ async def _bulkfetch_cli(
     return usage.returncode, err, data
 
 
-def _bulkfetch_traces(out: Path) -> tuple[dict[str, TaskTrace], int]:
-    traces: dict[str, TaskTrace] = {}
-    done = 0
-    with Ledger.open(out / "bulkfetch-ledger.json", readonly=True) as ledger:
-        for record in ledger.records().values():
-            if record.task_id:
-                fetched = record.updated_at if record.state is JobState.DONE else None
-                done += record.state is JobState.DONE
-                traces[record.task_id] = TaskTrace(record.created_at, fetched)
-    return traces, done
+async def _baseline(
+    client: str,
+    cell: Cell,
+    jobs: list[dict[str, Any]],
+    api_url: str,
+    out: Path,
+    limited: dict[str, int],
+) -> dict[str, TaskTrace]:
+    """The fixed-delay client at the cell's configured rate, or the sequential script."""
+    if client == "fixed-delay":
+        interval = SLOT / cell.factor
+        traces, _ = await baselines.fixed_delay(
+            jobs,
+            out=out,
+            api_url=api_url,
+            api_key=TEST_API_KEY,
+            create_interval=interval,
+            status_interval=interval,
+            poll_every=POLL_EVERY,
+            backoff=BACKOFF,
+            stats=limited,
+        )
+        return traces
+    traces, _ = await baselines.sequential(
+        jobs,
+        out=out,
+        api_url=api_url,
+        api_key=TEST_API_KEY,
+        poll_every=POLL_EVERY,
+        backoff=BACKOFF,
+        stats=limited,
+    )
+    return traces
 
 
 async def run_cell_client(cell: Cell, client: str, n: int, seed: int, work: Path) -> RunFigures:
@@ -292,37 +315,14 @@ async def run_cell_client(cell: Cell, client: str, n: int, seed: int, work: Path
             manifest = write_manifest(work / "manifest.jsonl", jobs)
             out = work / "out"
             code, err, report = await _bulkfetch_cli(cell, front.api_url, manifest, out)
-            traces, done = _bulkfetch_traces(out)
+            traces, done = ledger_traces(out)
             limited.update(report.get("run", {}).get("rate_limited", {}))
             notes.append(f"exit code {code}")
             notes += [f"{k} lane at the end: {v}" for k, v in report.get("lanes", {}).items()]
             if code != 0:
                 notes.append(err.strip().splitlines()[-1] if err.strip() else "no stderr")
         else:
-            interval = SLOT / (cell.factor if client == "fixed-delay" else 1.0)
-            run = baselines.fixed_delay if client == "fixed-delay" else None
-            if run is not None:
-                traces, _ = await run(
-                    jobs,
-                    out=work / "out",
-                    api_url=front.api_url,
-                    api_key=TEST_API_KEY,
-                    create_interval=interval,
-                    status_interval=interval,
-                    poll_every=POLL_EVERY,
-                    backoff=BACKOFF,
-                    stats=limited,
-                )
-            else:
-                traces, _ = await baselines.sequential(
-                    jobs,
-                    out=work / "out",
-                    api_url=front.api_url,
-                    api_key=TEST_API_KEY,
-                    poll_every=POLL_EVERY,
-                    backoff=BACKOFF,
-                    stats=limited,
-                )
+            traces = await _baseline(client, cell, jobs, front.api_url, work / "out", limited)
             done = sum(1 for t in traces.values() if t.fetched is not None)
         wall = time.monotonic() - spawned
         counters = _get(f"{sim.url}/_sim/counters")

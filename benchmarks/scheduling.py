@@ -38,11 +38,11 @@ from benchmarks.common import (
     TaskTrace,
     figures_from,
     job_params,
+    ledger_traces,
     sim_config,
     write_manifest,
 )
 from bulkfetch.config import Rate
-from bulkfetch.ledger import JobState, Ledger
 from bulkfetch.simulator import TEST_API_KEY, SimConfig, run_in_thread
 
 __all__ = ["CASES", "SchedulingCase", "run_scheduling_case"]
@@ -235,12 +235,7 @@ async def run_bulkfetch(
             logger.removeHandler(polls)
             logger.setLevel(logging.WARNING)
             logger.propagate = True
-        traces: dict[str, TaskTrace] = {}
-        with Ledger.open(out / "bulkfetch-ledger.json", readonly=True) as ledger:
-            for record in ledger.records().values():
-                if record.task_id:
-                    fetched = record.updated_at if record.state is JobState.DONE else None
-                    traces[record.task_id] = TaskTrace(record.created_at, fetched)
+        traces, _ = ledger_traces(out)
         lanes = result.report.get("lanes", {})
         notes = [f"outcome: {result.outcome}"] + [
             f"{k} lane at the end: {v}" for k, v in lanes.items()

@@ -42,6 +42,7 @@ from .config import Rate
 from .pacing import (
     KEEP_WINDOWS,
     Refusal,
+    counted_in_window,
     jitter_margin,
     limit_after_429,
     pause_without_retry_after,
@@ -363,7 +364,9 @@ class Limiter:
         if not echo:
             in_window = len(accepted) - bisect.bisect_right(accepted, sent - refusal.window)
             allowed = math.floor(refusal.window / self.limit_interval * (1 - 1e-9))
-            if in_window < allowed or not window_count_tells(refusal):
+            if counted_in_window(refusal):
+                self.strict = False  # a window's limit, read from its count
+            elif in_window < allowed or not window_count_tells(refusal):
                 # Refused with room left in the window (or too early to tell): the
                 # server may space requests, so the jitter must fit between every two.
                 self.strict = True

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "Refusal",
+    "counted_in_window",
     "jitter_margin",
     "limit_after_429",
     "pause_without_retry_after",
@@ -131,6 +132,18 @@ def window_count_tells(refusal: Refusal) -> bool:
             return False  # at its believed rate, well spaced: a pair bunched on the way
     old = r.first_sent <= r.sent_at - r.window
     return old or hot
+
+
+def counted_in_window(refusal: Refusal) -> bool:
+    """Whether a refusal shows a server that counts in a window (not one that spaces
+    requests): a lane older than a window, whose count may be read, refused with clearly
+    fewer in the window than it believed allowed. Such a server absorbs the jitter over
+    its window, so the lane need not pay it between every two requests."""
+    r = refusal
+    if r.first_sent > r.sent_at - r.window or not window_count_tells(r):
+        return False
+    k = _count_between(r.accepted, r.sent_at - r.window, r.sent_at)
+    return k <= 0.9 * r.window / r.limit_interval
 
 
 def limit_after_429(refusal: Refusal) -> float:

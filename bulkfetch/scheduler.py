@@ -375,6 +375,9 @@ class Poller:
     #: Spend every free status slot on the task most likely to be ready (``next_for_slot``);
     #: False polls a task only once its odds reach ``target`` (saves calls, costs time).
     eager: bool = True
+    #: Tasks at the head of the queue compared by their odds for each slot: a bound on
+    #: the work per slot.
+    choose_among: int = 8
     _tasks: dict[str, TaskTiming] = field(default_factory=dict)
     _heap: list[tuple[float, int, str]] = field(default_factory=list)
     _seq: Iterator[int] = field(default_factory=itertools.count)
@@ -511,36 +514,51 @@ class Poller:
     def next_for_slot(self, now: float) -> str | None:
         """The task to spend a free status slot on now, or None.
 
-        The task due now if there is one (``next_due``); else, when ``eager``, the task at
-        the head of the queue: the one whose odds of being ready reach the target first,
-        i.e. the likeliest to be ready now. Never a task in the caller's hands, nor one
-        held back by ``retry_later`` before its time, nor one past its deadline margin
-        (moved to ``take_expired()``).
+        When ``eager``: of the ``choose_among`` tasks at the head of the queue (due first,
+        whether or not their odds have reached the target yet), the one most likely to be
+        ready now (``odds_ready``). Ordered by when their odds reach the target, a task
+        found not ready once comes back to the head with odds that rise slower than
+        those of a task never polled, so the head alone wastes slots on it while ready
+        tasks wait. Never a task in the caller's hands, nor one held back by
+        ``retry_later`` before its time, nor one past its deadline margin (moved to
+        ``take_expired()``). Otherwise the task due now, if any (``next_due``).
         """
-        key = self.next_due(now)
-        if key is not None or not self.eager:
-            return key
+        if not self.eager:
+            return self.next_due(now)
         held: list[tuple[float, int, str]] = []
-        chosen = None
-        while self._heap:
+        candidates: list[tuple[float, int, str]] = []
+        while self._heap and len(candidates) < self.choose_among:
             entry = heapq.heappop(self._heap)
             due, _, key = entry
             task = self._tasks.get(key)
             if task is None or task.due != due:
                 continue  # removed, or rescheduled since
-            if task.pinned:
+            if task.pinned and due > now:
                 held.append(entry)  # a transient failure's back-off is not cut short
                 continue
             if now >= task.deadline - self.margin:
                 del self._tasks[key]
                 self._expired.append(key)
                 continue
-            task.due = math.inf  # in the caller's hands until not_ready/remove/retry_later
-            chosen = key
-            break
+            candidates.append(entry)
+        chosen = None
+        if candidates:
+            best = max(candidates, key=lambda e: (self.odds_ready(e[2], now), -e[0]))
+            chosen = best[2]
+            self._tasks[chosen].due = math.inf  # in the caller's hands until answered
+            held += [e for e in candidates if e is not best]
         for entry in held:
             heapq.heappush(self._heap, entry)
         return chosen
+
+    def odds_ready(self, key: str, now: float) -> float:
+        """The model's odds that task ``key`` is ready at ``now``, given its last "not
+        ready" (``(F(age) - F(last)) / (1 - F(last))``)."""
+        task = self._tasks[key]
+        f_last = self.model.cdf(task.last_age)
+        if f_last >= 1.0:
+            return 1.0
+        return max(0.0, self.model.cdf(now - task.created_at) - f_last) / (1.0 - f_last)
 
     def wants_slot(self, now: float) -> float:
         """When the status lane next has a use for a slot (inf: no task to poll).

@@ -12,6 +12,7 @@ from bulkfetch.pacing import (
     MAX_SLOWDOWN,
     MIN_SLOWDOWN,
     Refusal,
+    counted_in_window,
     jitter_margin,
     limit_after_429,
     pause_without_retry_after,
@@ -177,3 +178,35 @@ def test_the_pause_is_at_least_a_slot_and_at_most_a_window(gaps: list[float], ne
     refusal = Refusal(sent_at=t + 0.5, limit_interval=new, pace=new, window=W, accepted=accepted)
     pause = pause_without_retry_after(refusal, new)
     assert min(new, W) <= pause <= max(W, new)
+
+
+def test_a_window_s_count_shows_a_window_server_but_jitter_does_not() -> None:
+    window_limit = Refusal(
+        sent_at=90.0,
+        limit_interval=3.0,
+        pace=3.0,
+        window=W,
+        accepted=sends(0.0, 3.0, 10) + sends(60.0, 3.0, 10),
+        first_sent=0.0,
+        strict=True,
+    )
+    assert counted_in_window(window_limit)  # 10 in a window the lane thought held 20
+    stray = Refusal(
+        sent_at=183.0,
+        limit_interval=6.0,
+        pace=6.1,
+        window=W,
+        accepted=sends(0.0, 6.1, 30),
+        first_sent=0.0,
+        strict=True,
+    )
+    assert not counted_in_window(stray)
+    young = Refusal(
+        sent_at=30.0,
+        limit_interval=3.0,
+        pace=3.0,
+        window=W,
+        accepted=sends(0.0, 3.0, 10),
+        first_sent=0.0,
+    )
+    assert not counted_in_window(young)
