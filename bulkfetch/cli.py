@@ -11,7 +11,6 @@ import functools
 import importlib
 import logging
 import sys
-import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,9 +39,10 @@ from .logs import setup_logging
 from .manifest import load_manifest
 from .manifest_cache import cache_path, load_manifest_cached
 from .plan import make_plan
+from .progress import show_bar, show_lines
 from .report import build_report
 from .sink import Sink
-from .units import duration_text, size_text
+from .units import duration_text
 
 log = logging.getLogger("bulkfetch")
 
@@ -327,42 +327,9 @@ async def _run_cli(
 
 
 def _progress_for(tty: bool, interval: float) -> Callable[[Run], Coroutine[Any, Any, None]]:
-    async def bar(engine: Run) -> None:
-        from tqdm import tqdm
-
-        c = engine.counters
-        with tqdm(total=c.jobs, unit="job", dynamic_ncols=True, file=sys.stderr) as t:
-            while True:
-                t.n = c.done + c.failed
-                t.set_postfix_str(
-                    f"failed={c.failed} in-flight={len(engine.poller) + c.creating} "
-                    f"{size_text(c.bytes)}",
-                    refresh=False,
-                )
-                t.refresh()
-                await anyio.sleep(0.5)
-
-    async def lines(engine: Run) -> None:
-        c = engine.counters
-        start = time.monotonic()
-        while True:
-            await anyio.sleep(interval)
-            finished = c.done + c.failed
-            fetched = c.done - c.skipped_done
-            elapsed = time.monotonic() - start
-            remaining = c.jobs - finished
-            eta = f", ETA {duration_text(remaining * elapsed / fetched)}" if fetched else ""
-            log.info(
-                "progress: %d/%d done, %d failed, %d in flight, %s%s",
-                c.done,
-                c.jobs,
-                c.failed,
-                len(engine.poller) + c.creating,
-                size_text(c.bytes),
-                eta,
-            )
-
-    return bar if tty else lines
+    if tty:
+        return show_bar
+    return functools.partial(show_lines, every=interval)
 
 
 @cli.command()

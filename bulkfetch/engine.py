@@ -243,6 +243,14 @@ class Run:
         if self._scope is not None:
             self._scope.cancel()
 
+    def outage(self, lane: str) -> tuple[float, float] | None:
+        """``(since, until)``, clock times, while ``lane`` ("create" or "status") waits out
+        a server that seems down: since when, and until when its failures do not count
+        against jobs. None when the lane's last request was answered. Read-only, for the
+        progress display."""
+        since = self._outage_since.get(lane)
+        return None if since is None else (since, since + self.config.max_outage)
+
     def _finished(self) -> bool:
         nothing_to_create = not self._queue or bool(self.counters.held_back)
         return nothing_to_create and len(self.poller) == 0 and self.counters.creating == 0
