@@ -42,7 +42,7 @@ from .errors import (
 from .ledger import Ledger
 from .manifest import Manifest
 from .manifest_cache import cache_path, load_manifest_cached
-from .report import build_report, job_rows, write_report
+from .report import build_report, job_rows, lane_figures, write_report
 
 __all__ = ["RunResult", "run", "run_async"]
 
@@ -140,8 +140,8 @@ async def run_async(
             ledger=ledger,
             counters=engine.counters.to_json(),
             lanes={
-                "create": repr(engine.create_limiter),
-                "status": repr(engine.status_limiter),
+                "create": lane_figures(engine.create_limiter),
+                "status": lane_figures(engine.status_limiter),
             },
             outcome=outcome,
         )

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import importlib
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -34,14 +35,15 @@ from .config import (
 )
 from .engine import Run
 from .errors import BulkfetchError, UsageError
-from .ledger import JobState, Ledger
+from .ledger import Ledger
 from .logs import setup_logging
 from .manifest import load_manifest
 from .manifest_cache import cache_path, load_manifest_cached
 from .plan import make_plan
 from .progress import show_bar, show_lines
-from .report import build_report
+from .report import build_report, ledger_manifest
 from .sink import Sink
+from .summary import failure_lines, make_summary, summary_fields, summary_lines
 from .units import duration_text
 
 log = logging.getLogger("bulkfetch")
@@ -94,6 +96,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 
 _PATH = click.Path(dir_okay=False, path_type=Path)
+_DIR = click.Path(file_okay=False, path_type=Path)
 #: Options shared by ``run`` and ``plan``; each may also be set in a bulkfetch.toml.
 RUN_OPTIONS = [
     click.option(
@@ -256,23 +259,21 @@ def run(
         result = anyio.run(_run_cli, jobs, config, key, progress)
     except BulkfetchError as exc:
         _fail(exc)
-    level = logging.INFO if result.exit_code == EXIT_OK else logging.WARNING
-    log.log(level, "%s (exit %d)", result.outcome, result.exit_code)
-    failed = [row for row in result.jobs if row["state"] == JobState.FAILED.value]
-    for row in failed[:20]:
-        log.warning(
-            "failed: %s %s %s: %s",
-            row["key"][:12],
-            row.get("view_id", ""),
-            row.get("bm_type", ""),
-            row.get("error", ""),
-        )
-    if len(failed) > 20:
-        log.warning(
-            "... and %d more failed jobs (see the report or 'bulkfetch status')", len(failed) - 20
-        )
-    if not quiet:
-        click.echo(f"files in {config.out}", err=True)
+    summary = make_summary(
+        result.counters.to_json(),
+        result.jobs,
+        exit_code=result.exit_code,
+        outcome=result.outcome,
+        out=str(config.out),
+        command=shlex.join(["bulkfetch", *sys.argv[1:]]),
+        failure_groups=result.report.get("failure_groups", []),
+    )
+    if log_format == "json":
+        level = logging.INFO if result.exit_code == EXIT_OK else logging.WARNING
+        log.log(level, "run summary: %s", result.outcome, extra={"fields": summary_fields(summary)})
+    elif not quiet or result.exit_code != EXIT_OK:
+        for line in summary_lines(summary):
+            click.echo(line, err=True)
     sys.exit(result.exit_code)
 
 
@@ -333,11 +334,28 @@ def _progress_for(tty: bool, interval: float) -> Callable[[Run], Coroutine[Any, 
 
 
 @cli.command()
-@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
-def status(ledger: Path | None, out: Path | None, as_json: bool) -> None:
-    """Show what a ledger holds (safe while a run is going on)."""
+@click.option("--ledger", type=_PATH, help="Ledger file [default: OUT/bulkfetch-ledger.json].")
+@click.option("--out", "-o", type=_DIR, help="The run's output folder (where its ledger is).")
+@click.option(
+    "--manifest",
+    "-m",
+    "manifest_path",
+    type=_PATH,
+    help="The manifest, for each job's view_id, bm_type and name "
+    "[default: the one the ledger names].",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the full report as JSON: counts, failure groups, and every job with its "
+    "key, state, view_id, bm_type and name.",
+)
+def status(
+    ledger: Path | None, out: Path | None, manifest_path: Path | None, as_json: bool
+) -> None:
+    """Show what a ledger holds (safe while a run is going on): jobs by state and
+    failures grouped by reason."""
     if ledger is None and out is None:
         raise click.UsageError("give --ledger PATH or --out DIR")
     path = ledger if ledger is not None else RunConfig(out=out or Path()).ledger_path
@@ -345,9 +363,12 @@ def status(ledger: Path | None, out: Path | None, as_json: bool) -> None:
         _fail(UsageError(f"no ledger at {path}"))
     try:
         with Ledger.open(path, readonly=True) as book:
-            report = build_report(manifest=None, ledger=book)
+            manifest, note = ledger_manifest(book, manifest_path)
+            report = build_report(manifest=manifest, ledger=book, ledger_jobs=True)
     except BulkfetchError as exc:
         _fail(exc)
+    if note:
+        click.echo(f"warning: {note}", err=True)
     if as_json:
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return
@@ -355,8 +376,8 @@ def status(ledger: Path | None, out: Path | None, as_json: bool) -> None:
     for state, n in report["states"].items():
         if n:
             click.echo(f"  {state:<9} {n}")
-    for reason, n in list(report["failures_by_reason"].items())[:10]:
-        click.echo(f"  failed x{n}: {reason}")
+    for line in failure_lines(report["failure_groups"]):
+        click.echo(line)
 
 
 @cli.command()
