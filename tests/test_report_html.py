@@ -314,7 +314,9 @@ def test_old_short_o_for_the_page_still_works_with_a_warning(
     built: Built, tmp_path: Path, how: str
 ) -> None:
     page = tmp_path / "old.html"
-    args = ["--out", built.out, "-o", page] if how == "with --out" else ["-o", page]
+    args: list[str | Path] = (
+        ["--out", built.out, "-o", page] if how == "with --out" else ["-o", page]
+    )
     if how != "with --out":
         args += ["--ledger", built.ledger]
     result = invoke(*args)
