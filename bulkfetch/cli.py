@@ -39,7 +39,7 @@ from .ledger import Ledger
 from .logs import setup_logging
 from .manifest import load_manifest
 from .manifest_cache import cache_path, load_manifest_cached
-from .plan import make_plan
+from .plan import ACTION_TEXT, make_plan
 from .progress import show_bar, show_lines
 from .report import build_report, ledger_manifest
 from .sink import Sink
@@ -301,7 +301,7 @@ def _print_plan(manifest: Path, config: RunConfig, *, as_json: bool) -> None:
         return
     click.echo(f"{manifest}: {result.jobs} jobs; ledger {config.ledger_path}")
     for action, n in result.actions.items():
-        click.echo(f"  {action:<17} {n}")
+        click.echo(f"  {ACTION_TEXT.get(action, action):<22} {n}")
     if result.changed:
         click.echo(f"  changed since the last run (new parameters): {len(result.changed)}")
         for path in result.changed[:10]:
@@ -397,18 +397,20 @@ def validate(manifest: Path) -> None:
 @click.option(
     "--out",
     "-o",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("demo-output"),
-    show_default=True,
+    type=_DIR,
+    help="Output folder [default: ./demo-output, or ./demo-fields-output with --from-fields].",
 )
 @click.option(
     "--from-fields",
     is_flag=True,
     help="Start from the sample fields: search the scenes, write the manifest, run it.",
 )
-def demo(out: Path, from_fields: bool) -> None:
+def demo(out: Path | None, from_fields: bool) -> None:
     """Run the sample manifest against a simulator started in this process."""
     from .demo import run_demo
+
+    if out is None:  # each demo its own folder: one ledger, one manifest
+        out = Path("demo-fields-output" if from_fields else "demo-output")
 
     setup_logging()
     try:
