@@ -148,7 +148,6 @@ RUN_OPTIONS = [
     ),
     click.option(
         "--max-creates-per-job",
-        "max_creates",
         type=click.IntRange(min=1),
         default=4,
         show_default=True,
@@ -162,13 +161,11 @@ RUN_OPTIONS = [
     ),
     click.option(
         "--max-creates",
-        "max_creates_run",
         type=click.IntRange(min=0),
         help="Creations allowed in this run (exit 75 when reached with work left).",
     ),
     click.option(
         "--max-creates-per-day",
-        "max_creates_day",
         type=click.IntRange(min=0),
         help="Creations allowed per UTC day, across runs (counted in the ledger).",
     ),

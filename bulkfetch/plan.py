@@ -129,9 +129,9 @@ def _estimate(plan: Plan, ledger: Ledger, config: RunConfig) -> None:
     if model.n:
         plan.median_processing = round(model.quantile(0.5), 3)
     creates = plan.creates
-    if config.max_creates_run is not None and creates > config.max_creates_run:
-        creates = config.max_creates_run
-        plan.limited_by = f"--max-creates {config.max_creates_run}"
+    if config.max_creates is not None and creates > config.max_creates:
+        creates = config.max_creates
+        plan.limited_by = f"--max-creates {config.max_creates}"
     plan.creates = creates
     plan.status_calls = math.ceil((creates + plan.polls) * plan.polls_per_job)
     processing = plan.median_processing or 0.0

@@ -3,16 +3,22 @@ data of report.json, status --json and plan, each through the real CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import orjson
+import pytest
 
+import bulkfetch
+from bulkfetch.cli import cli
+from bulkfetch.config import RunConfig
 from bulkfetch.progress import LaneView, Snapshot, bar_text, lane_text, pace_text, progress_line
-from bulkfetch.simulator import SimConfig, run_in_thread
+from bulkfetch.simulator import TEST_API_KEY, SimConfig, run_in_thread
 
 from .conftest import FAST, FAST_FLAGS, bulkfetch_cli, cli_env, make_jobs, run_cli, write_jsonl
 
@@ -162,3 +168,41 @@ def test_status_json_names_every_job_and_plan_says_fetch_again(tmp_path: Path) -
     assert len(orjson.loads(bare.stdout)["job_list"]) == 3
     named = bulkfetch_cli("status", "-o", out, "--json", "-m", tmp_path / "moved.jsonl")
     assert all(row["view_id"] for row in orjson.loads(named.stdout)["job_list"])
+
+
+def test_python_keywords_are_the_run_command_flags() -> None:
+    command = cli.commands["run"]
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    cli_only = {"config_file", "api_key_file", "dry_run", "log_format", "quiet", "verbose"}
+    cli_only |= {"progress_interval", "help"}
+    options = [p for p in command.params if isinstance(p, click.Option) and p.name not in cli_only]
+    assert len(options) == 14
+    for option in options:
+        flag = next(o for o in option.opts if o.startswith("--"))
+        assert option.name == flag[2:].replace("-", "_"), option.opts
+        assert option.name in fields, f"{flag} has no RunConfig field of its name"
+
+
+def test_python_max_creates_is_the_run_quota_as_on_the_command_line(tmp_path: Path) -> None:
+    manifest = write_jsonl(tmp_path / "jobs.jsonl", make_jobs(4))
+    with run_in_thread(SimConfig(**FAST)) as sim:
+        common = {"api_key": TEST_API_KEY, "api_url": sim.api_url, "create_rate": "50/s"}
+        common["status_rate"] = "50/s"
+        key_file = tmp_path / "eos.key"
+        key_file.write_text(TEST_API_KEY)
+        key_file.chmod(0o600)
+        first = {k: v for k, v in common.items() if k != "api_key"}  # as --api-key-file
+        result = bulkfetch.run(
+            manifest,
+            out=tmp_path / "a",
+            api_key_file=key_file,
+            max_creates=2,
+            max_creates_per_job=1,
+            **first,
+        )
+        assert result.exit_code == 75 and result.counters.create_calls == 2
+        with pytest.warns(DeprecationWarning, match="max_creates_run= is now max_creates="):
+            old = bulkfetch.run(manifest, out=tmp_path / "b", max_creates_run=3, **common)
+        assert old.exit_code == 75 and old.counters.create_calls == 3
+        with pytest.raises(bulkfetch.UsageError, match="give max_creates= only"):
+            bulkfetch.run(manifest, out=tmp_path / "c", max_creates=1, max_creates_run=3, **common)
