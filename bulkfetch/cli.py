@@ -103,7 +103,7 @@ RUN_OPTIONS = [
         "--out",
         "-o",
         type=click.Path(file_okay=False, path_type=Path),
-        help="Folder for the images (and, by default, the ledger).",
+        help="Output folder: the images, and by default the ledger.",
     ),
     click.option("--ledger", type=_PATH, help="Ledger file [default: OUT/bulkfetch-ledger.json]."),
     click.option(
@@ -134,50 +134,56 @@ RUN_OPTIONS = [
         callback=_rate,
         default="10/min",
         show_default=True,
-        help="Status calls (downloads included) allowed per key.",
+        help="Status calls (downloads included) allowed per key: N/s, N/min or N/h.",
     ),
     click.option(
         "--learn-rates",
         is_flag=True,
-        help="Probe above the configured rates when the server allows it.",
+        help="Probe above the configured rates (up to 4x) when the server allows it.",
     ),
     click.option(
         "--max-in-flight",
         type=click.IntRange(min=1),
-        help="Tasks created and not yet downloaded, at most [default: sized from the rates].",
+        help="Tasks created and not yet downloaded, at most (a count) [default: sized from "
+        "the rates].",
     ),
     click.option(
         "--max-creates-per-job",
         type=click.IntRange(min=1),
         default=4,
         show_default=True,
-        help="Creations per job per run (expired tasks are recreated).",
+        help="Creations of one job in one run, at most (an expired task is created again).",
     ),
     click.option(
         "--max-duration",
         callback=_duration,
-        help="Time box, e.g. 50m or 2h: stop creating when a new task could not be "
-        "seen through in time; exit 75 with work left.",
+        help="Time box, a duration (90s, 50m, 2h): stop creating when a new task could not "
+        "be seen through in time; exit 75 with work left.",
     ),
     click.option(
         "--max-creates",
         type=click.IntRange(min=0),
-        help="Creations allowed in this run (exit 75 when reached with work left).",
+        help="Creations allowed in this run, a count (exit 75 when reached with work left).",
     ),
     click.option(
         "--max-creates-per-day",
         type=click.IntRange(min=0),
-        help="Creations allowed per UTC day, across runs (counted in the ledger).",
+        help="Creations allowed per UTC day across runs, a count (kept in the ledger).",
     ),
     click.option(
         "--max-outage",
         callback=_duration,
         default="30m",
         show_default=True,
-        help="How long a lane waits out a server failing every request before the "
-        "failures count against jobs.",
+        help="How long, a duration (90s, 30m), a lane waits out a server failing every "
+        "request before the failures count against jobs.",
     ),
-    click.option("--report", type=_PATH, help="Write a JSON summary of the run here."),
+    click.option(
+        "--report",
+        type=_PATH,
+        help="Write the run's report to this JSON file: counts, requests per lane, failures "
+        "by reason, every job.",
+    ),
     click.option(
         "--retry-failed", is_flag=True, help="Try failed jobs again now, quarantined ones included."
     ),

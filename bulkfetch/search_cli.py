@@ -203,7 +203,11 @@ _TEMPLATE_HELP = ", ".join("{" + k + "}" for k in TEMPLATE_KEYS)
     help="Scenes of the last N days may still be published: always ask about them again.",
 )
 @click.option(
-    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one event per line, with run id.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")
 @click.option(

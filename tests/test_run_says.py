@@ -206,3 +206,24 @@ def test_python_max_creates_is_the_run_quota_as_on_the_command_line(tmp_path: Pa
         assert old.exit_code == 75 and old.counters.create_calls == 3
         with pytest.raises(bulkfetch.UsageError, match="give max_creates= only"):
             bulkfetch.run(manifest, out=tmp_path / "c", max_creates=1, max_creates_run=3, **common)
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    ctx = click.Context(cli)
+    for name in cli.list_commands(ctx):
+        command = cli.get_command(ctx, name)
+        assert command is not None
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                assert param.help and len(param.help) > 10, f"{name} {param.opts}: no help"
+    # Short flags mean one thing everywhere: -o the output folder, -m a manifest.
+    for name in cli.list_commands(ctx):
+        command = cli.get_command(ctx, name)
+        assert command is not None
+        for param in command.params:
+            if "-o" in getattr(param, "opts", ()) and not getattr(param, "hidden", False):
+                # (report's -o also takes a file: its old meaning, read with a warning)
+                assert isinstance(param.type, click.Path), name
+                assert not param.type.file_okay or param.metavar == "DIR", name
+            if "-m" in getattr(param, "opts", ()):
+                assert isinstance(param.type, click.Path) and not param.type.dir_okay, name
