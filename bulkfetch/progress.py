@@ -10,8 +10,9 @@ against jobs).
 The bar keeps log lines apart from itself. While it is up, bulkfetch's console handler
 writes through ``tqdm.write`` (tqdm's ``logging_redirect_tqdm``): the bar is cleared, the
 line printed, the bar drawn again below it, so a log line never lands after the bar on
-its line. The bar is trimmed to the terminal's width less one column, so a redraw never
-wraps (a wrapped bar leaves a copy in the scrollback at each redraw). Its last draw comes
+its line. The bar is trimmed to the terminal's width less three columns, so neither a
+redraw nor the ``^C`` a terminal echoes after it wraps (a wrapped bar leaves a copy in
+the scrollback at each redraw). Its last draw comes
 after the run, with the final count: a run ending between two draws still ends at N/N.
 """
 
@@ -48,6 +49,8 @@ log = logging.getLogger("bulkfetch")
 
 #: Seconds between two draws of the bar.
 BAR_EVERY = 0.5
+#: Columns left free at the right of the bar: room for a ^C echoed by the terminal.
+ROOM = 3
 #: Columns the bar's own blocks keep, at least, on a narrow terminal.
 MIN_BAR = 10
 
@@ -98,17 +101,16 @@ def lane_text(lane: LaneView, now: float) -> str:
         since = _clock(lane.down_since)
         if lane.down_until is not None and now < lane.down_until:
             return (
-                f"{lane.name} lane PAUSED: the API seems down since {since}; waiting it out "
-                f"until {_clock(lane.down_until)} ({duration_text(lane.down_until - now)} more)"
+                f"{lane.name} PAUSED: API down since {since}, waiting until "
+                f"{_clock(lane.down_until)} ({duration_text(lane.down_until - now)} more)"
                 + (f", next try in {duration_text(lane.paused_for)}" if lane.paused_for else "")
             )
         return (
-            f"{lane.name} lane: the API seems down since {since}; "
-            "no longer waiting, failures count against jobs"
+            f"{lane.name}: API down since {since}, no longer waiting: failures count against jobs"
         )
     if lane.paused_for > 0:
         until = _clock(now + lane.paused_for)
-        return f"{lane.name} lane PAUSED until {until} (429, {duration_text(lane.paused_for)})"
+        return f"{lane.name} PAUSED until {until} (429, {duration_text(lane.paused_for)})"
     return f"{lane.name} {pace_text(lane.interval)}"
 
 
@@ -119,9 +121,13 @@ def _eta(s: Snapshot) -> str:
     return f", ETA {duration_text(left * s.elapsed / s.fetched)}"
 
 
+def _paused(lane: LaneView) -> bool:
+    return lane.down_since is not None or lane.paused_for > 0
+
+
 def _lanes(s: Snapshot) -> str:
     # Paused lanes first: on a narrow terminal the end of the line is what gets cut.
-    lanes = sorted(s.lanes, key=lambda lane: lane.down_since is None and lane.paused_for <= 0)
+    lanes = sorted(s.lanes, key=lambda lane: not _paused(lane))
     return ", ".join(lane_text(lane, s.now) for lane in lanes)
 
 
@@ -136,9 +142,12 @@ def progress_line(s: Snapshot) -> str:
 
 
 def bar_text(s: Snapshot) -> str:
-    """What follows the bar's blocks: the figures, then the lanes."""
-    lanes = f" | {_lanes(s)}" if s.lanes else ""
-    return f"{s.done} done, {_figures(s)}{lanes}"
+    """What follows the bar's blocks: the figures, then the lanes; a paused lane first of
+    all (the bar is cut to the terminal's width from the right)."""
+    figures = f"{s.done} done, {_figures(s)}"
+    if any(_paused(lane) for lane in s.lanes):
+        return f"{_lanes(s)} | {figures}"
+    return f"{figures} | {_lanes(s)}" if s.lanes else figures
 
 
 def fit(text: str, room: int) -> str:
@@ -186,14 +195,16 @@ async def show_bar(engine: Run, *, stream: TextIO | None = None) -> None:
         total=engine.counters.jobs,
         file=out,
         bar_format="{n_fmt}/{total_fmt} |{bar}| {desc}",
-        ncols=_width(out) - 1,
+        ncols=_width(out) - ROOM,
         mininterval=0,
         leave=True,
     )
 
     def draw() -> None:
         s = snapshot(engine, elapsed=time.monotonic() - started)
-        width = _width(out) - 1  # never the last column: a full line may wrap on redraw
+        # Never the last columns: a full line may wrap on a redraw, and so would the ^C a
+        # terminal echoes after the bar (a wrapped line stays in the scrollback).
+        width = _width(out) - ROOM
         head = len(f"{s.jobs}/{s.jobs} || ")
         bar.ncols = width
         bar.n = s.done + s.failed

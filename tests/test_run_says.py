@@ -112,7 +112,7 @@ def test_every_progress_line_says_a_lane_is_paused_while_the_api_is_down(
     during = [line for line in lines[down:back] if "progress:" in line]
     assert len(during) >= 2, proc.stderr
     paused = re.compile(
-        r"create lane PAUSED: the API seems down since \d\d:\d\d:\d\d; waiting it out until "
+        r"create PAUSED: API down since \d\d:\d\d:\d\d, waiting until "
         r"\d\d:\d\d:\d\d \(2\dm\d\ds more\)"
     )
     assert all(paused.search(line) for line in during), during
@@ -125,17 +125,20 @@ def test_lane_text_says_why_and_until_when() -> None:
     assert lane_text(LaneView("create", 6.06), now) == "create 9.9/min"
     assert pace_text(0.05) == "20/s" and pace_text(600.0) == "6/h" and pace_text(6.0) == "10/min"
     limited = lane_text(LaneView("status", 6.0, paused_for=12.0), now)
-    assert limited.startswith("status lane PAUSED until ") and "(429, 12.0s)" in limited
+    assert limited.startswith("status PAUSED until ") and "(429, 12.0s)" in limited
     down = LaneView("create", 6.0, paused_for=3.0, down_since=now - 60, down_until=now + 1740)
-    assert "the API seems down since" in lane_text(down, now)
+    assert lane_text(down, now).startswith("create PAUSED: API down since ")
     assert "(29m00s more), next try in 3.0s" in lane_text(down, now)
     gave_up = LaneView("create", 6.0, down_since=now - 1900, down_until=now - 100)
-    assert "no longer waiting, failures count against jobs" in lane_text(gave_up, now)
+    assert "no longer waiting: failures count against jobs" in lane_text(gave_up, now)
     s = Snapshot(40, 10, 1, 5, 123_456, 10, 20.0, now, (LaneView("create", 6.0),))
     assert progress_line(s) == (
         "progress: 10/40 done, 1 failed, 5 in flight, 123.5 kB, ETA 58.0s; create 10/min"
     )
     assert bar_text(s).startswith("10 done, 1 failed, 5 in flight, 123.5 kB, ETA 58.0s | ")
+    paused = Snapshot(40, 10, 1, 5, 123_456, 10, 20.0, now, (LaneView("create", 6.0), down))
+    assert bar_text(paused).startswith("create PAUSED: API down since ")  # first: cut last
+    assert bar_text(paused).endswith(" | 10 done, 1 failed, 5 in flight, 123.5 kB, ETA 58.0s")
 
 
 def test_status_json_names_every_job_and_plan_says_fetch_again(tmp_path: Path) -> None:
