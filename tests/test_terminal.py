@@ -35,8 +35,11 @@ def _tmux() -> str:
     return tmux
 
 
-def _run_in_tmux(tmp_path: Path, command: list[str], *, timeout: float = 60) -> tuple[str, str]:
-    """Run ``command`` in a 120x40 tmux pane; return its raw output and the rendered
+def _run_in_tmux(
+    tmp_path: Path, command: list[str], *, ctrl_c_at: str = "", timeout: float = 60
+) -> tuple[str, str]:
+    """Run ``command`` in a 120x40 tmux pane, typing Ctrl-C once its output matches the
+    regular expression ``ctrl_c_at`` (if given); return its raw output and the rendered
     screen with its whole scrollback."""
     tmux = [_tmux(), "-S", str(tmp_path / "tmux.sock")]
     raw = tmp_path / "raw.txt"
@@ -50,9 +53,12 @@ def _run_in_tmux(tmp_path: Path, command: list[str], *, timeout: float = 60) -> 
         line = f"{shlex.join(command)}; echo EXIT=$?"
         subprocess.run([*tmux, "send-keys", line, "Enter"], check=True)
         end = time.monotonic() + timeout
-        while "EXIT=" not in raw.read_text(errors="replace").replace(line, ""):
-            assert time.monotonic() < end, raw.read_text(errors="replace")[-2000:]
-            time.sleep(0.2)
+        while "EXIT=" not in (text := raw.read_text(errors="replace").replace(line, "")):
+            assert time.monotonic() < end, text[-2000:]
+            if ctrl_c_at and re.search(ctrl_c_at, text):
+                subprocess.run([*tmux, "send-keys", "C-c"], check=True)
+                ctrl_c_at = ""
+            time.sleep(0.1)
         screen = subprocess.run(
             [*tmux, "capture-pane", "-p", "-S", "-", "-E", "-"],
             check=True,
@@ -64,26 +70,19 @@ def _run_in_tmux(tmp_path: Path, command: list[str], *, timeout: float = 60) -> 
     return raw.read_text(errors="replace"), screen
 
 
+def _command(sim: SimulatorThread, tmp_path: Path, rate: str) -> list[str]:
+    manifest = write_jsonl(tmp_path / "jobs.jsonl", make_jobs(JOBS))
+    return [
+        *(sys.executable, "-m", "bulkfetch.cli", "run", str(manifest)),
+        *("--out", str(tmp_path / "out"), "--api-url", sim.api_url),
+        *("--create-rate", rate, "--status-rate", rate),
+    ]
+
+
 def test_bar_stays_at_the_bottom_with_log_lines_above_it(
     sim: SimulatorThread, tmp_path: Path
 ) -> None:
-    manifest = write_jsonl(tmp_path / "jobs.jsonl", make_jobs(JOBS))
-    command = [
-        sys.executable,
-        "-m",
-        "bulkfetch.cli",
-        "run",
-        str(manifest),
-        "--out",
-        str(tmp_path / "out"),
-        "--api-url",
-        sim.api_url,
-        "--create-rate",
-        "20/s",
-        "--status-rate",
-        "20/s",
-    ]
-    raw, screen = _run_in_tmux(tmp_path, command)
+    raw, screen = _run_in_tmux(tmp_path, _command(sim, tmp_path, "20/s"))
     output = raw[raw.index("bulkfetch.cli") :]
     assert "EXIT=0" in output, output[-2000:]
 
@@ -114,3 +113,22 @@ def test_bar_stays_at_the_bottom_with_log_lines_above_it(
     assert rendered == [rendered[-1]], rendered
     assert rendered[-1].startswith(f"{JOBS}/{JOBS} |"), rendered
     assert not any(LOG.search(row) and BAR.search(row) for row in screen.splitlines())
+
+
+def test_ctrl_c_on_a_terminal_says_what_was_saved_and_how_to_carry_on(
+    sim: SimulatorThread, tmp_path: Path
+) -> None:
+    command = _command(sim, tmp_path, "5/s")
+    raw, screen = _run_in_tmux(tmp_path, command, ctrl_c_at=r"\n\r?[3-9]/40 \|")
+    assert "EXIT=130" in raw, raw[-2000:]
+    rows = screen.splitlines()
+    bars = [row for row in rows if BAR.match(row)]
+    assert len(bars) == 1 and not bars[0].startswith(f"{JOBS}/"), bars  # the last one only
+    text = "\n".join(rows)
+    assert re.search(r"^summary: 40 jobs: \d+ done \(\d+ downloaded, 0 already there\)", text, re.M)
+    assert "exit 130: interrupted by SIGINT (Ctrl-C): everything is saved" in text
+    assert re.search(r"^saved: \d+ files downloaded by this run are in ", text, re.M)
+    # The command to carry on, whole (tmux wraps it at 120 columns).
+    joined = "".join(row.ljust(120) if len(row) == 120 else row + "\n" for row in rows)
+    (said,) = re.findall(r"^to carry on: (.*)$", joined, re.M)
+    assert shlex.split(said)[1:] == command[3:]  # 'bulkfetch' + the arguments as typed
