@@ -29,7 +29,7 @@ from typing import Any
 
 import anyio
 
-from .config import ApiKey, Rate, RunConfig, load_api_key
+from .config import ApiKey, Rate, RunConfig, load_api_key, parse_duration
 from .engine import Counters, Run
 from .errors import (
     BulkfetchError,
@@ -92,6 +92,9 @@ def _config(out: Path | str, options: Mapping[str, Any]) -> RunConfig:
     for name in ("ledger", "report"):
         if isinstance(opts.get(name), str):
             opts[name] = Path(opts[name])
+    for name in ("max_duration", "max_outage"):  # "50m", as the flag takes it
+        if isinstance(opts.get(name), str):
+            opts[name] = parse_duration(opts[name])
     try:
         return RunConfig(out=Path(out), **opts)
     except TypeError as exc:
@@ -112,8 +115,9 @@ async def run_async(
     """Run every job of ``manifest`` into ``out``; see ``RunConfig`` for ``options``.
 
     Each option is named as the ``run`` command's flag (``max_creates_per_job=4`` for
-    ``--max-creates-per-job 4``, ``max_creates=100`` for ``--max-creates 100``); rates
-    and paths may be given as the flag's text (``create_rate="10/min"``).
+    ``--max-creates-per-job 4``, ``max_creates=100`` for ``--max-creates 100``); rates,
+    durations and paths may be given as the flag's text (``create_rate="10/min"``,
+    ``max_duration="50m"``).
 
     The key is ``api_key``, else read from ``api_key_file`` (as ``--api-key-file``), else
     from the ``EOS_API_KEY`` environment variable. With ``handle_signals``,

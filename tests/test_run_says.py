@@ -205,7 +205,9 @@ def test_python_max_creates_is_the_run_quota_as_on_the_command_line(tmp_path: Pa
         )
         assert result.exit_code == 75 and result.counters.create_calls == 2
         with pytest.warns(DeprecationWarning, match="max_creates_run= is now max_creates="):
-            old = bulkfetch.run(manifest, out=tmp_path / "b", max_creates_run=3, **common)
+            old = bulkfetch.run(
+                manifest, out=tmp_path / "b", max_creates_run=3, max_outage="1m", **common
+            )
         assert old.exit_code == 75 and old.counters.create_calls == 3
         with pytest.raises(bulkfetch.UsageError, match="give max_creates= only"):
             bulkfetch.run(manifest, out=tmp_path / "c", max_creates=1, max_creates_run=3, **common)
