@@ -103,7 +103,7 @@ def test_every_progress_line_says_a_lane_is_paused_while_the_api_is_down(
 ) -> None:
     manifest = write_jsonl(tmp_path / "jobs.jsonl", make_jobs(4))
     with run_in_thread(SimConfig(**FAST)) as sim:
-        sim.configure(outage_for=4.5)
+        sim.configure(outage_for=3.5)
         proc = run_cli(sim, manifest, tmp_path / "out", "--progress-interval", "1")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
