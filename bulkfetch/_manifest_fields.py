@@ -8,16 +8,27 @@ checked by :mod:`bulkfetch.geometry`; ``reference`` is never checked (it is igno
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import PurePosixPath
 from typing import Any
 
 from .errors import Problem
 
-__all__ = ["CHECKS", "KNOWN", "REQUIRED", "Invalid", "WarnOnce", "safe_name", "suggest"]
+__all__ = [
+    "CHECKS",
+    "KNOWN",
+    "REQUIRED",
+    "Invalid",
+    "WarnOnce",
+    "costly_typo",
+    "did_you_mean",
+    "safe_name",
+    "suggest",
+]
 
 REQUIRED = ("view_id", "bm_type", "geometry", "px_size")
 
@@ -78,10 +89,7 @@ def _choice(options: tuple[str, ...]) -> Callable[[object], str]:
     def check(value: object) -> str:
         if isinstance(value, str) and value in options:
             return value
-        hint = ""
-        if isinstance(value, str):
-            near = difflib.get_close_matches(value.lower(), options, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
+        hint = did_you_mean(value.lower(), options) if isinstance(value, str) else ""
         raise Invalid(f"expected one of {', '.join(options)}, got {_kind(value)}{hint}")
 
     return check
@@ -205,28 +213,87 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
 KNOWN = frozenset({*CHECKS, "geometry", "reference"})
 
 
-def suggest(field: str) -> str:
-    """``"; did you mean 'px_size'?"`` for a near miss of a known field, else ``""``."""
-    near = difflib.get_close_matches(field, sorted(KNOWN), n=1)
+_KNOWN_SORTED = sorted(KNOWN)
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """``"; did you mean 'NDVI'?"`` for the option nearest ``word``, else ``""``."""
+    near = difflib.get_close_matches(word, list(options), n=1)
     return f"; did you mean {near[0]!r}?" if near else ""
 
 
+def suggest(field: str) -> str:
+    """``"; did you mean 'px_size'?"`` for a near miss of a known field, else ``""``."""
+    return did_you_mean(field, _KNOWN_SORTED)
+
+
+# Fields whose silent absence changes the image asked for: a near miss of one of these in
+# a GeoJSON property or CSV column is refused. ``name`` (a file name is generated), ``size``
+# (logged only) and ``reference`` (ignored) cost nothing when missed, and GIS layers often
+# carry a ``Name`` or ``SIZE`` of their own.
+_COSTLY = tuple(sorted(KNOWN - {"name", "size", "reference"}))
+_SEPARATORS = str.maketrans("", "", "_- ")
+
+
+@functools.lru_cache(maxsize=1024)
+def costly_typo(field: str) -> str | None:
+    """The job parameter ``field`` is a typo of (``pxsize`` → ``px_size``), or None.
+
+    Within a typo: equal once case and ``_``/``-``/space are ignored, or one edit away
+    (a letter added, dropped, changed, or two swapped; two edits for names over 8
+    letters). Tighter than :func:`suggest`'s difflib ratio, which finds ``site`` near
+    ``size``: this decides an error, not a hint. Cached: every feature repeats its keys.
+    """
+    word = field.lower().translate(_SEPARATORS)
+    for known in _COSTLY:
+        target = known.translate(_SEPARATORS)
+        if _edits(word, target, 1 if len(target) <= 8 else 2):
+            return known
+    return None
+
+
+def _edits(a: str, b: str, limit: int) -> bool:
+    """Whether ``a`` is at most ``limit`` edits from ``b`` (optimal string alignment)."""
+    if abs(len(a) - len(b)) > limit:
+        return False
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            cost = 0 if ca == cb else 1
+            d = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                d = min(d, prev2[j - 2] + 1)
+            row.append(d)
+        if min(row) > limit:
+            return False
+        prev2, prev = prev, row
+    return prev[-1] <= limit
+
+
 class WarnOnce:
-    """Collect warnings once per field name, at the first place seen, counting the rest."""
+    """Collect warnings once per field and kind, at the first place seen, counting the
+    rest. The kind tells apart warnings about one field ("image too big" and "px_size
+    too fine" are both about ``px_size``); unknown fields have none."""
 
     __slots__ = ("_file", "_seen")
 
     def __init__(self, file: str) -> None:
         self._file = file
-        self._seen: dict[str, tuple[str, str, int]] = {}
+        self._seen: dict[tuple[str, str], tuple[str, str, str, int]] = {}
 
-    def add(self, field: str, where: str, message: str) -> None:
-        first = self._seen.get(field)
-        self._seen[field] = (where, message, 1) if first is None else (*first[:2], first[2] + 1)
+    def add(self, field: str, where: str, message: str, kind: str = "") -> None:
+        first = self._seen.get((field, kind))
+        self._seen[field, kind] = (
+            (field, where, message, 1) if first is None else (*first[:3], first[3] + 1)
+        )
 
     def problems(self) -> tuple[Problem, ...]:
         out = []
-        for field, (where, message, count) in self._seen.items():
-            more = f" (and {count - 1} more times)" if count > 1 else ""
+        for field, where, message, count in self._seen.values():
+            more = ""
+            if count > 1:
+                more = f" (and {count - 1} more time{'s' if count > 2 else ''})"
             out.append(Problem(self._file, where, field, message + more))
         return tuple(out)

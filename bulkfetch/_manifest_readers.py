@@ -66,7 +66,7 @@ def read_jsonl(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            problems.append((where, "", _json_error(exc)))
+            problems.append((where, "", _bad_utf8(line) or _json_error(exc)))
             seen_job = True
             continue
         if not isinstance(obj, dict):
@@ -99,8 +99,35 @@ def _load_whole(data: bytes, problems: list[Issue]) -> object:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        problems.append((f"line {exc.lineno}", "", _json_error(exc)))
+        bad = _bad_utf8_at(data)
+        if bad is not None:
+            line, message = bad
+            problems.append((f"line {line}", "", message))
+        else:
+            problems.append((f"line {exc.lineno}", "", _json_error(exc)))
         return None
+
+
+def _bad_utf8(line: bytes) -> str:
+    """CSV's message for a line that is not UTF-8 (``byte N`` counted from 1 within the
+    line), or "" when it is. Only run once orjson has refused the text: its own message
+    ("surrogates not allowed", at line 1 column 1) places nothing."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not valid UTF-8 (byte {exc.start + 1})"
+    return ""
+
+
+def _bad_utf8_at(data: bytes) -> tuple[int, str] | None:
+    """``(line, message)`` for the first byte of ``data`` that is not UTF-8, or None."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, start) + 1
+        return line, f"not valid UTF-8 (byte {exc.start - start + 1})"
+    return None
 
 
 # A JSON string (escapes included), or one of the characters that give a document its shape.
@@ -283,8 +310,8 @@ def _text_lines(stream: IO[bytes], problems: list[Issue]) -> Iterator[str]:
             line = line[len(_BOM) :]
         try:
             yield line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            problems.append((f"line {n}", "", f"not valid UTF-8 (byte {exc.start + 1})"))
+        except UnicodeDecodeError:
+            problems.append((f"line {n}", "", _bad_utf8(line)))
             return
 
 
@@ -305,7 +332,7 @@ def _read_csv_rows(text: Iterable[str], problems: list[Issue]) -> Iterator[Raw]:
             where = f"line {start}"
             if len(cells) != len(header):
                 problems.append(
-                    (where, "", f"row has {len(cells)} cells; the header has {len(header)}")
+                    (where, "", f"row has {_cells(len(cells))}; the header has {len(header)}")
                 )
                 continue
             raw = Raw(where, {})
@@ -325,6 +352,10 @@ def _read_csv_rows(text: Iterable[str], problems: list[Issue]) -> Iterator[Raw]:
         return
     if header is None and not problems:
         problems.append(("line 1", "", "no header row"))
+
+
+def _cells(n: int) -> str:
+    return f"{n} cell{'s' if n != 1 else ''}"
 
 
 def _check_header(header: list[str], problems: list[Issue]) -> None:

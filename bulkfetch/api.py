@@ -212,6 +212,8 @@ def _remember_run(
         "done": counters.done,
         "failed": counters.failed,
         "jobs": counters.jobs,
+        # Which manifest: `bulkfetch stac` describes each done job from the manifest it came from.
+        "manifest": str(manifest.path.resolve()),
     }
     runs = list(ledger.meta.get("runs", []))[-(RUN_HISTORY - 1) :]
     try:

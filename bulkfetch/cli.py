@@ -63,6 +63,7 @@ class _LazyGroup(click.Group):
         "report": ("bulkfetch.report_html", "report_command"),
         "search": ("bulkfetch.search_cli", "search_command"),
         "simulate": ("bulkfetch.simulator.cli", "simulate"),
+        "stac": ("bulkfetch.stac_cli", "stac_command"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -231,6 +232,7 @@ def _config_from(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> 
     show_default=True,
     help="Seconds between progress lines when not on a terminal.",
 )
+@click.option("--stac", is_flag=True, help="Refresh OUT/catalog.json (STAC) at the end.")
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -252,7 +254,8 @@ def run(
     setup_logging(fmt=log_format, quiet=quiet, verbose=verbose)
     api_key_file = options.get("api_key_file")
     try:
-        config = _config_from(ctx, manifest, dict(options))
+        merged = dict(options)
+        config = _config_from(ctx, manifest, merged)  # (merges bulkfetch.toml into merged)
         if dry_run:
             _print_plan(manifest, config, as_json=False)
             return
@@ -262,22 +265,28 @@ def run(
         result = anyio.run(_run_cli, jobs, config, key, progress)
     except BulkfetchError as exc:
         _fail(exc)
+    code = result.exit_code
+    if merged.get("stac"):
+        from .stac_cli import refresh_after_run
+
+        code = refresh_after_run(config, jobs, code, quiet=quiet)
+    # Last, so the summary is the run's last word and its exit code the one exited with.
     summary = make_summary(
         result.counters.to_json(),
         result.jobs,
-        exit_code=result.exit_code,
+        exit_code=code,
         outcome=result.outcome,
         out=str(config.out),
         command=shlex.join(["bulkfetch", *sys.argv[1:]]),
         failure_groups=result.report.get("failure_groups", []),
     )
     if log_format == "json":
-        level = logging.INFO if result.exit_code == EXIT_OK else logging.WARNING
+        level = logging.INFO if code == EXIT_OK else logging.WARNING
         log.log(level, "run summary: %s", result.outcome, extra={"fields": summary_fields(summary)})
-    elif not quiet or result.exit_code != EXIT_OK:
+    elif not quiet or code != EXIT_OK:
         for line in summary_lines(summary):
             click.echo(line, err=True)
-    sys.exit(result.exit_code)
+    sys.exit(code)
 
 
 @cli.command()
@@ -393,7 +402,8 @@ def validate(manifest: Path) -> None:
         _fail(exc)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(f"{manifest}: {len(result.jobs)} valid jobs")
+    n = len(result.jobs)
+    click.echo(f"{manifest}: {n} valid job{'s' if n != 1 else ''}")
 
 
 @cli.command()

@@ -83,7 +83,8 @@ def check_geometry(
     if issues:
         if len(issues) > _MAX_ISSUES:
             extra = len(issues) - _MAX_ISSUES
-            issues = [*issues[:_MAX_ISSUES], (field, f"... and {extra} more problems")]
+            more = f"... and {extra} more problem{'s' if extra != 1 else ''}"
+            issues = [*issues[:_MAX_ISSUES], (field, more)]
         return None, issues
     return {"type": gtype, "coordinates": norm}, []
 

@@ -51,9 +51,18 @@ and key. The key leaves ``name`` out: two jobs differing only by name are the sa
 request, hence a duplicate. A job's value wins over a default; ``null`` counts as not
 given; fields starting with ``_`` are the user's notes and ignored everywhere. An unknown
 field is an error in .jsonl and .json (with a "did you mean" hint) but a warning in
-.geojson and .csv, whose features and columns carry their own attributes. Two jobs with
-the same key, or writing the same file (ignoring case, as some file systems do), are
-errors; so is a manifest without jobs.
+.geojson and .csv, whose features and columns carry their own attributes, unless it is
+one typo from a job parameter (``pxsize``, ``bm_typ``): that is an error there too,
+since the job would quietly go without it. Two jobs with the same key, or writing the
+same file (ignoring case, as some file systems do), are errors; so is a manifest without
+jobs.
+
+A valid job that EOS is likely to refuse or answer uselessly is a *warning* (the user
+decides; each creation is one of ten a minute): a band the view_id's sensor lacks or an
+unknown alias in ``bm_type`` (:mod:`bulkfetch._manifest_bands`), an image of a gigapixel
+or more, or a ``px_size`` far outside what the sensors offer
+(:mod:`bulkfetch._manifest_sizes`). Each kind of warning is given once, at the first job
+it concerns, with how many more share it.
 """
 
 from __future__ import annotations
@@ -73,8 +82,18 @@ from typing import Any
 import orjson
 
 from ._gc import gc_paused
-from ._manifest_fields import CHECKS, KNOWN, REQUIRED, WarnOnce, safe_name, suggest
+from ._manifest_bands import bm_type_warning, sensor_for
+from ._manifest_fields import (
+    CHECKS,
+    KNOWN,
+    REQUIRED,
+    WarnOnce,
+    costly_typo,
+    safe_name,
+    suggest,
+)
 from ._manifest_readers import READERS, Raw, Reader, job_lines, read_geojson, read_json
+from ._manifest_sizes import size_warnings
 from .errors import ManifestError, Problem
 from .geometry import check_geometry
 
@@ -403,6 +422,7 @@ def _build_jobs(records: Iterator[Raw], file: str, issues: list[tuple[str, str, 
             continue
         if _clashes(path, raw.where, by_path, dirs, problems, file):
             continue
+        _advise(params, raw.where, warn)
         jobs.append(job)
     drain()
     if records_seen == 0 and not problems:
@@ -410,6 +430,23 @@ def _build_jobs(records: Iterator[Raw], file: str, issues: list[tuple[str, str, 
     if problems:
         raise ManifestError(problems)
     return Manifest(Path(file), tuple(jobs), warn.problems())
+
+
+def _advise(params: dict[str, Any], where: str, warn: WarnOnce) -> None:
+    """Warn about a valid job that EOS is likely to refuse or answer with something
+    useless, since each creation is one of ten a minute: a band the sensor lacks, an
+    unknown alias, an absurd image size (see _manifest_bands and _manifest_sizes)."""
+    prefix = params["view_id"].partition("/")[0]  # all the sensor lookups need
+    bad_bands = bm_type_warning(params["bm_type"], prefix)
+    if bad_bands is not None:
+        warn.add("bm_type", where, bad_bands, kind=bad_bands)
+    sensor = sensor_for(prefix)
+    fmt = params.get("format", "jpeg")
+    for kind, message in size_warnings(params["geometry"], params["px_size"], fmt, sensor):
+        warn.add("px_size", where, message, kind=kind)
+
+
+_TYPO_FIX = "(rename it, or start it with '_' to keep it as a note of yours)"
 
 
 def _check_record(
@@ -427,8 +464,13 @@ def _check_record(
         elif k not in KNOWN:
             if strict or raw.is_defaults:
                 problems.append(Problem(file, raw.where, k, "unknown field" + suggest(k)))
+            elif (near := costly_typo(k)) is not None:
+                # A feature's own attribute is fine; a misspelt parameter would quietly
+                # leave the job with the default and cost a creation for the wrong image.
+                message = f"not a job parameter; did you mean {near!r}? {_TYPO_FIX}"
+                problems.append(Problem(file, raw.where, k, message))
             else:
-                warn.add(k, raw.where, "not a bulkfetch field; ignored")
+                warn.add(k, raw.where, "not a bulkfetch field; ignored" + suggest(k))
         elif k == "name" and raw.is_defaults:
             problems.append(Problem(file, raw.where, k, "cannot be a default: names must differ"))
         elif k == "geometry":

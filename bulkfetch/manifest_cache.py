@@ -41,8 +41,17 @@ FORMAT = 1
 MIN_JOBS = 1000
 """Smaller manifests validate in milliseconds: a cache file would save nothing."""
 
-# The modules whose rules decide what a valid job is: a change to any of them must miss.
-_RULES = ("manifest.py", "_manifest_fields.py", "_manifest_readers.py", "geometry.py")
+# The modules and tables whose rules decide what a valid job is and what it is warned
+# about (cached warnings included): a change to any of them must miss.
+_RULES = (
+    "manifest.py",
+    "_manifest_fields.py",
+    "_manifest_readers.py",
+    "_manifest_bands.py",
+    "_manifest_sizes.py",
+    "geometry.py",
+    "data/bands.toml",
+)
 
 
 def cache_path(ledger_path: Path) -> Path:

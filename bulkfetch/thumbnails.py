@@ -36,19 +36,21 @@ class ThumbnailError(Exception):
 _YMD_PARTS = re.compile(r"(?:^|/)(\d{4})/(\d{1,2})/(\d{1,2})(?:/|$)")
 _LANDSAT_ID = re.compile(r"L[A-Z]\d{7}(\d{4})(\d{3})[A-Z]{3}\d{2}")
 _YMD_DIGITS = re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(?!\d)")
+_YEAR_DOY = re.compile(r"/(\d{4})(\d{3})(?:/|$)")  # MODIS/12/04/2017204/...: year, day of year
 
 
 def view_date(view_id: str) -> str:
     """The acquisition date ``view_id`` spells, ``YYYY-MM-DD``, or "" if it spells none.
 
     ``S2/13/R/EL/2023/7/19/0`` (Sentinel), ``L8/LC80260312023202LGN00`` (Landsat scene id:
-    year and day of year) and ``..._20230721_...`` (8 digits) are understood.
+    year and day of year), ``MODIS/12/04/2017204/2017204034223`` (a ``YYYYDDD`` part) and
+    ``..._20230721_...`` (8 digits) are understood.
     """
     found = _YMD_PARTS.search(view_id)
     if found:
         y, m, d = (int(g) for g in found.groups())
         return _iso(y, m, d)
-    found = _LANDSAT_ID.search(view_id)
+    found = _LANDSAT_ID.search(view_id) or _YEAR_DOY.search(view_id)
     if found:
         year, doy = int(found[1]), int(found[2])
         if 1970 <= year <= 2200 and 1 <= doy <= 366:

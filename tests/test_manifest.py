@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bulkfetch._manifest_fields import costly_typo
 from bulkfetch._manifest_readers import item_lines
 from bulkfetch.errors import ManifestError, Problem
 from bulkfetch.manifest import (
@@ -157,7 +158,7 @@ def test_key_is_canonical() -> None:
 
 def test_reference_is_ignored_with_one_warning() -> None:
     m = parse_manifest(
-        jsonl({**JOB, "reference": "mine"}, {**JOB, "bm_type": "X", "reference": "m2"}),
+        jsonl({**JOB, "reference": "mine"}, {**JOB, "bm_type": "NDWI", "reference": "m2"}),
         filename="m.jsonl",
     )
     assert m.jobs[0].key == job().key
@@ -334,7 +335,8 @@ def test_notes_and_nulls_are_ignored() -> None:
 def test_unknown_fields_warn_in_geojson_and_csv() -> None:
     props = {"view_id": VIEW, "bm_type": "NDVI", "px_size": 10, "crop": "wheat", "_n": 1}
     m = parse_manifest(
-        geojson(props, {**props, "bm_type": "B"}, {**props, "bm_type": "C"}), filename="a.geojson"
+        geojson(props, {**props, "bm_type": "NDWI"}, {**props, "bm_type": "EVI"}),
+        filename="a.geojson",
     )
     (w,) = m.warnings
     assert (w.where, w.field) == ("feature 1 (line 1)", "crop") and "2 more" in w.message
@@ -654,3 +656,111 @@ def test_json_and_geojson_problems_name_the_line_the_item_starts_on(tmp_path: Pa
 )
 def test_item_lines(text: bytes, member: str | None, lines: list[int]) -> None:
     assert item_lines(text, member) == lines
+
+
+# --- near misses of job parameters, bad UTF-8, counts ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prop", "meant"),
+    [("pxsize", "px_size"), ("bm_typ", "bm_type"), ("PX_SIZE", "px_size"), ("formats", "format")],
+)
+def test_a_misspelt_parameter_in_geojson_or_csv_is_an_error(prop: str, meant: str) -> None:
+    props = {"view_id": VIEW, "bm_type": "NDVI", "px_size": 10, prop: "png"}
+    p = one_error(geojson(props), "a.geojson")
+    assert (p.where, p.field) == ("feature 1 (line 1)", prop)
+    assert f"did you mean {meant!r}?" in p.message and "'_'" in p.message
+    c = csv_bytes(
+        ["view_id", "bm_type", "px_size", "geometry", prop], [VIEW, "NDVI", "1", WKT, "x"]
+    )
+    p = one_error(c, "a.csv")
+    assert (p.where, p.field) == ("line 2", prop) and f"did you mean {meant!r}?" in p.message
+
+
+def test_a_fields_own_attributes_stay_warnings() -> None:
+    # Name/SIZE are GIS attributes as often as typos, and missing them costs nothing.
+    props = {"view_id": VIEW, "bm_type": "NDVI", "px_size": 10}
+    extra = {"Name": "north", "SIZE": "12 ha", "site": "A", "crop": "wheat", "_pxsize": 3}
+    m = parse_manifest(geojson(props | extra), filename="a.geojson")
+    assert {w.field for w in m.warnings} == {"Name", "SIZE", "site", "crop"}
+    (name,) = [w for w in m.warnings if w.field == "Name"]
+    assert "did you mean 'name'?" in name.message
+
+
+@pytest.mark.parametrize(
+    ("word", "meant"),
+    [
+        ("pxsize", "px_size"),
+        ("px-size", "px_size"),
+        ("bmtype", "bm_type"),
+        ("bm_tpye", "bm_type"),
+        ("threshold", "thresholds"),
+        ("georefrence", "georeference"),
+        ("Calibrated", "calibrate"),
+        ("crop", None),
+        ("Name", None),
+        ("site", None),
+        ("sample", None),
+        ("description", None),
+    ],
+)
+def test_costly_typo(word: str, meant: str | None) -> None:
+    assert costly_typo(word) == meant
+
+
+def test_warnings_repeated_say_how_often() -> None:
+    props = {"view_id": VIEW, "bm_type": "NDVI", "px_size": 10, "crop": "wheat"}
+    two = parse_manifest(geojson(props, props | {"bm_type": "NDWI"}), filename="a.geojson")
+    assert two.warnings[0].message.endswith("(and 1 more time)")
+    three = parse_manifest(
+        geojson(props, props | {"bm_type": "NDWI"}, props | {"bm_type": "EVI"}),
+        filename="a.geojson",
+    )
+    assert three.warnings[0].message.endswith("(and 2 more times)")
+
+
+def test_bad_utf8_names_line_and_byte_in_every_format() -> None:
+    good = orjson.dumps(JOB)
+    bad = orjson.dumps(JOB | {"name": "caf\u00e9"}).replace(b"\xc3\xa9", b"\xe9")
+    offset = bad.index(b"\xe9") + 1
+    p = one_error(good + b"\n" + bad + b"\n", "m.jsonl")
+    assert (p.where, p.message) == ("line 2", f"not valid UTF-8 (byte {offset})")
+    doc = b"[\n" + good + b",\n" + bad + b"\n]"
+    p = one_error(doc, "m.json")
+    assert (p.where, p.message) == ("line 3", f"not valid UTF-8 (byte {offset})")
+    feat = geojson({"view_id": VIEW, "bm_type": "NDVI", "px_size": 10, "name": "caf\u00e9"})
+    p = one_error(feat.replace(b"\xc3\xa9", b"\xe9"), "m.geojson")
+    assert p.where == "line 1" and p.message.startswith("not valid UTF-8 (byte ")
+    c = csv_bytes(
+        ["view_id", "bm_type", "px_size", "geometry", "name"], [VIEW, "NDVI", "1", WKT, "ca"]
+    )
+    p = one_error(c.replace(b",ca\n", b",ca\xe9\n"), "m.csv")
+    assert p.where == "line 2" and p.message.startswith("not valid UTF-8 (byte ")
+
+
+def test_a_row_of_one_cell_says_cell() -> None:
+    p = one_error(csv_bytes(["view_id", "bm_type"], ["x"]), "m.csv")
+    assert "row has 1 cell;" in p.message
+
+
+def test_costly_job_warnings_come_once_per_kind_with_a_count() -> None:
+    wide = {"type": "Polygon", "coordinates": [[[-100, 10], [-60, 10], [-60, 40], [-100, 10]]]}
+    huge = [{**JOB, "view_id": f"S2/13/R/EL/2023/7/{d}/0", "geometry": wide} for d in (1, 2, 3)]
+    m = parse_manifest(
+        jsonl(
+            *huge, {**JOB, "bm_type": "NDVX"}, {**JOB, "bm_type": "NDWX"}, {**JOB, "px_size": 0.1}
+        ),
+        filename="m.jsonl",
+    )
+    assert len(m.jobs) == 6
+    found = [(w.where, w.field, w.message) for w in m.warnings]
+    assert [(where, f) for where, f, _ in found] == [
+        ("line 1", "px_size"),
+        ("line 4", "bm_type"),
+        ("line 5", "bm_type"),
+        ("line 6", "px_size"),
+    ]
+    assert found[0][2].startswith("at 10 m the image would be about ")
+    assert found[0][2].endswith("(and 2 more times)")
+    assert "'NDVX'" in found[1][2] and "'NDWX'" in found[2][2]
+    assert "0.1 m is finer than any satellite offers" in found[3][2]

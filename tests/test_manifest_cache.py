@@ -197,3 +197,13 @@ def test_resumed_run_reads_the_cache_beside_the_ledger(
     changed = run_cli(sim, big, out, "--dry-run", "-v")
     assert changed.returncode == 0, changed.stderr
     assert "validated jobs read from" not in changed.stderr
+
+
+def test_the_stamp_covers_every_file_validation_reads() -> None:
+    # A changed band table must miss as surely as changed code: cached warnings would lie.
+    package = Path(manifest_cache.__file__).parent
+    assert "data/bands.toml" in manifest_cache._RULES
+    for name in manifest_cache._RULES:
+        assert (package / name).is_file(), name
+    modules = {p.name for p in package.glob("_manifest_*.py")} | {"manifest.py", "geometry.py"}
+    assert modules <= set(manifest_cache._RULES)
