@@ -222,7 +222,8 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
         for param in command.params:
             if isinstance(param, click.Option) and not param.hidden:
                 assert param.help and len(param.help) > 10, f"{name} {param.opts}: no help"
-    # Short flags mean one thing everywhere: -o the output folder, -m a manifest.
+    # Short flags mean one thing everywhere: -o the output folder, -m a manifest; and every
+    # --manifest has its -m.
     for name in cli.list_commands(ctx):
         command = cli.get_command(ctx, name)
         assert command is not None
@@ -233,3 +234,6 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
                 assert not param.type.file_okay or param.metavar == "DIR", name
             if "-m" in getattr(param, "opts", ()):
                 assert isinstance(param.type, click.Path) and not param.type.dir_okay, name
+                assert "--manifest" in param.opts, name
+            if "--manifest" in getattr(param, "opts", ()):
+                assert "-m" in param.opts, name
