@@ -387,6 +387,7 @@ def summary_line(out: Path, result: Refreshed) -> str:
 )
 @click.option(
     "--manifest",
+    "-m",
     "manifests",
     multiple=True,
     type=click.Path(dir_okay=False, path_type=Path),
