@@ -142,7 +142,7 @@ async def run_async(
         manifest = load_manifest_cached(Path(manifest), cache_path(cfg.ledger_path))
     for warning in manifest.warnings:
         log.warning("%s", warning)
-    if cfg.check_colormaps:  # before anything is created: a typo would fail every job
+    if cfg.colormap_check:  # before anything is created: a typo would fail every job
         timeout = min(cfg.request_timeout, COLORMAP_TIMEOUT)
         notes = await check_colormaps(
             manifest.jobs,

@@ -152,7 +152,6 @@ RUN_OPTIONS = [
     ),
     click.option(
         "--colormap-check/--no-colormap-check",
-        "check_colormaps",
         default=True,
         show_default=True,
         help="Ask EOS whether the manifest's colormaps exist before creating anything.",
@@ -334,7 +333,7 @@ def plan(ctx: click.Context, /, manifest: Path, as_json: bool, **options: Any) -
     try:
         config = _config_from(ctx, manifest, dict(options))
         jobs = load_manifest_cached(manifest, cache_path(config.ledger_path), write=False)
-        if config.check_colormaps:
+        if config.colormap_check:
             api_key_file = options.get("api_key_file")
             _check_colormaps(jobs.jobs, config.api_url, api_key_file, config.colormap_rate)
         _print_plan(manifest, config, as_json=as_json, jobs=jobs)

@@ -224,7 +224,7 @@ class RunConfig:
     #: Let the lanes probe above the configured rates when the server allows it.
     learn_rates: bool = False
     #: Check the manifest's colormaps with EOS before the first creation, at this pace.
-    check_colormaps: bool = True
+    colormap_check: bool = True
     colormap_rate: Rate = field(default_factory=lambda: Rate(10, 60.0))
     #: Retry back-off after a transient failure: base * 2**n seconds, with jitter, capped.
     #: None: twice the lane's interval, so the back-off scales with the API's pace.
