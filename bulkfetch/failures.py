@@ -21,8 +21,9 @@ __all__ = ["FailureGroup", "group_failures", "reason_group"]
 T = TypeVar("T")
 
 _UUID = re.compile(r"(?i)\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
-# A view_id (S2/13/R/EL/2023/1/25/0, LC08/L1TP/...): a word and two or more /-parts.
-_VIEW_ID = re.compile(r"(?<![\w/])[A-Za-z0-9_]+(?:/[\w.-]+){2,}")
+# A view_id: a word and two or more /-parts (S2/13/R/EL/2023/1/25/0, MODIS/12/04/...), or a
+# word and one long id with digits in it (Landsat's L8/LC80110312016028LGN00; not HTTP/1.1).
+_VIEW_ID = re.compile(r"(?<![\w/])[A-Za-z0-9_]+(?:(?:/[\w.-]+){2,}|/(?=[\w.-]*\d)[\w.-]{10,}\b)")
 # Job keys, task ids, hashes: long hex with a digit and a letter in it, or any long word of letters
 # and digits mixed (an id, not a word of the message).
 _HEX = re.compile(r"(?i)\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b")

@@ -15,11 +15,26 @@ from bulkfetch.simulator import SimConfig, run_in_thread
 
 from .conftest import FAST, bulkfetch_cli, make_jobs, run_cli, write_jsonl
 
-VIEW_IDS = st.builds(
-    lambda zone, band, day: f"S2/{zone}/R/{band}/2023/{day}/1/0",
-    st.integers(1, 60),
-    st.sampled_from(["EL", "UP", "XK"]),
-    st.integers(1, 28),
+VIEW_IDS = (
+    st.builds(
+        lambda zone, band, day: f"S2/{zone}/R/{band}/2023/{day}/1/0",
+        st.integers(1, 60),
+        st.sampled_from(["EL", "UP", "XK"]),
+        st.integers(1, 28),
+    )
+    | st.builds(  # every shape eos-api.md documents: Landsat's has a single slash
+        lambda sat, path, row, day: f"{sat}/LC8{path:03d}{row:03d}2016{day:03d}LGN00",
+        st.sampled_from(["L8", "L9"]),
+        st.integers(1, 233),
+        st.integers(1, 248),
+        st.integers(1, 366),
+    )
+    | st.builds(
+        lambda h, v, day: f"MODIS/{h:02d}/{v:02d}/2017{day:03d}/2017213034223",
+        st.integers(0, 35),
+        st.integers(0, 17),
+        st.integers(1, 366),
+    )
 )
 # (an all-digit "hex" id reads as a number, and becomes N: out of the key all the same)
 HEX = st.text("0123456789abcdef", min_size=12, max_size=64).filter(
@@ -38,6 +53,9 @@ def test_job_specific_parts_are_out_of_the_key() -> None:
     assert reason_group("truncated result: 100 of 12428 bytes") == "truncated result: N of N bytes"
     assert reason_group("7 retries failed; last: timeout") == "N retries failed; last: timeout"
     assert reason_group("   ") == NO_REASON
+    landsat = "EOS task failed: view 'L8/LC80290332023200LGN00' could not be made"
+    assert reason_group(landsat) == "EOS task failed: view '<view_id>' could not be made"
+    assert "<view_id>" not in reason_group("proxy said HTTP/1.1 502")
 
 
 def test_what_tells_problems_apart_stays() -> None:
