@@ -12,6 +12,7 @@ from click.core import ParameterSource
 from .api import exit_code_for
 from .config import Rate, read_config_file
 from .errors import BulkfetchError, ManifestError, UsageError
+from .units import counted
 
 __all__ = ["apply_config_file", "fail", "rate_option", "short_o_for_report"]
 
@@ -29,7 +30,7 @@ def fail(exc: BulkfetchError) -> NoReturn:
     its code. Never a traceback."""
     if isinstance(exc, ManifestError):
         n = len(exc.problems)
-        click.echo(f"bulkfetch: the {exc.what} has {n} problem{'s' if n != 1 else ''}:", err=True)
+        click.echo(f"bulkfetch: the {exc.what} has {counted(n, 'problem')}:", err=True)
         click.echo(str(exc), err=True)
         click.echo("nothing was sent.", err=True)
     else:

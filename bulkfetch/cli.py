@@ -47,7 +47,7 @@ from .progress import show_bar, show_lines
 from .report import build_report, ledger_manifest
 from .sink import Sink
 from .summary import failure_lines, make_summary, summary_fields, summary_lines
-from .units import duration_text
+from .units import counted, duration_text
 from .urls import check_out, check_service_url
 
 log = logging.getLogger("bulkfetch")
@@ -490,7 +490,7 @@ def validate(
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     n = len(result.jobs)
-    click.echo(f"{manifest}: {n} valid job{'s' if n != 1 else ''}")
+    click.echo(f"{manifest}: {counted(n, 'valid job')}")
 
 
 @cli.command()

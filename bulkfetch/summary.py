@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .units import duration_text, size_text
+from .units import counted, duration_text, size_text
 
 __all__ = [
     "EXIT_MEANINGS",
@@ -169,7 +169,7 @@ def failure_lines(
         return []
     total = sum(int(g["count"]) for g in groups)
     n = len(groups)
-    lines = [f"failures by reason ({total} jobs, {n} reason{'s' if n != 1 else ''}):"]
+    lines = [f"failures by reason ({counted(total, 'job')}, {counted(n, 'reason')}):"]
     for group in groups[:max_groups]:
         lines.append(f"  {group['count']} x {group.get('title') or group['reason']}")
         jobs = list(group["jobs"])
