@@ -12,8 +12,9 @@ from click.core import ParameterSource
 from .api import exit_code_for
 from .config import Rate, read_config_file
 from .errors import BulkfetchError, ManifestError, UsageError
+from .units import counted
 
-__all__ = ["apply_config_file", "fail", "rate_option"]
+__all__ = ["apply_config_file", "fail", "rate_option", "short_o_for_report"]
 
 
 def rate_option(ctx: click.Context, param: click.Parameter, value: str) -> Rate:
@@ -29,7 +30,7 @@ def fail(exc: BulkfetchError) -> NoReturn:
     its code. Never a traceback."""
     if isinstance(exc, ManifestError):
         n = len(exc.problems)
-        click.echo(f"bulkfetch: the {exc.what} has {n} problem{'s' if n != 1 else ''}:", err=True)
+        click.echo(f"bulkfetch: the {exc.what} has {counted(n, 'problem')}:", err=True)
         click.echo(str(exc), err=True)
         click.echo("nothing was sent.", err=True)
     else:
@@ -72,3 +73,27 @@ def _convert(ctx: click.Context, option: click.Option, value: Any, file: Path, k
     except click.BadParameter as exc:
         raise UsageError(f"{file}: {key}: {exc.format_message()}") from None
     return converted
+
+
+#: Said when ``-o`` is read in its old meaning, a file (``report``'s page, ``search``'s
+#: manifest): every command's ``-o`` is now the output folder, as for ``run``.
+SHORT_O_DEPRECATED = (
+    "'{command} -o FILE' is deprecated: -o is the output folder in every command "
+    "(as for run); write {flag} FILE"
+)
+
+
+def short_o_for_report(
+    short_o: Path | None, *, out: Path | None, html: Path | None
+) -> tuple[Path | None, Path | None, str]:
+    """``report -o X``: the output folder (as ``-o`` is everywhere), unless it is the old
+    spelling of ``--html`` (given with ``--out``, or naming an ``.html`` file or a file
+    that exists). Returns ``(out, html, deprecation warning or "")``."""
+    if short_o is None:
+        return out, html, ""
+    is_page = short_o.suffix.lower() in (".html", ".htm") or short_o.is_file()
+    if html is None and (out is not None or is_page):
+        return out, short_o, SHORT_O_DEPRECATED.format(command="report", flag="--html")
+    if out is not None:
+        raise UsageError("-o is --out: give one of them")
+    return short_o, html, ""

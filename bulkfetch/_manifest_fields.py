@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from .errors import Problem
+from .units import counted
 
 __all__ = [
     "CHECKS",
@@ -294,6 +295,6 @@ class WarnOnce:
         for field, where, message, count in self._seen.values():
             more = ""
             if count > 1:
-                more = f" (and {count - 1} more time{'s' if count > 2 else ''})"
+                more = f" (and {counted(count - 1, 'more time')})"
             out.append(Problem(self._file, where, field, message + more))
         return tuple(out)

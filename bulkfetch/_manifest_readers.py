@@ -21,6 +21,7 @@ from typing import IO, Any
 import orjson
 
 from .geometry import _kind
+from .units import counted
 
 __all__ = [
     "READERS",
@@ -355,7 +356,7 @@ def _read_csv_rows(text: Iterable[str], problems: list[Issue]) -> Iterator[Raw]:
 
 
 def _cells(n: int) -> str:
-    return f"{n} cell{'s' if n != 1 else ''}"
+    return counted(n, "cell")
 
 
 def _check_header(header: list[str], problems: list[Issue]) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import warnings
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,7 +33,7 @@ import anyio
 
 from .colormap_check import TIMEOUT as COLORMAP_TIMEOUT
 from .colormap_check import check_colormaps
-from .config import ApiKey, Rate, RunConfig, load_api_key
+from .config import ApiKey, Rate, RunConfig, load_api_key, parse_duration
 from .engine import Counters, Run
 from .errors import (
     BulkfetchError,
@@ -48,7 +49,7 @@ from .manifest import Manifest
 from .manifest_cache import cache_path, load_manifest_cached
 from .rate_share import RateSession, open_rates
 from .rate_store import check_store_url
-from .report import build_report, job_rows, write_report
+from .report import build_report, job_rows, lane_figures, write_report
 from .shard import Shard
 from .sink import Sink
 from .urls import check_out, check_service_url
@@ -78,8 +79,22 @@ class RunResult:
         return self.exit_code == EXIT_OK
 
 
+#: Old keyword -> its name now (the CLI flag's). ``max_creates`` itself changed meaning
+#: (it was the per-job cap, now ``max_creates_per_job``; it is now the run's quota, as
+#: ``--max-creates``), so it cannot be kept for the old meaning.
+RENAMED = {"max_creates_run": "max_creates", "max_creates_day": "max_creates_per_day"}
+
+
 def _config(out: Path | str, options: Mapping[str, Any]) -> RunConfig:
     opts = dict(options)
+    for old, new in RENAMED.items():
+        if old in opts:
+            if new in opts:
+                raise UsageError(f"give {new}= only ({old}= is its old name)")
+            warnings.warn(
+                f"{old}= is now {new}=, as the CLI's flag", DeprecationWarning, stacklevel=4
+            )
+            opts[new] = opts.pop(old)
     for name in ("create_rate", "status_rate", "colormap_rate"):
         if isinstance(opts.get(name), str):
             opts[name] = Rate.parse(opts[name])
@@ -90,6 +105,9 @@ def _config(out: Path | str, options: Mapping[str, Any]) -> RunConfig:
         opts["shard"] = Shard.parse(opts["shard"])
     if "rate_store" in opts:
         opts["rate_store"] = check_store_url(str(opts["rate_store"]))
+    for name in ("max_duration", "max_outage"):  # "50m", as the flag takes it
+        if isinstance(opts.get(name), str):
+            opts[name] = parse_duration(opts[name])
     try:
         return RunConfig(out=Path(out), **opts)
     except TypeError as exc:
@@ -101,6 +119,7 @@ async def run_async(
     *,
     out: Path | str,
     api_key: ApiKey | str | None = None,
+    api_key_file: Path | str | None = None,
     handle_signals: bool = False,
     config: RunConfig | None = None,
     progress: Callable[[Run], Coroutine[Any, Any, None]] | None = None,
@@ -108,7 +127,13 @@ async def run_async(
 ) -> RunResult:
     """Run every job of ``manifest`` into ``out``; see ``RunConfig`` for ``options``.
 
-    The key defaults to the ``EOS_API_KEY`` environment variable. With ``handle_signals``,
+    Each option is named as the ``run`` command's flag (``max_creates_per_job=4`` for
+    ``--max-creates-per-job 4``, ``max_creates=100`` for ``--max-creates 100``); rates,
+    durations and paths may be given as the flag's text (``create_rate="10/min"``,
+    ``max_duration="50m"``).
+
+    The key is ``api_key``, else read from ``api_key_file`` (as ``--api-key-file``), else
+    from the ``EOS_API_KEY`` environment variable. With ``handle_signals``,
     SIGINT and SIGTERM stop the run cleanly (exit codes 130 and 143). ``progress`` is a
     coroutine function given the engine while it runs (the CLI's progress display).
     """
@@ -119,7 +144,7 @@ async def run_async(
     if isinstance(api_key, str):
         key = ApiKey(api_key)
     if key is None:
-        key = load_api_key()
+        key = load_api_key(Path(api_key_file) if api_key_file is not None else None)
     if not isinstance(manifest, Manifest):
         manifest = load_manifest_cached(Path(manifest), cache_path(cfg.ledger_path))
     if cfg.shard is not None:
@@ -140,7 +165,7 @@ async def _run_sharing(
     progress: Callable[[Run], Coroutine[Any, Any, None]] | None,
 ) -> RunResult:
     """The run once the manifest is read and the key's rate is shared (``rates``)."""
-    if cfg.check_colormaps:  # before anything is created: a typo would fail every job
+    if cfg.colormap_check:  # before anything is created: a typo would fail every job
         timeout = min(cfg.request_timeout, COLORMAP_TIMEOUT)
         notes = await check_colormaps(
             manifest.jobs,
@@ -183,8 +208,8 @@ async def _run_sharing(
             ledger=ledger,
             counters=engine.counters.to_json(),
             lanes={
-                "create": repr(engine.create_limiter),
-                "status": repr(engine.status_limiter),
+                "create": lane_figures(engine.create_limiter),
+                "status": lane_figures(engine.status_limiter),
             },
             outcome=outcome,
         )

@@ -10,8 +10,8 @@ import dataclasses
 import functools
 import importlib
 import logging
+import shlex
 import sys
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,16 +38,18 @@ from .config import (
 )
 from .engine import Run
 from .errors import BulkfetchError, UsageError
-from .ledger import JobState, Ledger
+from .ledger import Ledger
 from .logs import setup_logging
 from .manifest import Job, Manifest, load_manifest
 from .manifest_cache import cache_path, load_manifest_cached
-from .plan import make_plan
+from .plan import ACTION_TEXT, make_plan
+from .progress import show_bar, show_lines
 from .rate_store import check_store_url
-from .report import build_report
+from .report import build_report, ledger_manifest
 from .shard import Shard
 from .sink import Sink
-from .units import duration_text, size_text
+from .summary import failure_lines, make_summary, summary_fields, summary_lines
+from .units import counted, duration_text
 from .urls import check_out, check_service_url
 
 log = logging.getLogger("bulkfetch")
@@ -118,13 +120,14 @@ def _rate_store(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 _PATH = click.Path(dir_okay=False, path_type=Path)
+_DIR = click.Path(file_okay=False, path_type=Path)
 #: Options shared by ``run`` and ``plan``; each may also be set in a bulkfetch.toml.
 RUN_OPTIONS = [
     click.option(
         "--out",
         "-o",
         type=click.Path(file_okay=False, path_type=Path),
-        help="Folder for the images (and, by default, the ledger).",
+        help="Output folder: the images, and by default the ledger.",
     ),
     click.option("--ledger", type=_PATH, help="Ledger file [default: OUT/bulkfetch-ledger.json]."),
     click.option(
@@ -155,7 +158,7 @@ RUN_OPTIONS = [
         callback=_rate,
         default="10/min",
         show_default=True,
-        help="Status calls (downloads included) allowed per key.",
+        help="Status calls (downloads included) allowed per key: N/s, N/min or N/h.",
     ),
     click.option(
         "--colormap-rate",
@@ -167,7 +170,6 @@ RUN_OPTIONS = [
     ),
     click.option(
         "--colormap-check/--no-colormap-check",
-        "check_colormaps",
         default=True,
         show_default=True,
         help="Ask EOS whether the manifest's colormaps exist before creating anything.",
@@ -175,7 +177,7 @@ RUN_OPTIONS = [
     click.option(
         "--learn-rates",
         is_flag=True,
-        help="Probe above the configured rates when the server allows it.",
+        help="Probe above the configured rates (up to 4x) when the server allows it.",
     ),
     click.option(
         "--save-status-calls",
@@ -186,43 +188,46 @@ RUN_OPTIONS = [
     click.option(
         "--max-in-flight",
         type=click.IntRange(min=1),
-        help="Tasks created and not yet downloaded, at most [default: sized from the rates].",
+        help="Tasks created and not yet downloaded, at most (a count) [default: sized from "
+        "the rates].",
     ),
     click.option(
         "--max-creates-per-job",
-        "max_creates",
         type=click.IntRange(min=1),
         default=4,
         show_default=True,
-        help="Creations per job per run (expired tasks are recreated).",
+        help="Creations of one job in one run, at most (an expired task is created again).",
     ),
     click.option(
         "--max-duration",
         callback=_duration,
-        help="Time box, e.g. 50m or 2h: stop creating when a new task could not be "
-        "seen through in time; exit 75 with work left.",
+        help="Time box, a duration (90s, 50m, 2h): stop creating when a new task could not "
+        "be seen through in time; exit 75 with work left.",
     ),
     click.option(
         "--max-creates",
-        "max_creates_run",
         type=click.IntRange(min=0),
-        help="Creations allowed in this run (exit 75 when reached with work left).",
+        help="Creations allowed in this run, a count (exit 75 when reached with work left).",
     ),
     click.option(
         "--max-creates-per-day",
-        "max_creates_day",
         type=click.IntRange(min=0),
-        help="Creations allowed per UTC day, across runs (counted in the ledger).",
+        help="Creations allowed per UTC day across runs, a count (kept in the ledger).",
     ),
     click.option(
         "--max-outage",
         callback=_duration,
         default="30m",
         show_default=True,
-        help="How long a lane waits out a server failing every request before the "
-        "failures count against jobs.",
+        help="How long, a duration (90s, 30m), a lane waits out a server failing every "
+        "request before the failures count against jobs.",
     ),
-    click.option("--report", type=_PATH, help="Write a JSON summary of the run here."),
+    click.option(
+        "--report",
+        type=_PATH,
+        help="Write the run's report to this JSON file: counts, requests per lane, failures "
+        "by reason, every job.",
+    ),
     click.option(
         "--first-contact-grace",
         callback=_duration,
@@ -333,28 +338,27 @@ def run(
         result = anyio.run(_run_cli, jobs, config, key, progress)
     except BulkfetchError as exc:
         _fail(exc)
-    level = logging.INFO if result.exit_code == EXIT_OK else logging.WARNING
-    log.log(level, "%s (exit %d)", result.outcome, result.exit_code)
-    failed = [row for row in result.jobs if row["state"] == JobState.FAILED.value]
-    for row in failed[:20]:
-        log.warning(
-            "failed: %s %s %s: %s",
-            row["key"][:12],
-            row.get("view_id", ""),
-            row.get("bm_type", ""),
-            row.get("error", ""),
-        )
-    if len(failed) > 20:
-        log.warning(
-            "... and %d more failed jobs (see the report or 'bulkfetch status')", len(failed) - 20
-        )
-    if not quiet:
-        click.echo(f"files in {config.out}", err=True)
     code = result.exit_code
     if merged.get("stac"):
         from .stac_cli import refresh_after_run
 
         code = refresh_after_run(config, jobs, code, quiet=quiet)
+    # Last, so the summary is the run's last word and its exit code the one exited with.
+    summary = make_summary(
+        result.counters.to_json(),
+        result.jobs,
+        exit_code=code,
+        outcome=result.outcome,
+        out=str(config.out),
+        command=shlex.join(["bulkfetch", *sys.argv[1:]]),
+        failure_groups=result.report.get("failure_groups", []),
+    )
+    if log_format == "json":
+        level = logging.INFO if code == EXIT_OK else logging.WARNING
+        log.log(level, "run summary: %s", result.outcome, extra={"fields": summary_fields(summary)})
+    elif not quiet or code != EXIT_OK:
+        for line in summary_lines(summary):
+            click.echo(line, err=True)
     sys.exit(code)
 
 
@@ -372,7 +376,7 @@ def plan(ctx: click.Context, /, manifest: Path, as_json: bool, **options: Any) -
     try:
         config = _config_from(ctx, manifest, dict(options))
         jobs = load_manifest_cached(manifest, cache_path(config.ledger_path), write=False)
-        if config.check_colormaps:
+        if config.colormap_check:
             api_key_file = options.get("api_key_file")
             _check_colormaps(jobs.jobs, config.api_url, api_key_file, config.colormap_rate)
         _print_plan(manifest, config, as_json=as_json, jobs=jobs)
@@ -413,7 +417,7 @@ def _print_plan(
         return
     click.echo(f"{manifest}: {result.jobs} jobs; ledger {config.ledger_path}")
     for action, n in result.actions.items():
-        click.echo(f"  {action:<17} {n}")
+        click.echo(f"  {ACTION_TEXT.get(action, action):<22} {n}")
     if result.changed:
         click.echo(f"  changed since the last run (new parameters): {len(result.changed)}")
         for path in result.changed[:10]:
@@ -440,50 +444,34 @@ async def _run_cli(
 
 
 def _progress_for(tty: bool, interval: float) -> Callable[[Run], Coroutine[Any, Any, None]]:
-    async def bar(engine: Run) -> None:
-        from tqdm import tqdm
-
-        c = engine.counters
-        with tqdm(total=c.jobs, unit="job", dynamic_ncols=True, file=sys.stderr) as t:
-            while True:
-                t.n = c.done + c.failed
-                t.set_postfix_str(
-                    f"failed={c.failed} in-flight={len(engine.poller) + c.creating} "
-                    f"{size_text(c.bytes)}",
-                    refresh=False,
-                )
-                t.refresh()
-                await anyio.sleep(0.5)
-
-    async def lines(engine: Run) -> None:
-        c = engine.counters
-        start = time.monotonic()
-        while True:
-            await anyio.sleep(interval)
-            finished = c.done + c.failed
-            fetched = c.done - c.skipped_done
-            elapsed = time.monotonic() - start
-            remaining = c.jobs - finished
-            eta = f", ETA {duration_text(remaining * elapsed / fetched)}" if fetched else ""
-            log.info(
-                "progress: %d/%d done, %d failed, %d in flight, %s%s",
-                c.done,
-                c.jobs,
-                c.failed,
-                len(engine.poller) + c.creating,
-                size_text(c.bytes),
-                eta,
-            )
-
-    return bar if tty else lines
+    if tty:
+        return show_bar
+    return functools.partial(show_lines, every=interval)
 
 
 @cli.command()
-@click.option("--ledger", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
-def status(ledger: Path | None, out: Path | None, as_json: bool) -> None:
-    """Show what a ledger holds (safe while a run is going on)."""
+@click.option("--ledger", type=_PATH, help="Ledger file [default: OUT/bulkfetch-ledger.json].")
+@click.option("--out", "-o", type=_DIR, help="The run's output folder (where its ledger is).")
+@click.option(
+    "--manifest",
+    "-m",
+    "manifest_path",
+    type=_PATH,
+    help="The manifest, for each job's view_id, bm_type and name "
+    "[default: the one the ledger names].",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the full report as JSON: counts, failure groups, and every job with its "
+    "key, state, view_id, bm_type and name.",
+)
+def status(
+    ledger: Path | None, out: Path | None, manifest_path: Path | None, as_json: bool
+) -> None:
+    """Show what a ledger holds (safe while a run is going on): jobs by state and
+    failures grouped by reason."""
     if ledger is None and out is None:
         raise click.UsageError("give --ledger PATH or --out DIR")
     path = ledger if ledger is not None else RunConfig(out=out or Path()).ledger_path
@@ -491,9 +479,12 @@ def status(ledger: Path | None, out: Path | None, as_json: bool) -> None:
         _fail(UsageError(f"no ledger at {path}"))
     try:
         with Ledger.open(path, readonly=True) as book:
-            report = build_report(manifest=None, ledger=book)
+            manifest, note = ledger_manifest(book, manifest_path)
+            report = build_report(manifest=manifest, ledger=book, ledger_jobs=True)
     except BulkfetchError as exc:
         _fail(exc)
+    if note:
+        click.echo(f"warning: {note}", err=True)
     if as_json:
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return
@@ -501,8 +492,8 @@ def status(ledger: Path | None, out: Path | None, as_json: bool) -> None:
     for state, n in report["states"].items():
         if n:
             click.echo(f"  {state:<9} {n}")
-    for reason, n in list(report["failures_by_reason"].items())[:10]:
-        click.echo(f"  failed x{n}: {reason}")
+    for line in failure_lines(report["failure_groups"]):
+        click.echo(line)
 
 
 @cli.command()
@@ -544,25 +535,27 @@ def validate(
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     n = len(result.jobs)
-    click.echo(f"{manifest}: {n} valid job{'s' if n != 1 else ''}")
+    click.echo(f"{manifest}: {counted(n, 'valid job')}")
 
 
 @cli.command()
 @click.option(
     "--out",
     "-o",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("demo-output"),
-    show_default=True,
+    type=_DIR,
+    help="Output folder [default: ./demo-output, or ./demo-fields-output with --from-fields].",
 )
 @click.option(
     "--from-fields",
     is_flag=True,
     help="Start from the sample fields: search the scenes, write the manifest, run it.",
 )
-def demo(out: Path, from_fields: bool) -> None:
+def demo(out: Path | None, from_fields: bool) -> None:
     """Run the sample manifest against a simulator started in this process."""
     from .demo import run_demo
+
+    if out is None:  # each demo its own folder: one ledger, one manifest
+        out = Path("demo-fields-output" if from_fields else "demo-output")
 
     setup_logging()
     try:

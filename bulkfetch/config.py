@@ -211,8 +211,9 @@ class RunConfig:
     #: Created-but-not-downloaded tasks at most; None sizes the window from the rates.
     max_in_flight: int | None = None
     retry_failed: bool = False
-    #: Creations per job before it fails (expiry and lost answers each cost one).
-    max_creates: int = 4
+    #: Creations of one job in one run before it fails (expiry and lost answers each
+    #: cost one): ``--max-creates-per-job``.
+    max_creates_per_job: int = 4
     #: Transient failures per job before it fails.
     max_errors: int = 8
     #: Seconds before a task's deadline after which it is no longer polled.
@@ -224,7 +225,7 @@ class RunConfig:
     #: Let the lanes probe above the configured rates when the server allows it.
     learn_rates: bool = False
     #: Check the manifest's colormaps with EOS before the first creation, at this pace.
-    check_colormaps: bool = True
+    colormap_check: bool = True
     colormap_rate: Rate = field(default_factory=lambda: Rate(10, 60.0))
     #: Poll a task only once it is probably ready, instead of spending every status slot
     #: on the likeliest task: fewer status calls (for plans that count them), later finish.
@@ -242,9 +243,11 @@ class RunConfig:
     #: Stop creating when a task created now could not be fetched within this many
     #: seconds of the run's start; stop altogether then. None: no time box.
     max_duration: float | None = None
-    #: Creations allowed in this run, and in one UTC day across runs (kept in the ledger).
-    max_creates_run: int | None = None
-    max_creates_day: int | None = None
+    #: Creations allowed in this run (``--max-creates``), and in one UTC day across runs
+    #: (``--max-creates-per-day``, counted in the ledger). ``max_creates`` once meant the
+    #: per-job cap, now ``max_creates_per_job``: the names are the flags' names.
+    max_creates: int | None = None
+    max_creates_per_day: int | None = None
     #: Seconds of failures, before the API has answered as the task API in this run, after
     #: which the URL is taken for a wrong one and the run stops (exit 3); see ``contact``.
     first_contact_grace: float = 45.0

@@ -269,6 +269,14 @@ class Run:
         if self._scope is not None:
             self._scope.cancel()
 
+    def outage(self, lane: str) -> tuple[float, float] | None:
+        """``(since, until)``, clock times, while ``lane`` ("create" or "status") waits out
+        a server that seems down: since when, and until when its failures do not count
+        against jobs. None when the lane's last request was answered. Read-only, for the
+        progress display."""
+        since = self._outage_since.get(lane)
+        return None if since is None else (since, since + self.config.max_outage)
+
     def _finished(self) -> bool:
         nothing_to_create = not self._queue or bool(self.counters.held_back)
         return nothing_to_create and len(self.poller) == 0 and self.counters.creating == 0
@@ -280,13 +288,13 @@ class Run:
         today = _today(now)
         if today != self._day:
             self._day, self._day_base, self._launched_today = today, self._creates_today(), 0
-        if cfg.max_creates_run is not None and self._launched >= cfg.max_creates_run:
-            why = f"the run's creation quota ({cfg.max_creates_run}) is used"
+        if cfg.max_creates is not None and self._launched >= cfg.max_creates:
+            why = f"the run's creation quota ({cfg.max_creates}) is used"
         elif (
-            cfg.max_creates_day is not None
-            and self._day_base + self._launched_today >= cfg.max_creates_day
+            cfg.max_creates_per_day is not None
+            and self._day_base + self._launched_today >= cfg.max_creates_per_day
         ):
-            why = f"today's creation quota ({cfg.max_creates_day}) is used"
+            why = f"today's creation quota ({cfg.max_creates_per_day}) is used"
         elif self._time_box is not None:
             # Turnaround of a task created now: its processing, plus its place in the
             # status lane's queue behind every task already in flight.
@@ -389,7 +397,7 @@ class Run:
         record = self._put(record, soon=True, state=JobState.CREATING, creates=record.creates + 1)
         self.counters.create_calls += 1
         self._contact.begin(self._clock())
-        if self.config.max_creates_day is not None:
+        if self.config.max_creates_per_day is not None:
             self._count_creates(1)  # durably before the POST: the quota must hold a crash
         # Shielded: cancelling the run must not cut off an answer that is on its way, or
         # the task would exist on EOS with nobody knowing its id. stop() shortens the
@@ -635,7 +643,7 @@ class Run:
     ) -> None:
         record = self._record(key)
         self.counters.expired += 1
-        if self._creates.get(key, 0) >= self.config.max_creates:
+        if self._creates.get(key, 0) >= self.config.max_creates_per_job:
             self._fail(key, record, f"{why}, {self._creates[key]} times", retryable=True)
             return
         log.info("%s: %s; creating again", _short(self.jobs[key]), why)
@@ -703,7 +711,7 @@ class Run:
     def _save_meta(self) -> None:
         try:
             self.ledger.set_meta("processing", self.model.to_json())
-            if self.config.max_creates_day is None and self.counters.create_calls:
+            if self.config.max_creates_per_day is None and self.counters.create_calls:
                 self._count_creates(self.counters.create_calls)
         except BulkfetchError as exc:  # a full disk must not hide the run's own outcome
             log.warning("could not save what this run learned: %s", exc)

@@ -40,6 +40,8 @@ from typing import Any
 
 import orjson
 
+from .units import counted
+
 __all__ = [
     "check_geometry",
     "multipolygon_advice",
@@ -93,7 +95,7 @@ def check_geometry(
     if issues:
         if len(issues) > _MAX_ISSUES:
             extra = len(issues) - _MAX_ISSUES
-            more = f"... and {extra} more problem{'s' if extra != 1 else ''}"
+            more = f"... and {counted(extra, 'more problem')}"
             issues = [*issues[:_MAX_ISSUES], (field, more)]
         return None, issues
     if gtype == "MultiPolygon" and len(norm) == 1:

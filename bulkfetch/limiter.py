@@ -197,6 +197,11 @@ class Limiter:
         """The clock time of the next free slot."""
         return max(self._next_at, self._paused_until)
 
+    def paused_for(self) -> float:
+        """Seconds the lane stays paused (by a 429 or an outage) from now; 0 if it is not.
+        Read-only, for the progress display."""
+        return max(0.0, self._paused_until - self._clock())
+
     async def acquire(self) -> float:
         """Wait for the lane's next slot and take it; returns the time it was due.
 

@@ -21,8 +21,14 @@ from .ledger import JobRecord, JobState, Ledger
 from .manifest import Manifest
 from .scheduler import Action, ProcessingModel, resume_action, safety_margin
 
-__all__ = ["Plan", "make_plan"]
+__all__ = ["ACTION_TEXT", "FETCH_AGAIN", "Plan", "make_plan"]
 
+#: The plan's word for a done job whose file is gone and whose task is alive (the engine
+#: polls it, and the answer is the file again); ``refetch`` is the same with the task
+#: expired, created again.
+FETCH_AGAIN = "fetch-again"
+#: How the text plan names its actions, where the action's value would not say it.
+ACTION_TEXT = {FETCH_AGAIN: "fetch again", "refetch": "fetch again (new task)"}
 #: Status calls per job assumed until earlier runs say otherwise.
 DEFAULT_POLLS_PER_JOB = 1.2
 _CREATES = {
@@ -86,7 +92,10 @@ def make_plan(
             retry_failed=config.retry_failed,
             margin=margin,
         )
-        actions[action.value] = actions.get(action.value, 0) + 1
+        label = action.value
+        if action is Action.POLL and record is not None and record.state is JobState.DONE:
+            label = FETCH_AGAIN  # done, file gone, task alive: polled for its file again
+        actions[label] = actions.get(label, 0) + 1
     # Changed: a ledger job no longer wanted, at the same place (file) or in the same
     # slot (view_id, bm_type, AOI) as a job of the manifest: same job, other parameters.
     unwanted = [r for k, r in records.items() if k not in wanted]
@@ -104,7 +113,7 @@ def make_plan(
         removed=len(unwanted) - len(changed),
     )
     plan.creates = sum(actions.get(a.value, 0) for a in _CREATES)
-    plan.polls = actions.get(Action.POLL.value, 0)
+    plan.polls = actions.get(Action.POLL.value, 0) + actions.get(FETCH_AGAIN, 0)
     _estimate(plan, ledger, config)
     return plan
 
@@ -120,9 +129,9 @@ def _estimate(plan: Plan, ledger: Ledger, config: RunConfig) -> None:
     if model.n:
         plan.median_processing = round(model.quantile(0.5), 3)
     creates = plan.creates
-    if config.max_creates_run is not None and creates > config.max_creates_run:
-        creates = config.max_creates_run
-        plan.limited_by = f"--max-creates {config.max_creates_run}"
+    if config.max_creates is not None and creates > config.max_creates:
+        creates = config.max_creates
+        plan.limited_by = f"--max-creates {config.max_creates}"
     plan.creates = creates
     plan.status_calls = math.ceil((creates + plan.polls) * plan.polls_per_job)
     processing = plan.median_processing or 0.0

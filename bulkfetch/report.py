@@ -1,13 +1,17 @@
 """The JSON summary of a run: what happened, per lane and per job.
 
 Built from the ledger (the truth about every job) and the run's counters (what this run
-spent). It never holds the API key, headers or URLs with query strings: only job keys,
-states, paths, hashes and the reasons jobs failed.
+spent). Plain data only: numbers, strings, lists and objects (a lane's pace as ``"N/s"``
+and as a number), never a Python repr. Failures come grouped by reason
+(:mod:`bulkfetch.failures`), each group with its jobs. It never holds the API key,
+headers or URLs with query strings: only job keys, states, paths, hashes and the reasons
+jobs failed.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +19,57 @@ import orjson
 
 from . import __version__
 from .durable import atomic_write
+from .errors import ManifestError
+from .failures import group_failures
 from .ledger import JobState, Ledger
+from .limiter import Limiter
 from .manifest import Manifest
+from .manifest_cache import cache_path, load_manifest_cached
 
-__all__ = ["build_report", "job_rows", "write_report"]
+__all__ = [
+    "build_report",
+    "failure_groups",
+    "job_rows",
+    "lane_figures",
+    "ledger_manifest",
+    "write_report",
+]
+
+#: What a job row of a failure group carries.
+_GROUP_FIELDS = ("key", "view_id", "bm_type", "name", "error")
 
 
-def job_rows(manifest: Manifest | None, ledger: Ledger) -> list[dict[str, Any]]:
-    """One row per job: the manifest's jobs in order (or every ledger record without one)."""
+def ledger_manifest(ledger: Ledger, given: Path | None = None) -> tuple[Manifest | None, str]:
+    """The manifest ``given``, else the one the ledger names (its last run's), read
+    without writing anything; and a note when the named one cannot be used (moved,
+    changed into an invalid file), in which case it is left out.
+
+    A bad ``given`` manifest raises :class:`ManifestError`: the user asked for it.
+    """
+    cache = cache_path(ledger.path)
+    if given is not None:
+        return load_manifest_cached(given, cache, write=False), ""
+    recorded = ledger.meta.get("manifest")
+    if not isinstance(recorded, str) or not recorded:
+        return None, ""
+    try:
+        return load_manifest_cached(recorded, cache, write=False), ""
+    except ManifestError as exc:
+        first = exc.problems[0] if exc.problems else exc
+        return None, f"the ledger's manifest could not be used, so it is left out: {first}"
+
+
+def job_rows(
+    manifest: Manifest | None, ledger: Ledger, *, ledger_jobs: bool = False
+) -> list[dict[str, Any]]:
+    """One row per job: the manifest's jobs in order, or every ledger record (without a
+    manifest, or with ``ledger_jobs``: then the manifest only adds view_id, bm_type and
+    name to the records it knows)."""
     records = ledger.records()
-    keys = [job.key for job in manifest.jobs] if manifest is not None else sorted(records)
+    if manifest is None or ledger_jobs:
+        keys = sorted(records)
+    else:
+        keys = [job.key for job in manifest.jobs]
     jobs = {job.key: job for job in manifest.jobs} if manifest is not None else {}
     rows = []
     for key in keys:
@@ -35,7 +80,12 @@ def job_rows(manifest: Manifest | None, ledger: Ledger) -> list[dict[str, Any]]:
             "state": record.state.value if record else JobState.PENDING.value,
         }
         if job is not None:
-            row |= {"view_id": job.view_id, "bm_type": job.bm_type, "where": job.where}
+            row |= {
+                "view_id": job.view_id,
+                "bm_type": job.bm_type,
+                "name": job.relative_path().as_posix(),
+                "where": job.where,
+            }
         if record is not None:
             if record.state is JobState.DONE:
                 row |= {"path": record.path, "size": record.size, "sha256": record.sha256}
@@ -55,17 +105,20 @@ def build_report(
     counters: dict[str, Any] | None = None,
     lanes: dict[str, Any] | None = None,
     outcome: str = "",
+    ledger_jobs: bool = False,
 ) -> dict[str, Any]:
-    rows = job_rows(manifest, ledger)
+    """The report (see the module's docstring); ``ledger_jobs`` as for :func:`job_rows`."""
+    rows = job_rows(manifest, ledger, ledger_jobs=ledger_jobs)
     states = Counter(row["state"] for row in rows)
-    failures = Counter(row.get("error", "") for row in rows if row["state"] == "failed")
+    groups = failure_groups(rows)
     report: dict[str, Any] = {
         "bulkfetch": __version__,
         "ledger": str(ledger.path),
         "outcome": outcome,
         "jobs": len(rows),
         "states": {state.value: states.get(state.value, 0) for state in JobState},
-        "failures_by_reason": dict(failures.most_common()),
+        "failures_by_reason": {group["reason"]: group["count"] for group in groups},
+        "failure_groups": groups,
     }
     if counters is not None:
         elapsed = max(0.0, counters.get("finished", 0.0) - counters.get("started", 0.0))
@@ -87,6 +140,37 @@ def build_report(
         report["lanes"] = lanes
     report["job_list"] = rows
     return report
+
+
+def lane_figures(limiter: Limiter) -> dict[str, Any]:
+    """A lane's figures as plain data: rates as ``"N/s"`` strings and as numbers."""
+    pace = 1.0 / limiter.interval
+    return {
+        "configured": str(limiter.configured),
+        "configured_per_second": round(limiter.configured.per_second, 6),
+        "pace": f"{pace:.4g}/s",
+        "pace_per_second": round(pace, 6),
+        "interval_seconds": round(limiter.interval, 6),
+        "rate_limited": limiter.rate_limited,
+        "paused_seconds": round(limiter.pauses, 3),
+    }
+
+
+def failure_groups(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The failed rows grouped by reason (job-specific parts out): largest group first,
+    each with its reason (the grouping key), title (the reason itself when all its jobs
+    say the same, else the key), count, one reason as recorded, and its jobs."""
+    failed = ((row.get("error", ""), row) for row in rows if row["state"] == "failed")
+    return [
+        {
+            "reason": group.reason,
+            "title": group.title,
+            "count": group.count,
+            "example": group.example,
+            "jobs": [{k: row[k] for k in _GROUP_FIELDS if k in row} for row in group.jobs],
+        }
+        for group in group_failures(failed)
+    ]
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:

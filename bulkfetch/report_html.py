@@ -28,7 +28,7 @@ import math
 import re
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,11 +38,14 @@ from typing import Any
 import click
 
 from . import __version__
+from ._cli_util import short_o_for_report
 from .config import RunConfig
 from .durable import atomic_write
 from .errors import BulkfetchError, ManifestError, UsageError
+from .failures import group_failures
 from .ledger import JobState, Ledger
-from .manifest import Manifest, load_manifest
+from .manifest import Manifest
+from .report import ledger_manifest
 from .thumbnails import ThumbnailError, aoi_svg, thumbnail, view_date
 from .units import duration_text, size_text
 
@@ -201,15 +204,12 @@ def collect(
     states["pending"] += sum(1 for key in jobs if key not in records)
     counts = {s: states.get(s, 0) for s in _STATES} | {"jobs": len(records.keys() | jobs.keys())}
 
-    by_reason: defaultdict[str, list[tuple[str, str]]] = defaultdict(list)
-    for key in sorted(records):
-        record = records[key]
-        if record.state is JobState.FAILED:
-            job = jobs.get(key)
-            by_reason[record.reason or "(no reason recorded)"].append(
-                (key, job.view_id if job else "")
-            )
-    reasons = sorted(by_reason.items(), key=lambda item: (-len(item[1]), item[0]))
+    # Grouped by reason without its job-specific parts (view_id, ids, numbers).
+    reasons = group_failures(
+        (records[key].reason, (key, jobs[key].view_id if key in jobs else ""))
+        for key in sorted(records)
+        if records[key].state is JobState.FAILED
+    )
 
     done = sorted(
         (r for r in records.values() if r.state is JobState.DONE), key=lambda r: (r.path, r.key)
@@ -253,7 +253,7 @@ def collect(
         counts=counts,
         last_run=last,
         all_runs=overall,
-        failures=[(reason, tuple(keys)) for reason, keys in reasons[:_MAX_REASONS]],
+        failures=[(group.title, group.jobs) for group in reasons[:_MAX_REASONS]],
         more_reasons=max(0, len(reasons) - _MAX_REASONS),
         tiles=tiles,
         hidden_tiles=max(0, len(done) - max_thumbs),
@@ -481,17 +481,9 @@ def write_html_report(
     """
     if not ledger_path.is_file():
         raise UsageError(f"no ledger at {ledger_path}")
-    notes: list[str] = []
     with Ledger.open(ledger_path, readonly=True) as book:
-        manifest = None
-        if manifest_path is not None:
-            manifest = load_manifest(manifest_path)
-        elif isinstance(recorded := book.meta.get("manifest"), str) and recorded:
-            try:
-                manifest = load_manifest(recorded)
-            except ManifestError as exc:
-                first = exc.problems[0] if exc.problems else exc
-                notes.append(f"the ledger's manifest could not be used, so it is left out: {first}")
+        manifest, note = ledger_manifest(book, manifest_path)
+        notes = [note] if note else []
         data = collect(
             book,
             manifest,
@@ -510,17 +502,49 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
 @click.command("report")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="The output folder.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The run's output folder: its ledger and the images shown are there.",
+)
+@click.option(
+    "-o",
+    "short_o",
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Same as --out. (-o FILE.html, or -o with --out, is the old spelling of "
+    "--html: still read so, with a deprecation warning.)",
+)
 @click.option("--ledger", type=_FILE, help="Ledger file [default: OUT/bulkfetch-ledger.json].")
-@click.option("-o", "--output", type=_FILE, required=True, help="The HTML file to write.")
-@click.option("--manifest", type=_FILE, help="Manifest [default: the one the ledger names].")
-@click.option("--thumb-size", type=click.IntRange(16, 1024), default=160, show_default=True)
-@click.option("--max-thumbs", type=click.IntRange(min=0), default=MAX_THUMBS, show_default=True)
-@click.option("--title", default="", help="The page's title.")
+@click.option(
+    "--html",
+    "-H",
+    "--output",
+    "html",
+    type=_FILE,
+    help="The HTML file to write [default: OUT/report.html] (--output: its old name).",
+)
+@click.option("--manifest", "-m", type=_FILE, help="Manifest [default: the one the ledger names].")
+@click.option(
+    "--thumb-size",
+    type=click.IntRange(16, 1024),
+    default=160,
+    show_default=True,
+    help="Thumbnails' longer side, in pixels.",
+)
+@click.option(
+    "--max-thumbs",
+    type=click.IntRange(min=0),
+    default=MAX_THUMBS,
+    show_default=True,
+    help="Thumbnails on the page at most (images, in path order); the rest are counted.",
+)
+@click.option("--title", default="", help="The page's title [default: from the folder's name].")
 def report_command(
     out: Path | None,
+    short_o: Path | None,
     ledger: Path | None,
-    output: Path,
+    html: Path | None,
     manifest: Path | None,
     thumb_size: int,
     max_thumbs: int,
@@ -531,10 +555,17 @@ def report_command(
     Reads the ledger read-only (safe while a run is going on). Files are found relative
     to OUT, or to the ledger's folder without --out.
     """
+    try:
+        out, html, warning = short_o_for_report(short_o, out=out, html=html)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     if ledger is None and out is None:
         raise click.UsageError("give --out DIR or --ledger PATH")
     ledger_path = ledger if ledger is not None else RunConfig(out=out or Path()).ledger_path
     out_dir = out if out is not None else ledger_path.parent
+    output = html if html is not None else out_dir / "report.html"
     started = time.monotonic()
     try:
         data = write_html_report(

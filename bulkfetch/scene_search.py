@@ -61,6 +61,7 @@ from .scenes import (
 from .search_cache import SearchCache, default_cache_path, query_key
 from .search_client import PAGE_SIZE, SearchClient, SearchLane, SearchStats
 from .search_plan import SearchRequest, dataset_of, group_requests, server_filters
+from .urls import check_service_url
 
 __all__ = [
     "DEFAULT_SEARCH_URL",
@@ -350,7 +351,7 @@ async def search_async(
         raise UsageError("give at least one --dataset")
     _check_params(field_list, bm_types, params, name_template)
     rate = Rate.parse(search_rate) if isinstance(search_rate, str) else search_rate
-    url = search_url or DEFAULT_SEARCH_URL
+    url = check_service_url(search_url, "search_url") if search_url else DEFAULT_SEARCH_URL
     today = today or dt.datetime.now(dt.UTC).date()
     store = SearchCache(default_cache_path() if cache is True else cache or None)
     stats = SearchStats(fields=len(field_list))

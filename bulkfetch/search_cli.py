@@ -20,7 +20,7 @@ import anyio
 import click
 import orjson
 
-from ._cli_util import apply_config_file, fail, rate_option
+from ._cli_util import SHORT_O_DEPRECATED, apply_config_file, fail, rate_option
 from .api import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
 from .config import CONFIG_NAME, DEFAULT_API_URL, load_api_key
 from .errors import BulkfetchError, UsageError, first_error
@@ -88,12 +88,15 @@ _TEMPLATE_HELP = ", ".join("{" + k + "}" for k in TEMPLATE_KEYS)
 )
 @click.option("--to", "date_to", callback=_date, help="Last date, included.  [required]")
 @click.option(
+    "--manifest",
+    "-m",
     "--output",
-    "-o",
-    required=True,
+    "output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The manifest to write (.jsonl).",
+    help="The manifest to write (.jsonl); --output and -o FILE are its old names "
+    "(-o is deprecated: it is the output folder in the other commands).  [required]",
 )
+@click.option("-o", "short_o", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 @click.option(
     "--dataset",
     "datasets",
@@ -204,7 +207,11 @@ _TEMPLATE_HELP = ", ".join("{" + k + "}" for k in TEMPLATE_KEYS)
     help="Scenes of the last N days may still be published: always ask about them again.",
 )
 @click.option(
-    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one event per line, with run id.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors.")
 @click.option(
@@ -229,6 +236,17 @@ def search_command(ctx: click.Context, /, fields: Path, **given: Any) -> None:
     field's search failed, 2 bad usage, 3 key or URL refused, 4 cannot write, 130/143
     interrupted.
     """
+    short_o = given.pop("short_o")
+    if short_o is not None:  # the old spelling: unambiguous here (no output folder)
+        if given["output"] is not None:
+            raise click.UsageError("-o is the old spelling of --manifest: give one of them")
+        click.echo(
+            "warning: " + SHORT_O_DEPRECATED.format(command="search", flag="--manifest (-m)"),
+            err=True,
+        )
+        given["output"] = short_o
+    if given["output"] is None:
+        raise click.UsageError("give --manifest FILE (-m FILE): the manifest to write")
     try:
         opts = _with_config_file(ctx, given)
     except BulkfetchError as exc:

@@ -60,6 +60,7 @@ from .stac_catalog import (
     scan,
     write_catalog,
 )
+from .units import counted
 
 __all__ = ["Refreshed", "refresh_catalog", "stac_command"]
 
@@ -368,7 +369,8 @@ def summary_line(out: Path, result: Refreshed) -> str:
     p = result.published
     kept = f"; {result.kept} kept from the catalog" if result.kept else ""
     return (
-        f"{out / CATALOG}: {result.items} items in {result.collections} collections "
+        f"{out / CATALOG}: {counted(result.items, 'item')} in "
+        f"{counted(result.collections, 'collection')} "
         f"({p.written} files written, {p.unchanged} unchanged, {p.removed} removed{kept})"
     )
 
@@ -387,6 +389,7 @@ def summary_line(out: Path, result: Refreshed) -> str:
 )
 @click.option(
     "--manifest",
+    "-m",
     "manifests",
     multiple=True,
     type=click.Path(dir_okay=False, path_type=Path),

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["duration_text", "size_text"]
+__all__ = ["counted", "duration_text", "size_text"]
+
+
+def counted(n: int, noun: str) -> str:
+    """``1, "job"`` → ``1 job``; ``3, "job"`` → ``3 jobs`` (nouns that take an s)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def size_text(n: float) -> str:

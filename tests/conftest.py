@@ -91,11 +91,15 @@ def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def bulkfetch_cli(
-    *args: str | Path, env: Mapping[str, str] | None = None, timeout: float = 90
+    *args: str | Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 90,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real ``bulkfetch`` command in a subprocess, as cron would."""
     return subprocess.run(
         [sys.executable, "-m", "bulkfetch.cli", *map(str, args)],
+        cwd=cwd,
         env=cli_env(env),
         capture_output=True,
         text=True,

@@ -32,8 +32,10 @@ def test_packaged_demo_fields_are_the_ones_in_manifests() -> None:
 
 
 def test_demo_from_fields_searches_then_downloads_then_asks_nothing(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
-    first = bulkfetch_cli("demo", "--from-fields", "--out", out, timeout=120)
+    # Its own folder by default, not the plain demo's (one ledger per manifest).
+    out = tmp_path / "demo-fields-output"
+    first = bulkfetch_cli("demo", "--from-fields", timeout=120, cwd=tmp_path)
+    assert not (tmp_path / "demo-output").exists()
     assert first.returncode == 0, first.stderr
     found = re.search(r"(\d+) search requests .* (\d+) kept -> (\d+) jobs", first.stderr)
     assert found, first.stderr

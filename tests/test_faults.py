@@ -199,8 +199,12 @@ def test_task_errors_fail_those_jobs_with_the_servers_message(tmp_path: Path) ->
         failed={v: f"EOS task failed: simulated task error: view {v!r}" for v in errored},
     )
     assert counters["tasks_created"] == 12  # a task error is not retried
-    for view_id in errored:
-        assert f"failed: {rows[view_id]['key'][:12]}" in proc.stderr
+    for view_id in errored:  # each failure logged as it happens, with the server's words
+        assert f"{rows[view_id]['key'][:12]} {view_id} " in proc.stderr
+        assert f"failed: EOS task failed: simulated task error: view {view_id!r}" in proc.stderr
+    # ... and the summary groups them into one reason.
+    group = "EOS task failed: simulated task error: view '<view_id>' could not be made"
+    assert f"  {len(errored)} x {group}\n" in proc.stderr
     assert f"{len(errored)} of 12 jobs failed" in proc.stderr
 
 

@@ -129,7 +129,7 @@ def invoke(*args: str | Path) -> click.testing.Result:
 
 def render(built: Built, tmp_path: Path, *extra: str) -> str:
     page = tmp_path / "report.html"
-    result = invoke("--out", built.out, "-o", page, *extra)
+    result = invoke("--out", built.out, "--html", page, *extra)
     assert result.exit_code == 0, result.output
     return page.read_text("utf-8")
 
@@ -295,9 +295,34 @@ def test_out_or_ledger_is_required(tmp_path: Path) -> None:
     assert "give --out DIR or --ledger PATH" in result.output
 
 
-def test_output_is_required(built: Built) -> None:
+def test_the_page_defaults_to_out_report_html(built: Built) -> None:
     result = invoke("--out", built.out)
-    assert result.exit_code == 2
+    assert result.exit_code == 0, result.output
+    assert (built.out / "report.html").read_text("utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_short_o_is_the_output_folder_as_in_run(built: Built, tmp_path: Path) -> None:
+    # 'bulkfetch report -o out1' once said "File 'out1' is a directory".
+    result = invoke("-o", built.out, "-H", tmp_path / "page.html")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "page.html").is_file()
+    assert "deprecated" not in result.output
+
+
+@pytest.mark.parametrize("how", ["with --out", "an .html name"])
+def test_old_short_o_for_the_page_still_works_with_a_warning(
+    built: Built, tmp_path: Path, how: str
+) -> None:
+    page = tmp_path / "old.html"
+    args: list[str | Path] = (
+        ["--out", built.out, "-o", page] if how == "with --out" else ["-o", page]
+    )
+    if how != "with --out":
+        args += ["--ledger", built.ledger]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert page.is_file()
+    assert "'report -o FILE' is deprecated" in result.output and "--html FILE" in result.output
 
 
 def test_a_bad_explicit_manifest_exits_2(built: Built, tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ def search_cli(
         "search",
         fields,
         *args,
-        "-o",
+        "-m",
         output,
         "--search-url",
         sim.search_url,
@@ -233,7 +233,7 @@ def test_a_refused_key_stops_the_search(ssim: SimulatorThread, tmp_path: Path) -
         "search",
         FIELDS,
         *SEASON,
-        "-o",
+        "-m",
         output,
         "--search-url",
         ssim.search_url,
@@ -350,7 +350,7 @@ def test_sigterm_stops_a_search_and_keeps_the_cache(tmp_path: Path) -> None:
             "search",
             FIELDS,
             *SEASON,
-            "-o",
+            "-m",
             output,
             "--search-url",
             sim.search_url,
@@ -449,3 +449,16 @@ def test_without_dates_anywhere_search_asks_for_them(ssim: SimulatorThread, tmp_
     result, _ = search_cli(ssim, tmp_path)
     assert result.returncode == 2
     assert "give --from DATE" in result.stderr
+
+
+def test_old_short_o_still_names_the_manifest_with_a_warning(tmp_path: Path) -> None:
+    # -o is the output folder in every other command; search's manifest is -m/--manifest.
+    output = tmp_path / "old.jsonl"
+    args: list[str | Path] = ["search", FIELDS, *SEASON, "--dry-run", "--no-cache"]
+    old = bulkfetch_cli(*args, "-o", output, env={"EOS_API_KEY": ""})
+    assert old.returncode == 0, old.stderr
+    assert "'search -o FILE' is deprecated" in old.stderr and "--manifest (-m)" in old.stderr
+    both = bulkfetch_cli(*args, "-o", output, "-m", output)
+    assert both.returncode == 2 and "give one of them" in both.stderr
+    neither = bulkfetch_cli(*args)
+    assert neither.returncode == 2 and "give --manifest FILE" in neither.stderr

@@ -325,7 +325,7 @@ def test_run_then_stac_describes_every_done_job(sim: SimulatorThread, tmp_path: 
 
     done = bulkfetch_cli("stac", "--out", out)
     assert done.returncode == 0, done.stderr
-    assert "6 items in 1 collections" in done.stdout
+    assert "6 items in 1 collection (" in done.stdout
     items = check_catalog(out)
     assert set(items) == set(_done(out)) and len(items) == 6
     # Nothing else was touched: every file from before is there, byte for byte.

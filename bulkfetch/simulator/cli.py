@@ -55,50 +55,67 @@ def _date_option(_ctx: click.Context, _param: click.Parameter, value: str | None
 
 
 _PROBABILITY = click.FloatRange(0.0, 1.0)
-_FAULTS = (
-    "create-5xx-rate",
-    "status-5xx-rate",
-    "search-5xx-rate",
-    "reset-rate",
-    "truncate-rate",
-    "wrong-format-rate",
-    "json-instead-rate",
-    "empty-200-rate",
-)
+#: Each fault flag and what it does, drawn per request it can hit (a probability, 0 to 1).
+_FAULTS = {
+    "create-5xx-rate": "a task creation gets 500, 502 or 503",
+    "status-5xx-rate": "a status call gets 500, 502 or 503",
+    "search-5xx-rate": "a search request gets 500, 502 or 503",
+    "reset-rate": "a request's connection is reset with no answer",
+    "truncate-rate": "a result body stops halfway (shorter than its Content-Length)",
+    "wrong-format-rate": "a result is in another image format than the one asked for",
+    "json-instead-rate": "a result is a JSON body instead of the image",
+    "empty-200-rate": "a result is an empty 200 answer",
+}
 
 
 def _fault_options(command: Any) -> Any:
-    for name in reversed(_FAULTS):
+    for name, what in reversed(_FAULTS.items()):
         command = click.option(
-            f"--{name}", type=_PROBABILITY, default=0.0, show_default=True, help="Probability."
+            f"--{name}",
+            type=_PROBABILITY,
+            default=0.0,
+            show_default=True,
+            help=f"Probability (0 to 1) that {what}.",
         )(command)
     return command
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8808, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8808,
+    show_default=True,
+    help="TCP port to listen on (0: any free port, printed at start).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the random draws (processing times, faults, catalogue): same seed, same run.",
+)
 @click.option(
     "--create-rate",
     default="10/min",
     show_default=True,
     callback=_rate_option,
-    help="Create requests allowed per key, e.g. 10/min, 20/s, 100/h.",
+    help="Create requests allowed per key: N/s, N/min or N/h (a sliding window).",
 )
 @click.option(
     "--status-rate",
     default="10/min",
     show_default=True,
     callback=_rate_option,
-    help="Status requests allowed per key.",
+    help="Status requests allowed per key: N/s, N/min or N/h.",
 )
 @click.option(
     "--search-rate",
     default="10/min",
     show_default=True,
     callback=_rate_option,
-    help="Search requests allowed per key (both search endpoints together).",
+    help="Search requests allowed per key, both search endpoints together: N/s, N/min or N/h.",
 )
 @click.option(
     "--catalogue-today",
@@ -107,11 +124,25 @@ def _fault_options(command: Any) -> Any:
     help="YYYY-MM-DD: the search catalogue's today (default: the real UTC date).",
 )
 @click.option(
-    "--processing-median", type=click.FloatRange(min=0.001), default=3.0, show_default=True
+    "--processing-median",
+    type=click.FloatRange(min=0.001),
+    default=3.0,
+    show_default=True,
+    help="Median seconds a task takes to be ready (log-normal processing times).",
 )
-@click.option("--processing-sigma", type=click.FloatRange(min=0.0), default=0.5, show_default=True)
 @click.option(
-    "--task-timeout", type=click.FloatRange(min=0.001), default=172800.0, show_default=True
+    "--processing-sigma",
+    type=click.FloatRange(min=0.0),
+    default=0.5,
+    show_default=True,
+    help="Spread of the processing times: sigma of their log (0: all take the median).",
+)
+@click.option(
+    "--task-timeout",
+    type=click.FloatRange(min=0.001),
+    default=172800.0,
+    show_default=True,
+    help="Seconds a task lives after its creation (announced as task_timeout); then 404.",
 )
 @click.option(
     "--pending-words",
@@ -125,7 +156,7 @@ def _fault_options(command: Any) -> Any:
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Make tiff results a streamed TIFF of about this many bytes.",
+    help="Make tiff results a streamed TIFF of about this many bytes (0: small images).",
 )
 @click.option(
     "--chunk-size",
@@ -165,7 +196,13 @@ def _fault_options(command: Any) -> Any:
     show_default=True,
     help="How a finished task's result is delivered.",
 )
-@click.option("--task-error-rate", type=_PROBABILITY, default=0.0, show_default=True)
+@click.option(
+    "--task-error-rate",
+    type=_PROBABILITY,
+    default=0.0,
+    show_default=True,
+    help="Probability (0 to 1), drawn at creation, that a task ends in an error answer.",
+)
 @click.option(
     "--pending-status",
     type=click.Choice(["200", "202"]),
@@ -209,7 +246,13 @@ def _fault_options(command: Any) -> Any:
     help="Answer every API request with an HTML page with this status (0: off): a wrong URL.",
 )
 @_fault_options
-@click.option("--slow-body-seconds", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
+@click.option(
+    "--slow-body-seconds",
+    type=click.FloatRange(min=0.0),
+    default=0.0,
+    show_default=True,
+    help="Seconds of pause after each chunk of a result body (a slow download).",
+)
 @click.option(
     "--api-key-env",
     default="EOS_API_KEY",
