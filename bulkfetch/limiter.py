@@ -236,6 +236,8 @@ class Limiter:
             # A shared slot further ahead than this is a stale state or a clock that
             # jumped: no pause or queue of processes is ever that long.
             horizon=4 * self.configured.period + 60.0,
+            # What the others sent is read, on a 429, in the window before it.
+            history=2 * self.configured.period,
             clock=self._clock,
             sleep=self._sleep,
         )

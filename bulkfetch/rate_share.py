@@ -166,6 +166,7 @@ class SharedLane:
         interval: float,
         slack: float,
         horizon: float,
+        history: float,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
     ) -> float:
@@ -182,6 +183,7 @@ class SharedLane:
                     ttl=LEASE,
                     unused=self._unused,
                     since=self._since,
+                    history=history,
                 )
                 self._unused = None
                 self._since = ticket.grant.at

@@ -130,10 +130,12 @@ class RateStore(Protocol):
         ttl: float,
         unused: Grant | None = None,
         since: float = -math.inf,
+        history: float = 0.0,
     ) -> Ticket:
         """Give back ``unused`` if it is still the last slot, renew ``owner``'s lease
         for ``ttl`` seconds, and reserve the next slot; tell the other processes' slots
-        after ``since`` (this owner's previous ``grant.at``) and before this one."""
+        after ``since`` (this owner's previous ``grant.at``) and before this one, of
+        those kept ``history`` seconds."""
 
     async def confirm(self, lane: str, grant: Grant) -> bool:
         """Whether the reserved slot may still be used (no pause came since)."""
@@ -224,13 +226,20 @@ class FileStore:
         ttl: float,
         unused: Grant | None = None,
         since: float = -math.inf,
+        history: float = 0.0,
     ) -> Ticket:
         def change(data: dict[str, Any], now: float) -> Ticket:
             state = _lane(data, lane)
             if unused is not None:
                 state = give_back(state, unused)
             state, grant = take_slot(
-                state, now, interval=interval, slack=slack, horizon=horizon, owner=owner
+                state,
+                now,
+                interval=interval,
+                slack=slack,
+                horizon=horizon,
+                owner=owner,
+                history=history,
             )
             data["lanes"][lane] = _dump(state)
             data["leases"] = leases = renew_lease(_leases(data), owner, now, ttl)

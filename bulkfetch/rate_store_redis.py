@@ -52,7 +52,7 @@ redis.call('EXPIRE', KEYS[2], tonumber(ARGV[7]))
 """
 
 # KEYS: lane hash, leases, recent slots. ARGV: owner, interval, slack, horizon, ttl,
-# forget_after, keep, unused_at, unused_spacing, since, keep_slots
+# forget_after, keep, unused_at, unused_spacing, since, keep_slots, history
 _TAKE = (
     _READ
     + """
@@ -73,7 +73,7 @@ local at = math.max(base, paused)
 redis.call('HSET', KEYS[1], 'next_at', f(at + spacing), 'limit', f(limit),
   'strict', strict, 'paused', f(paused), 'used', f(now), 'refusals', refusals)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[7]))
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - horizon)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[12]))
 redis.call('ZADD', KEYS[3], at, ARGV[1] .. '|' .. f(at))
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1 - tonumber(ARGV[11]))
 redis.call('EXPIRE', KEYS[3], tonumber(ARGV[7]))
@@ -205,11 +205,12 @@ class RedisStore:
         ttl: float,
         unused: Grant | None = None,
         since: float = -math.inf,
+        history: float = 0.0,
     ) -> Ticket:
         args = [owner, repr(interval), repr(slack), repr(horizon), repr(ttl)]
         args += [repr(FORGET_AFTER), str(KEEP)]
         args += [repr(unused.at), repr(unused.spacing)] if unused else ["", ""]
-        args += [repr(since) if math.isfinite(since) else "", str(KEEP_SLOTS)]
+        args += [repr(since) if math.isfinite(since) else "", str(KEEP_SLOTS), repr(history)]
         reply = await self._call("take", self._keys(lane), args)
         at, delay, spacing, limit, strict, refusals, processes, others = reply
         grant = Grant(float(at), float(spacing), float(limit), bool(int(strict)), int(refusals))

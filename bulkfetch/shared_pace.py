@@ -103,6 +103,7 @@ def take_slot(
     slack: float,
     horizon: float,
     owner: str = "",
+    history: float = 0.0,
 ) -> tuple[LaneState, Grant]:
     """Reserve the lane's next free slot for a process pacing at ``interval``.
 
@@ -116,7 +117,8 @@ def take_slot(
     due = state.next_at
     base = due if now - due <= slack else now
     at = max(base, state.paused_until)
-    recent = tuple(r for r in state.recent if r[0] > now - horizon)[-(KEEP_SLOTS - 1) :]
+    # Slots are remembered for ``history`` seconds (two windows: what a 429 is read by).
+    recent = tuple(r for r in state.recent if r[0] > now - history)[-(KEEP_SLOTS - 1) :]
     new = replace(state, next_at=at + spacing, used_at=now, recent=(*recent, (at, owner)))
     return new, Grant(at, spacing, new.limit_interval, new.strict, new.refusals)
 

@@ -56,7 +56,14 @@ async def _take(
     store: RateStore, owner: str = "a", unused: Grant | None = None
 ) -> tuple[float, Ticket]:
     ticket = await store.take(
-        "create", owner, interval=INTERVAL, slack=0.0, horizon=60.0, ttl=5.0, unused=unused
+        "create",
+        owner,
+        interval=INTERVAL,
+        slack=0.0,
+        horizon=60.0,
+        ttl=5.0,
+        unused=unused,
+        history=9,
     )
     return ticket.delay, ticket
 
@@ -78,14 +85,21 @@ async def test_each_owner_is_told_the_others_slots_before_its_own(store: RateSto
     _, b1 = await _take(store, "b")
     _, c1 = await _take(store, "c")
     ticket = await store.take(
-        "create", "a", interval=INTERVAL, slack=0.0, horizon=60.0, ttl=5.0, since=a1.grant.at
+        "create", "a", interval=INTERVAL, slack=0, horizon=60, ttl=5, since=a1.grant.at, history=9
     )
     # b's and c's slots come before a's second: told (as offsets from now, like delay).
     assert len(ticket.others) == 2
     gaps = [ticket.delay - o for o in ticket.others]
     assert gaps == pytest.approx([2 * INTERVAL, INTERVAL], abs=1e-6)
     again = await store.take(
-        "create", "a", interval=INTERVAL, slack=0.0, horizon=60.0, ttl=5.0, since=ticket.grant.at
+        "create",
+        "a",
+        interval=INTERVAL,
+        slack=0,
+        horizon=60,
+        ttl=5,
+        since=ticket.grant.at,
+        history=9,
     )
     assert again.others == ()  # nobody else took one since
     # A newcomer is told what came before it.

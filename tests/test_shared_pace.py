@@ -152,7 +152,9 @@ def test_each_process_learns_every_other_slot_before_its_own_and_once(order: lis
     mine: dict[str, list[float]] = {p: [] for p in "abc"}
     for i, who in enumerate(order):
         now = i * 0.3
-        state, grant = take_slot(state, now, interval=1.0, slack=0.0, horizon=HORIZON, owner=who)
+        state, grant = take_slot(
+            state, now, interval=1.0, slack=0.0, horizon=HORIZON, owner=who, history=HORIZON
+        )
         told[who] += others_since(state, who, since[who], grant.at)
         since[who] = grant.at
         mine[who].append(grant.at)
@@ -162,3 +164,12 @@ def test_each_process_learns_every_other_slot_before_its_own_and_once(order: lis
             continue
         before_last = [at for at in everyone if at < mine[p][-1] and at not in mine[p]]
         assert sorted(told[p]) == before_last
+
+
+def test_slots_are_remembered_for_the_history_asked_only() -> None:
+    state = LaneState()
+    for i in range(10):
+        state, _ = take_slot(
+            state, float(i), interval=1.0, slack=0.0, horizon=HORIZON, owner="a", history=3.0
+        )
+    assert [at for at, _ in state.recent] == [7.0, 8.0, 9.0]
