@@ -228,19 +228,13 @@ class Limiter:
         """A slot from the store other processes on the key share, after any pause of
         this lane's own (a server failing every request); adopts what the store was
         taught by another process's 429: its limit, and that the server spaces requests."""
-        while (wait := self._paused_until - self._clock()) > 0:
-            await self._sleep(wait)
-        due = await shared.take(
-            interval=self.interval,
-            slack=self._slack(),
-            # A shared slot further ahead than this is a stale state or a clock that
-            # jumped: no pause or queue of processes is ever that long.
-            horizon=4 * self.configured.period + 60.0,
-            # What the others sent is read, on a 429, in the window before it.
-            history=2 * self.configured.period,
-            clock=self._clock,
-            sleep=self._sleep,
-        )
+        while True:
+            while (wait := self._paused_until - self._clock()) > 0:
+                await self._sleep(wait)
+            due = await self._take_shared(shared)
+            if due >= self._paused_until:
+                break
+            shared.give_back()  # this lane was paused (its own 429) while it waited
         if shared.others:
             # What the other processes sent: the server counted them with this lane's own
             # when it refuses, and a 429 read from this process's share alone would take
@@ -259,6 +253,19 @@ class Limiter:
             self.strict = self.strict or taught.strict
         self._next_at = due + self.interval
         return due
+
+    async def _take_shared(self, shared: SharedLane) -> float:
+        return await shared.take(
+            interval=self.interval,
+            slack=self._slack(),
+            # A shared slot further ahead than this is a stale state or a clock that
+            # jumped: no pause or queue of processes is ever that long.
+            horizon=4 * self.configured.period + 60.0,
+            # What the others sent is read, on a 429, in the window before it.
+            history=2 * self.configured.period,
+            clock=self._clock,
+            sleep=self._sleep,
+        )
 
     def release_unused(self) -> None:
         """Give back the slot just taken when no request was sent with it."""

@@ -195,9 +195,10 @@ class SharedLane:
                 if ticket.delay <= 0:
                     self._held = ticket.grant
                     return at
-                await sleep(at - clock())
-                # A 429 elsewhere may have paused the lane while this one slept.
-                if await session.store.confirm(self.name, ticket.grant):
+                await sleep(max(0.0, at - clock()))
+                # A 429 elsewhere may have paused the lane while this one slept (alone on
+                # the key, nobody else could: a process starting meanwhile costs a slot).
+                if ticket.processes == 1 or await session.store.confirm(self.name, ticket.grant):
                     self._held = ticket.grant
                     return at
             except RateStoreError as exc:

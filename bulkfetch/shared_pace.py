@@ -37,8 +37,9 @@ __all__ = [
     "take_slot",
 ]
 
-#: Recent slots a lane remembers, at most (8 windows at 10/min are 80).
-KEEP_SLOTS = 1024
+#: Recent slots a lane remembers, at most (two windows at 10/min are 20; at rates of
+#: more than 128 a window, a 429 is read from the last 256 requests of the key).
+KEEP_SLOTS = 256
 #: A lane untouched this long starts afresh: a limit taught by a 429 last week (or a
 #: clock that jumped) must not slow today's run; a real limit teaches itself again.
 FORGET_AFTER = 900.0
