@@ -3,6 +3,7 @@ steps give the same answers, so the Lua scripts and the Python decisions agree."
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from bulkfetch.config import ApiKey
 from bulkfetch.errors import RateStoreError, UsageError
+from bulkfetch.rate_share import RateSession, SharedLane
 from bulkfetch.rate_store import (
     FileStore,
     RateStore,
@@ -199,3 +201,60 @@ def test_without_redis_py_the_message_says_what_to_install(
     monkeypatch.setitem(sys.modules, "redis.asyncio", None)
     with pytest.raises(UsageError, match=r"pip install 'bulkfetch\[redis\]'"):
         RedisStore("redis://127.0.0.1:1/0", "x")
+
+
+class _Clock:
+    """A clock that moves on by ``step`` at every reading, and a sleep that moves it."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+async def _lane_take(lane: SharedLane, clock: _Clock, interval: float = INTERVAL) -> float:
+    return await lane.take(
+        interval=interval, slack=0.0, horizon=60.0, history=2.0, clock=clock, sleep=clock.sleep
+    )
+
+
+async def test_a_slow_process_never_sleeps_a_negative_delay(tmp_path: Path) -> None:
+    """The slot may be due before the process gets round to sleeping for it (a loaded
+    machine): it goes at once."""
+    session = RateSession(FileStore(tmp_path / "x.json"))
+    lane = session.lane("create")
+    clock = _Clock(step=1.0)  # each reading a second later: every slot already due
+    for _ in range(3):
+        await _lane_take(lane, clock)
+    assert all(s >= 0 for s in clock.slept)
+    await session.release()
+
+
+class _GoneStore(FileStore):
+    async def take(self, *args: object, **kwargs: object) -> Ticket:
+        raise RateStoreError("rate store redis://gone:6379/0: Connection refused")
+
+
+async def test_a_store_gone_mid_run_paces_at_the_share_of_the_processes_last_seen(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = RateSession(_GoneStore(tmp_path / "x.json"))
+    session.processes = 3
+    lane = session.lane("status")
+    clock = _Clock(step=0.0)
+    slots = [await _lane_take(lane, clock) for _ in range(4)]
+    gaps = [b - a for a, b in itertools.pairwise(slots)]
+    assert gaps == pytest.approx([3 * INTERVAL] * 3)  # a third of the rate each
+    assert session.failed is not None
+    warnings = [r for r in caplog.records if "pacing alone at 1/3" in r.getMessage()]
+    assert len(warnings) == 1  # once, naming the store
+    assert "redis://gone:6379/0" in warnings[0].getMessage()
+    await session.release()
