@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 
 from .config import ApiKey, Rate, RunConfig, load_api_key
+from .destination import store_url
 from .engine import Counters, Run
 from .errors import (
     BulkfetchError,
@@ -109,10 +110,12 @@ async def run_async(
         manifest = load_manifest_cached(Path(manifest), cache_path(cfg.ledger_path))
     for warning in manifest.warnings:
         log.warning("%s", warning)
+    folder = [cfg.ledger_path.parent] if store_url(cfg.out) else [cfg.out]
     try:
-        cfg.out.mkdir(parents=True, exist_ok=True)
+        for path in folder:  # (a bucket is checked by the engine, before any creation)
+            path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StorageError(f"cannot create the output folder {cfg.out}: {exc.strerror}") from None
+        raise StorageError(f"cannot create the folder {exc.filename}: {exc.strerror}") from None
     with Ledger.open(cfg.ledger_path) as ledger:
         engine = Run(manifest, cfg, key, ledger)
         stopped_by: list[int] = []

@@ -33,6 +33,7 @@ from .config import (
     load_api_key,
     parse_duration,
 )
+from .destination import display, open_sink, store_url
 from .engine import Run
 from .errors import BulkfetchError, UsageError
 from .ledger import JobState, Ledger
@@ -41,7 +42,6 @@ from .manifest import load_manifest
 from .manifest_cache import cache_path, load_manifest_cached
 from .plan import make_plan
 from .report import build_report
-from .sink import Sink
 from .units import duration_text, size_text
 
 log = logging.getLogger("bulkfetch")
@@ -101,9 +101,15 @@ RUN_OPTIONS = [
         "--out",
         "-o",
         type=click.Path(file_okay=False, path_type=Path),
-        help="Folder for the images (and, by default, the ledger).",
+        help="Folder for the images (and, by default, the ledger), or s3://bucket/prefix, "
+        "gs://bucket/prefix or az://container/prefix.",
     ),
-    click.option("--ledger", type=_PATH, help="Ledger file [default: OUT/bulkfetch-ledger.json]."),
+    click.option(
+        "--ledger",
+        type=_PATH,
+        help="Ledger file [default: OUT/bulkfetch-ledger.json; for a bucket OUT, a file "
+        "named after it in the user's state directory].",
+    ),
     click.option(
         "--config",
         "config_file",
@@ -275,7 +281,7 @@ def run(
             "... and %d more failed jobs (see the report or 'bulkfetch status')", len(failed) - 20
         )
     if not quiet:
-        click.echo(f"files in {config.out}", err=True)
+        click.echo(f"files in {display(config.out)}", err=True)
     code = result.exit_code
     if merged.get("stac"):
         from .stac_cli import refresh_after_run
@@ -300,8 +306,10 @@ def plan(ctx: click.Context, /, manifest: Path, as_json: bool, **options: Any) -
 def _print_plan(manifest: Path, config: RunConfig, *, as_json: bool) -> None:
     # A dry run reads a cache that matches, and writes none: it must leave no file behind.
     jobs = load_manifest_cached(manifest, cache_path(config.ledger_path), write=False)
-    sink = Sink(config.out)
+    sink = open_sink(config.out)
     with Ledger.open(config.ledger_path, readonly=True) as book:
+        if store_url(config.out):  # HEADs of the done jobs' objects, as a run makes them
+            anyio.run(sink.verify, book.records(), jobs.jobs)
         result = make_plan(jobs, book, config, file_ok=lambda r: sink.file_ok(r.path, r.size))
     if as_json:
         click.echo(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .destination import default_ledger, store_url
 from .errors import UsageError
 
 __all__ = [
@@ -227,4 +228,9 @@ class RunConfig:
 
     @property
     def ledger_path(self) -> Path:
-        return self.ledger if self.ledger is not None else self.out / "bulkfetch-ledger.json"
+        """``--ledger``, else ``OUT/bulkfetch-ledger.json``, or for a bucket ``--out`` a file
+        under the user's state directory named after it (a bucket holds no ledger)."""
+        if self.ledger is not None:
+            return self.ledger
+        url = store_url(self.out)
+        return default_ledger(url) if url is not None else self.out / "bulkfetch-ledger.json"
