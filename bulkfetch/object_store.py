@@ -81,6 +81,10 @@ HEAD_CONCURRENCY = 16
 META_KEY = "bulkfetch-key"
 META_SHA256 = "bulkfetch-sha256"
 PROBE_PREFIX = ".bulkfetch-probe-"
+#: obstore raises FileNotFoundError (not its NotFoundError) for a missing object, and
+#: may raise other OSErrors; every failure of a call is one of these.
+_NOT_FOUND = (NotFoundError, FileNotFoundError)
+_ERRORS = (BaseError, OSError)
 _CODE = re.compile(r"<Code>([A-Za-z.]+)</Code>|\"code\"\s*:\s*\"?([A-Za-z.]+)")
 _STATUS = re.compile(r"\b([45]\d\d) ([A-Z][A-Za-z ]+?)(?::|$)", re.M)
 _NO_BUCKET = ("NoSuchBucket", "ContainerNotFound", "BucketNotFound")
@@ -176,7 +180,7 @@ class ObjectStore:
             raise ValueError(f"not a path inside the destination: {relative!r}")
         return relative
 
-    def _fail(self, exc: BaseError, doing: str) -> BulkfetchError:
+    def _fail(self, exc: Exception, doing: str) -> BulkfetchError:
         error = store_error(self.url, exc, doing)
         return error if isinstance(error, StorageError) else StorageError(str(error))
 
@@ -185,9 +189,9 @@ class ObjectStore:
     def read(self, relative: str) -> bytes | None:
         try:
             return bytes(obstore.get(self.store, self._path(relative)).bytes())
-        except NotFoundError:
+        except _NOT_FOUND:
             return None
-        except BaseError as exc:
+        except _ERRORS as exc:
             raise self._fail(exc, f"reading {relative}") from None
 
     def write(self, relative: str, data: bytes, *, durable: bool) -> None:
@@ -195,15 +199,15 @@ class ObjectStore:
         kind = mimetypes.guess_type(relative)[0] or "application/octet-stream"
         try:
             obstore.put(self.store, self._path(relative), data, attributes={"Content-Type": kind})
-        except BaseError as exc:
+        except _ERRORS as exc:
             raise self._fail(exc, f"writing {relative}") from None
 
     def delete(self, relative: str) -> None:
         try:
             obstore.delete(self.store, self._path(relative))
-        except NotFoundError:
+        except _NOT_FOUND:
             return
-        except BaseError as exc:
+        except _ERRORS as exc:
             raise self._fail(exc, f"deleting {relative}") from None
 
     def files(self, prefix: str) -> list[str]:
@@ -224,9 +228,9 @@ class ObjectStore:
             return None
         try:
             result = obstore.get(self.store, relative, options={"head": True})
-        except NotFoundError:
+        except _NOT_FOUND:
             return None
-        except BaseError as exc:
+        except _ERRORS as exc:
             raise self._fail(exc, f"reading {relative}") from None
         return Head(int(result.meta["size"]), _metadata(result.attributes))
 
@@ -235,9 +239,9 @@ class ObjectStore:
             return None
         try:
             result = await obstore.get_async(self.store, relative, options={"head": True})
-        except NotFoundError:
+        except _NOT_FOUND:
             return None
-        except BaseError as exc:
+        except _ERRORS as exc:
             raise self._fail(exc, f"reading {relative}") from None
         return Head(int(result.meta["size"]), _metadata(result.attributes))
 
@@ -248,7 +252,7 @@ class ObjectStore:
             for page in obstore.list(self.store, prefix or None, chunk_size=1000):
                 for meta in page:
                     found[str(meta["path"])] = int(meta["size"])
-        except BaseError as exc:
+        except _ERRORS as exc:
             raise self._fail(exc, "listing the destination") from None
         return found
 
@@ -260,7 +264,7 @@ class ObjectStore:
             next(iter(obstore.list(self.store, None, chunk_size=1)), None)
             obstore.put(self.store, probe, b"bulkfetch can write here\n")
             obstore.delete(self.store, probe)
-        except BaseError as exc:
+        except _ERRORS as exc:
             error = store_error(self.url, exc, "checking access")
             if isinstance(error, StorageError):
                 raise error from None
@@ -276,9 +280,9 @@ class ObjectStore:
                 with local.open("wb") as out:
                     for chunk in result.stream(min_chunk_size=1 << 20):
                         out.write(chunk)
-            except NotFoundError:
+            except _NOT_FOUND:
                 raise FileNotFoundError(relative) from None
-            except BaseError as exc:
+            except _ERRORS as exc:
                 raise OSError(f"cannot read {self.where(relative)}: {describe(exc)}") from None
             yield local
 
@@ -288,7 +292,7 @@ class ObjectStore:
         try:
             for chunk in obstore.get(self.store, relative).stream(min_chunk_size=1 << 20):
                 digest.update(chunk)
-        except BaseError as exc:
+        except _ERRORS as exc:
             raise self._fail(exc, f"reading {relative}") from None
         return digest.hexdigest()
 
@@ -323,6 +327,12 @@ class _Upload:
         return self._digest.hexdigest()
 
     def _write(self, blocks: list[bytes]) -> None:
+        try:
+            self._send(blocks)
+        except _ERRORS as exc:
+            raise store_error(self._store.url, exc, f"uploading {self._path}") from None
+
+    def _send(self, blocks: list[bytes]) -> None:
         for block in blocks:
             self._digest.update(block)
         if self._writer is None:
@@ -346,13 +356,16 @@ class _Upload:
     def publish(self, blocks: list[bytes]) -> float:
         self._write(blocks)
         written_at = time.monotonic()
-        if self._writer is None:
-            attributes = self._attributes | {META_SHA256: self.hexdigest()}
-            body, self._held = b"".join(self._held), []
-            obstore.put(self._store.store, self._path, body, attributes=attributes)
-        else:
-            writer, self._writer = self._writer, None
-            writer.close()  # completes the upload: only now does the object appear
+        try:
+            if self._writer is None:
+                attributes = self._attributes | {META_SHA256: self.hexdigest()}
+                body, self._held = b"".join(self._held), []
+                obstore.put(self._store.store, self._path, body, attributes=attributes)
+            else:
+                self._writer.close()  # completes the upload: only now does the object appear
+                self._writer = None
+        except _ERRORS as exc:
+            raise store_error(self._store.url, exc, f"uploading {self._path}") from None
         return written_at
 
     def discard(self) -> None:
@@ -363,7 +376,7 @@ class _Upload:
         try:
             # obstore aborts the multipart upload when its context exits with an error.
             writer.__exit__(RuntimeError, RuntimeError("discarded"), None)
-        except (BaseError, OSError) as exc:
+        except _ERRORS as exc:
             log.warning("could not abort the upload to %s: %s", self.where, describe(exc))
 
 
@@ -396,14 +409,6 @@ class StoreSink(Sink):
                 self.store.delete(path)
                 removed += 1
         return removed
-
-    async def write(
-        self, relative: PurePosixPath, expected: str, ready: Any, *, key: str = ""
-    ) -> Any:
-        try:
-            return await super().write(relative, expected, ready, key=key)
-        except BaseError as exc:  # (the upload was aborted on the way out)
-            raise store_error(self.store.url, exc, f"uploading {relative}") from None
 
     async def prepare(
         self, records: Mapping[str, JobRecord], jobs: Iterable[Job]

@@ -42,6 +42,7 @@ from PIL import Image
 
 from ._manifest_readers import READERS
 from .config import RunConfig
+from .destination import display, open_destination, store_url
 from .durable import FileLock
 from .errors import BulkfetchError, LedgerLocked, ManifestError, UsageError
 from .ledger import JobRecord, JobState, Ledger
@@ -54,7 +55,6 @@ from .stac_catalog import (
     Destination,
     Entry,
     Group,
-    LocalFolder,
     Published,
     collection_path,
     scan,
@@ -324,7 +324,7 @@ def refresh_catalog(
     if not ledger_path.is_file():
         raise UsageError(f"no ledger at {ledger_path}")
     result = Refreshed()
-    dest = LocalFolder(out)
+    dest = open_destination(out)
     # One writer at a time: two refreshes interleaving could remove each other's new Items.
     lock = FileLock(ledger_path.with_name(ledger_path.name + ".stac-lock"), target=out / CATALOG)
     try:
@@ -340,7 +340,7 @@ def refresh_catalog(
             dest,
             groups,
             existing,
-            title=f"bulkfetch: {out.resolve().name or out}",
+            title=f"bulkfetch: {display(out) if store_url(out) else out.resolve().name or out}",
             description="EOS Download visual results, as bulkfetch downloaded them "
             "(8-bit rendered images in EPSG:3857).",
         )
@@ -367,8 +367,9 @@ def refresh_catalog(
 def summary_line(out: Path, result: Refreshed) -> str:
     p = result.published
     kept = f"; {result.kept} kept from the catalog" if result.kept else ""
+    where = f"{display(out)}/{CATALOG}" if store_url(out) else out / CATALOG
     return (
-        f"{out / CATALOG}: {result.items} items in {result.collections} collections "
+        f"{where}: {result.items} items in {result.collections} collections "
         f"({p.written} files written, {p.unchanged} unchanged, {p.removed} removed{kept})"
     )
 
@@ -378,7 +379,7 @@ def summary_line(out: Path, result: Refreshed) -> str:
     "--out",
     "-o",
     type=click.Path(file_okay=False, path_type=Path),
-    help="The destination: the folder the images are in.",
+    help="The destination: the folder the images are in, or their bucket (s3://bucket/prefix...).",
 )
 @click.option(
     "--ledger",
