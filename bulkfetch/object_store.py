@@ -73,9 +73,9 @@ __all__ = ["META_KEY", "META_SHA256", "PART_SIZE", "Head", "ObjectStore", "Store
 log = logging.getLogger(__name__)
 
 #: Multipart part size: S3 wants 5 MiB at least; a result below it is one PUT.
-PART_SIZE = 8 << 20
+PART_SIZE = 5 << 20
 #: Parts of one upload in flight at once.
-UPLOAD_CONCURRENCY = 4
+UPLOAD_CONCURRENCY = 8
 #: HEADs in flight at once when a run checks its done jobs.
 HEAD_CONCURRENCY = 16
 META_KEY = "bulkfetch-key"
