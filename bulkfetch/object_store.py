@@ -73,9 +73,11 @@ __all__ = ["META_KEY", "META_SHA256", "PART_SIZE", "Head", "ObjectStore", "Store
 log = logging.getLogger(__name__)
 
 #: Multipart part size: S3 wants 5 MiB at least; a result below it is one PUT.
-PART_SIZE = 5 << 20
-#: Parts of one upload in flight at once.
-UPLOAD_CONCURRENCY = 8
+PART_SIZE = 8 << 20
+#: Parts of one upload in flight at once. Measured into moto on loopback (500 MB, 2 cores):
+#: 8 MiB x 4 (boto3's part size) ran at 90-138 MB/s with a flat 93 MiB RSS; 5 MiB x 8 at
+#: 60 MB/s, its RSS growing with the file (97 -> 143 MiB from 100 to 500 MB).
+UPLOAD_CONCURRENCY = 4
 #: HEADs in flight at once when a run checks its done jobs.
 HEAD_CONCURRENCY = 16
 META_KEY = "bulkfetch-key"
@@ -125,7 +127,11 @@ def _build(url: StoreUrl) -> ObstoreStore:
                 options["credential_provider"] = Boto3CredentialProvider()
     if client:
         options["client_options"] = client
-    return from_url(str(url), **options)
+    try:
+        return from_url(str(url), **options)
+    except (*_ERRORS, ValueError) as exc:  # a missing account name, a malformed endpoint
+        said = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else describe(exc)
+        raise StorageError(f"cannot use {url}: {said}") from None
 
 
 def describe(exc: BaseException) -> str:

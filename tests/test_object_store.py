@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from bulkfetch.ledger import JobState, Ledger
 from bulkfetch.object_store import META_KEY, META_SHA256, describe, store_error
 from bulkfetch.simulator import SimulatorThread
 
-from .conftest import bulkfetch_cli, make_jobs, run_cli, write_jsonl
+from .conftest import FAST_FLAGS, bulkfetch_cli, make_jobs, run_cli, spawn_cli, write_jsonl
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -327,3 +328,44 @@ def test_report_and_stac_read_the_bucket(
     assert report.returncode == 0, report.stderr
     assert "3 thumbnails" in report.stdout and "unreadable" not in report.stdout
     assert page.read_text().count("data:image/jpeg;base64,") == 3
+
+
+def test_sigterm_mid_upload_aborts_it(
+    sim: SimulatorThread, moto_url: str, bucket: str, tmp_path: Path
+) -> None:
+    manifest = write_jsonl(tmp_path / "m.jsonl", make_jobs(1, formats=("tiff",)))
+    url = f"s3://{bucket}/term"
+    # 24 MiB in 1 MiB pieces a quarter second apart: the multipart upload starts after
+    # 5 MiB, and the body is still coming when the signal arrives.
+    sim.configure(big_result_bytes=24 << 20, chunk_size=1 << 20, slow_body_seconds=0.25)
+    proc = spawn_cli(
+        "run", manifest, "--out", url, "--api-url", sim.api_url, *FAST_FLAGS,
+        env=_env(moto_url, tmp_path),
+    )  # fmt: skip
+    s3 = _s3(moto_url)
+    try:
+        deadline = time.monotonic() + 60
+        while not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"):
+            assert proc.poll() is None and time.monotonic() < deadline, "no upload started"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert _objects(s3, bucket) == {}
+
+
+def test_a_config_file_names_the_bucket(
+    sim: SimulatorThread, moto_url: str, bucket: str, tmp_path: Path
+) -> None:
+    manifest = write_jsonl(tmp_path / "m.jsonl", make_jobs(1))
+    (tmp_path / "bulkfetch.toml").write_text(f'out = "s3://{bucket}/from-config"\n')
+    result = bulkfetch_cli(
+        "run", manifest, "--api-url", sim.api_url, *FAST_FLAGS, env=_env(moto_url, tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    assert [k.split("/")[0] for k in _objects(_s3(moto_url), bucket)] == ["from-config"]
+    assert not (tmp_path / "s3:").exists()
