@@ -189,6 +189,11 @@ def test_run_into_a_bucket_then_resume_with_heads(
     assert status.returncode == 0, status.stderr
     assert "done      4" in status.stdout
 
+    s3.delete_object(Bucket=bucket, Key=f"runs/one/{next(iter(done.values())).path}")
+    plan = bulkfetch_cli("plan", manifest, "--out", url, "--json", env=env)
+    assert plan.returncode == 0, plan.stderr
+    assert orjson.loads(plan.stdout)["actions"] == {"skip-done": 3, "poll": 1}
+
 
 def test_a_deleted_or_replaced_object_is_fetched_again(
     sim: SimulatorThread, moto_url: str, bucket: str, tmp_path: Path
