@@ -130,7 +130,8 @@ def open_sink(out: Path) -> Sink:
     """The sink results are written through: a folder's, or a bucket's."""
     url = store_url(out)
     if url is not None:
-        from .object_store import ObjectStore, StoreSink
+        from .object_store import ObjectStore
+        from .store_sink import StoreSink
 
         return StoreSink(ObjectStore(url))
     from .sink import Sink

@@ -374,3 +374,32 @@ def test_a_config_file_names_the_bucket(
     assert result.returncode == 0, result.stderr
     assert [k.split("/")[0] for k in _objects(_s3(moto_url), bucket)] == ["from-config"]
     assert not (tmp_path / "s3:").exists()
+
+
+def test_an_upload_a_killed_run_left_is_aborted_by_the_next(
+    sim: SimulatorThread, moto_url: str, bucket: str, tmp_path: Path
+) -> None:
+    manifest = write_jsonl(tmp_path / "m.jsonl", make_jobs(1, formats=("tiff",)))
+    url = f"s3://{bucket}/killed"
+    env = _env(moto_url, tmp_path)
+    sim.configure(big_result_bytes=24 << 20, chunk_size=1 << 20, slow_body_seconds=0.25)
+    proc = spawn_cli(
+        "run", manifest, "--out", url, "--api-url", sim.api_url, *FAST_FLAGS, env=env
+    )  # fmt: skip
+    s3 = _s3(moto_url)
+    try:
+        deadline = time.monotonic() + 60
+        while not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"):
+            assert proc.poll() is None and time.monotonic() < deadline, "no upload started"
+            time.sleep(0.05)
+    finally:
+        proc.kill()  # no handler runs: the upload stays open
+        proc.communicate(timeout=30)
+    assert len(s3.list_multipart_uploads(Bucket=bucket)["Uploads"]) == 1
+    sim.configure(slow_body_seconds=0.0)
+    result = run_cli(sim, manifest, url, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "aborted 1 incomplete upload(s) left by an earlier run" in result.stderr
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    (obj,) = _objects(s3, bucket).values()
+    assert len(obj["body"]) > 20 << 20
