@@ -1,4 +1,4 @@
-"""Case 6: one large result into S3 (moto's server on loopback), against boto3's upload_file.
+"""Case 7: one large result into S3 (moto's server on loopback), against boto3's upload_file.
 
 moto's S3 server (``python -m moto.server``, a process of its own) holds the bucket; the
 simulator (another process) serves a generated TIFF of each size, as in case 5. For each
@@ -138,7 +138,7 @@ def run_object_store_case(*, sizes: list[int], repeats: int) -> CaseResult:
     started = time.monotonic()
     result = CaseResult(
         "object-store",
-        "6. One large result into S3",
+        "7. One large result into S3",
         "One tiff job streamed into moto's S3 server on loopback (`--out s3://...`, "
         f"{', '.join(f'{s // MB} MB' for s in sizes)}), against boto3's `upload_file` of the "
         f"same bytes from a local file; best of {repeats} each. Each of moto, the simulator, "

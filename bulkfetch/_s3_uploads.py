@@ -33,6 +33,10 @@ def abort_leftover_uploads(url: StoreUrl, paths: Collection[str], before: float)
     except ImportError:
         log.debug("boto3 is not installed: incomplete multipart uploads are not looked for")
         return -1
+    # botocore's debug log shows each request's headers (the access key id, signatures):
+    # never, even with --verbose.
+    for name in ("boto3", "botocore", "s3transfer", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     base = f"{url.prefix}/" if url.prefix else ""
     aborted = 0

@@ -15,23 +15,30 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, cast
 
+import anyio
 import boto3
+import obstore
 import orjson
 import pytest
+from obstore.store import MemoryStore
 
+from bulkfetch.client import Ready
 from bulkfetch.destination import StoreUrl, default_ledger, display, store_url
 from bulkfetch.errors import StorageError, TransientError, UsageError
 from bulkfetch.ledger import JobState, Ledger
-from bulkfetch.object_store import META_KEY, META_SHA256, describe, store_error
+from bulkfetch.object_store import META_KEY, META_SHA256, ObjectStore, describe, store_error
 from bulkfetch.simulator import SimulatorThread
+from bulkfetch.sink import Written
+from bulkfetch.store_sink import PART_SIZE, StoreSink
 
 from .conftest import FAST_FLAGS, bulkfetch_cli, make_jobs, run_cli, spawn_cli, write_jsonl
+from .test_sink import JPEG, FakeReady
 
 CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_ACCESS_KEY_ID": "AKIABFTESTKEYID00001",
     "AWS_SECRET_ACCESS_KEY": "testing-secret",
     "AWS_REGION": "us-east-1",
 }
@@ -153,6 +160,65 @@ def test_errors_say_the_code_never_the_body() -> None:
     assert "AccessDenied" in str(error) and "secret" not in str(error)
     assert describe(RuntimeError(text)) == "AccessDenied, 403 Forbidden"
     assert isinstance(store_error(url, RuntimeError("connection reset"), "x"), TransientError)
+
+
+def _memory_sink() -> tuple[StoreSink, MemoryStore]:
+    memory = MemoryStore()
+    return StoreSink(ObjectStore(StoreUrl("s3", "b", "p"), memory)), memory
+
+
+def _put(sink: StoreSink, relative: str, expected: str, ready: FakeReady) -> Written:
+    async def main() -> Written:
+        return await sink.write(PurePosixPath(relative), expected, cast(Ready, ready), key="k1")
+
+    return anyio.run(main)
+
+
+def test_a_small_result_is_one_put_with_its_key_and_sha256() -> None:
+    sink, memory = _memory_sink()
+    written = _put(sink, "d/a.jpg", "jpeg", FakeReady(JPEG))
+    got = obstore.get(memory, "d/a.jpg")
+    assert bytes(got.bytes()) == JPEG
+    sha = hashlib.sha256(JPEG).hexdigest()
+    assert (written.path, written.size, written.sha256) == ("d/a.jpg", len(JPEG), sha)
+    assert got.attributes[META_KEY] == "k1" and got.attributes[META_SHA256] == sha
+    assert got.attributes["Content-Type"] == "image/jpeg"
+
+
+def test_a_large_result_is_a_multipart_upload_with_its_key() -> None:
+    sink, memory = _memory_sink()
+    body = b"II*\x00" + os.urandom(2 * PART_SIZE + 12345)
+    written = _put(sink, "big.tif", "tiff", FakeReady(body, chunk=1 << 20))
+    got = obstore.get(memory, "big.tif")
+    assert bytes(got.bytes()) == body
+    assert written.sha256 == hashlib.sha256(body).hexdigest()
+    assert got.attributes[META_KEY] == "k1" and META_SHA256 not in got.attributes
+
+
+@pytest.mark.parametrize(
+    ("body", "ready"),
+    [
+        ("big", {"content_length": 3 * PART_SIZE}),  # falls short after two parts
+        ("big", {"fail_after": 12}),  # the connection drops mid-upload
+        ("small", {"content_length": 10_000}),
+        ("json", {}),
+    ],
+)
+def test_a_bad_body_leaves_no_object(body: str, ready: dict[str, Any]) -> None:
+    sink, memory = _memory_sink()
+    data = {
+        "big": b"II*\x00" + bytes(2 * PART_SIZE + 7),
+        "small": JPEG,
+        "json": b'{"status": "done"}',
+    }[body]
+    with pytest.raises(TransientError):
+        _put(
+            sink,
+            "x.tif",
+            "tiff" if body == "big" else "jpeg",
+            FakeReady(data, chunk=1 << 20, **ready),
+        )
+    assert list(obstore.list(memory)) == []
 
 
 # -- through the CLI -----------------------------------------------------------------------------
@@ -397,9 +463,11 @@ def test_an_upload_a_killed_run_left_is_aborted_by_the_next(
         proc.communicate(timeout=30)
     assert len(s3.list_multipart_uploads(Bucket=bucket)["Uploads"]) == 1
     sim.configure(slow_body_seconds=0.0)
-    result = run_cli(sim, manifest, url, env=env)
+    result = run_cli(sim, manifest, url, "-v", env=env)  # (boto3 and obstore at work)
     assert result.returncode == 0, result.stderr
     assert "aborted 1 incomplete upload(s) left by an earlier run" in result.stderr
+    for secret in CREDENTIALS["AWS_ACCESS_KEY_ID"], CREDENTIALS["AWS_SECRET_ACCESS_KEY"]:
+        assert secret not in result.stderr + result.stdout
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     (obj,) = _objects(s3, bucket).values()
     assert len(obj["body"]) > 20 << 20
