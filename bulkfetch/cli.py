@@ -308,9 +308,12 @@ def _print_plan(manifest: Path, config: RunConfig, *, as_json: bool) -> None:
     jobs = load_manifest_cached(manifest, cache_path(config.ledger_path), write=False)
     sink = open_sink(config.out)
     with Ledger.open(config.ledger_path, readonly=True) as book:
+        found = []
         if store_url(config.out):  # HEADs of the done jobs' objects, as a run makes them
-            anyio.run(sink.verify, book.records(), jobs.jobs)
-        result = make_plan(jobs, book, config, file_ok=lambda r: sink.file_ok(r.path, r.size))
+            found = anyio.run(sink.verify, book.records(), jobs.jobs)
+        result = make_plan(
+            jobs, book, config, file_ok=lambda r: sink.file_ok(r.path, r.size), found=found
+        )
     if as_json:
         click.echo(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
         return

@@ -302,6 +302,10 @@ def test_a_lost_ledger_creates_nothing_again(
     assert sum(META_SHA256 in m for m in metas) == 2  # the multipart one carries its key only
     for path in ledger.parent.iterdir():  # a pod without a volume: the state dir is gone
         path.unlink()
+    plan = bulkfetch_cli("plan", manifest, "--out", url, "--json", env=env)
+    assert plan.returncode == 0, plan.stderr
+    assert orjson.loads(plan.stdout)["actions"] == {"skip-done": 3}
+    assert not ledger.exists()  # (a plan writes nothing)
     result = run_cli(sim, manifest, url, env=env)
     assert result.returncode == 0, result.stderr
     assert "3 results already at the destination" in result.stderr
