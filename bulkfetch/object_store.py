@@ -206,7 +206,20 @@ class ObjectStore:
         return None if head is None else head.size
 
     def local_path(self, relative: str) -> Path | None:
-        return None  # (read through fetched())
+        return None  # (read through fetched() or first_bytes())
+
+    def first_bytes(self, relative: str, length: int) -> bytes | None:
+        """One ranged GET (after a HEAD for the size: a range past the end is an error)."""
+        head = self.head(relative)
+        if head is None:
+            return None
+        try:
+            data = obstore.get_range(self.store, relative, start=0, length=min(length, head.size))
+        except _NOT_FOUND:
+            return None
+        except ERRORS as exc:
+            raise self._fail(exc, f"reading {relative}") from None
+        return bytes(data)
 
     # -- what the sink and the report need --------------------------------------------
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import logging
 import re
 from collections import Counter
@@ -191,10 +192,13 @@ def _latest_per_path(records: Iterable[JobRecord]) -> dict[str, JobRecord]:
 def _band_count(dest: Destination, path: str) -> int:
     """The bands of the GeoTIFF at ``path``, from its header (0 if it cannot be read)."""
     local = dest.local_path(path)
-    if local is None:
-        return 0
     try:
-        with Image.open(local) as image:
+        # A bucket's object: its first 64 KiB, where a TIFF's first IFD (the band count)
+        # is in the files EOS and GDAL write; an IFD further on gives 0, as unreadable.
+        head = None if local is not None else dest.first_bytes(path, 1 << 16)
+        if local is None and head is None:
+            return 0
+        with Image.open(local if local is not None else io.BytesIO(head or b"")) as image:
             return len(image.getbands())
     except (OSError, ValueError, Image.DecompressionBombError):
         return 0

@@ -376,7 +376,9 @@ def test_other_schemes_are_usage_errors(sim: SimulatorThread, tmp_path: Path) ->
 def test_report_and_stac_read_the_bucket(
     sim: SimulatorThread, moto_url: str, bucket: str, tmp_path: Path
 ) -> None:
-    manifest = write_jsonl(tmp_path / "m.jsonl", make_jobs(3))
+    jobs = make_jobs(3)
+    jobs[2] |= {"format": "tiff", "georeference": "tiff"}  # a GeoTIFF: its bands are read
+    manifest = write_jsonl(tmp_path / "m.jsonl", jobs)
     url = f"s3://{bucket}/cat"
     env = _env(moto_url, tmp_path)
     assert run_cli(sim, manifest, url, "--stac", env=env).returncode == 0
@@ -393,6 +395,9 @@ def test_report_and_stac_read_the_bucket(
         data = objects["cat/" + href.removeprefix("../../../")]["body"]
         checksum = item["assets"]["visual"]["file:checksum"]
         assert checksum == "1220" + hashlib.sha256(data).hexdigest()
+        bands = item["assets"]["visual"].get("raster:bands")
+        geotiff = item["properties"]["eos:view_id"] == jobs[2]["view_id"]
+        assert bands == ([{"data_type": "uint8"}] * 3 if geotiff else None)
 
     again = bulkfetch_cli("stac", "--out", url, env=env)
     assert again.returncode == 0, again.stderr
