@@ -71,6 +71,7 @@ _NOT_FOUND = (NotFoundError, FileNotFoundError)
 ERRORS = (BaseError, OSError)
 _CODE = re.compile(r"<Code>([A-Za-z.]+)</Code>|\"code\"\s*:\s*\"?([A-Za-z.]+)")
 _STATUS = re.compile(r"\b([45]\d\d) ([A-Z][A-Za-z ]+?)(?::|$)", re.M)
+_KIND = re.compile(r"kind: (ConnectionRefused|ConnectionReset|TimedOut|HostUnreachable)\b")
 _NO_BUCKET = ("NoSuchBucket", "ContainerNotFound", "BucketNotFound")
 _REFUSED = (
     "AccessDenied",
@@ -123,7 +124,15 @@ def describe(exc: BaseException) -> str:
     code = next((a or b for a, b in _CODE.findall(text)), "")
     status = _STATUS.search(text)
     said = ", ".join(p for p in (code, f"{status[1]} {status[2].strip()}" if status else "") if p)
-    return said or type(exc).__name__
+    if said:
+        return said
+    # No answer at all (a refused connection, a timeout): the first line's last clause,
+    # after the request's URL, and the OS's word for it.
+    first = text.strip().split("\n", 1)[0]
+    clause = first.rsplit(" - ", 1)[1].strip() if " - " in first else ""
+    kind = _KIND.search(text)
+    said = clause + (f" ({kind[1]})" if kind else "")
+    return said.strip() or type(exc).__name__
 
 
 def _refused(exc: BaseException) -> bool:

@@ -480,3 +480,15 @@ def test_an_upload_a_killed_run_left_is_aborted_by_the_next(
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     (obj,) = _objects(s3, bucket).values()
     assert len(obj["body"]) > 20 << 20
+
+
+def test_an_endpoint_nobody_answers_is_exit_4_before_any_creation(
+    sim: SimulatorThread, tmp_path: Path
+) -> None:
+    manifest = write_jsonl(tmp_path / "m.jsonl", make_jobs(1))
+    env = _env(f"http://127.0.0.1:{_free_port()}", tmp_path)
+    result = run_cli(sim, manifest, "s3://bucket/p", env=env)
+    assert result.returncode == 4, result.stderr
+    assert "cannot use s3://bucket/p: " in result.stderr
+    assert "(ConnectionRefused)" in result.stderr and "Traceback" not in result.stderr
+    assert sim.counters()["create_calls"] == 0
