@@ -410,30 +410,41 @@ def test_report_and_stac_read_the_bucket(
     assert page.read_text().count("data:image/jpeg;base64,") == 3
 
 
+def _signal_mid_upload(
+    sim: SimulatorThread, manifest: Path, url: str, env: dict[str, str], sig: int
+) -> tuple[int, str]:
+    """Run into ``url`` and send ``sig`` once its multipart upload has started; the exit
+    code and stderr. 24 MiB in 1 MiB pieces a quarter second apart: the upload starts
+    after 8 MiB, and the body is still coming when the signal arrives."""
+    sim.configure(big_result_bytes=24 << 20, chunk_size=1 << 20, slow_body_seconds=0.25)
+    proc = spawn_cli(
+        "run", manifest, "--out", url, "--api-url", sim.api_url, *FAST_FLAGS, env=env
+    )  # fmt: skip
+    parsed = store_url(url)
+    assert parsed is not None
+    s3 = _s3(env["AWS_ENDPOINT_URL"])
+    try:
+        deadline = time.monotonic() + 60
+        while not s3.list_multipart_uploads(Bucket=parsed.bucket).get("Uploads"):
+            assert proc.poll() is None and time.monotonic() < deadline, "no upload started"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    return proc.returncode, err
+
+
 def test_sigterm_mid_upload_aborts_it(
     sim: SimulatorThread, moto_url: str, bucket: str, tmp_path: Path
 ) -> None:
     manifest = write_jsonl(tmp_path / "m.jsonl", make_jobs(1, formats=("tiff",)))
     url = f"s3://{bucket}/term"
-    # 24 MiB in 1 MiB pieces a quarter second apart: the multipart upload starts after
-    # 5 MiB, and the body is still coming when the signal arrives.
-    sim.configure(big_result_bytes=24 << 20, chunk_size=1 << 20, slow_body_seconds=0.25)
-    proc = spawn_cli(
-        "run", manifest, "--out", url, "--api-url", sim.api_url, *FAST_FLAGS,
-        env=_env(moto_url, tmp_path),
-    )  # fmt: skip
+    code, err = _signal_mid_upload(sim, manifest, url, _env(moto_url, tmp_path), signal.SIGTERM)
+    assert code == 143, err
     s3 = _s3(moto_url)
-    try:
-        deadline = time.monotonic() + 60
-        while not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"):
-            assert proc.poll() is None and time.monotonic() < deadline, "no upload started"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, err
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert _objects(s3, bucket) == {}
 
@@ -457,19 +468,9 @@ def test_an_upload_a_killed_run_left_is_aborted_by_the_next(
     manifest = write_jsonl(tmp_path / "m.jsonl", make_jobs(1, formats=("tiff",)))
     url = f"s3://{bucket}/killed"
     env = _env(moto_url, tmp_path)
-    sim.configure(big_result_bytes=24 << 20, chunk_size=1 << 20, slow_body_seconds=0.25)
-    proc = spawn_cli(
-        "run", manifest, "--out", url, "--api-url", sim.api_url, *FAST_FLAGS, env=env
-    )  # fmt: skip
+    # SIGKILL: no handler runs, the upload stays open.
+    _signal_mid_upload(sim, manifest, url, env, signal.SIGKILL)
     s3 = _s3(moto_url)
-    try:
-        deadline = time.monotonic() + 60
-        while not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"):
-            assert proc.poll() is None and time.monotonic() < deadline, "no upload started"
-            time.sleep(0.05)
-    finally:
-        proc.kill()  # no handler runs: the upload stays open
-        proc.communicate(timeout=30)
     assert len(s3.list_multipart_uploads(Bucket=bucket)["Uploads"]) == 1
     sim.configure(slow_body_seconds=0.0)
     result = run_cli(sim, manifest, url, "-v", env=env)  # (boto3 and obstore at work)
