@@ -12,7 +12,7 @@ full results. Benchmarks are not tests: nothing here fails on a timing; a missed
 reported, with the figures that explain it.
 
 Cases: known-rates, heavy-tail, rates-too-high, rates-too-low (each with the fixed-delay and
-sequential scripts beside bulkfetch), streaming, scale.
+sequential scripts beside bulkfetch), streaming, object-store (moto's S3 server), scale.
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ from pathlib import Path
 import orjson
 
 from benchmarks.common import CaseResult, RunFigures
+from benchmarks.object_store import run_object_store_case
 from benchmarks.report import render
 from benchmarks.scale import run_scale_case
 from benchmarks.scheduling import CASES, run_scheduling_case, start_sequential
 from benchmarks.streaming import MB, run_streaming_case
 
-ALL = [*CASES, "streaming", "scale"]
+ALL = [*CASES, "streaming", "object-store", "scale"]
 HERE = Path(__file__).resolve().parent
 
 
@@ -155,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         print("[bench] streaming ...", file=sys.stderr, flush=True)
         sizes = [20 * MB, 100 * MB] if args.quick else [100 * MB, 500 * MB]
         results.append(run_streaming_case(sizes=sizes, repeats=1 if args.quick else 5))
+    if "object-store" in names:
+        print("[bench] object-store ...", file=sys.stderr, flush=True)
+        sizes = [20 * MB, 100 * MB] if args.quick else [100 * MB, 500 * MB]
+        results.append(run_object_store_case(sizes=sizes, repeats=1 if args.quick else 3))
     if "scale" in names:
         print("[bench] scale ...", file=sys.stderr, flush=True)
         sizes_scale = (10_000, 2_000) if args.quick else (100_000, 20_000)

@@ -18,6 +18,7 @@ from typing import Any
 
 from yarl import URL
 
+from .destination import default_ledger, store_url
 from .errors import UsageError
 
 __all__ = [
@@ -250,4 +251,9 @@ class RunConfig:
 
     @property
     def ledger_path(self) -> Path:
-        return self.ledger if self.ledger is not None else self.out / "bulkfetch-ledger.json"
+        """``--ledger``, else ``OUT/bulkfetch-ledger.json``, or for a bucket ``--out`` a file
+        under the user's state directory named after it (a bucket holds no ledger)."""
+        if self.ledger is not None:
+            return self.ledger
+        url = store_url(self.out)
+        return default_ledger(url) if url is not None else self.out / "bulkfetch-ledger.json"
