@@ -14,9 +14,9 @@ reported, with the figures that explain it.
 
 Cases: matrix (every limiter kind x Retry-After form x configured rate, bulkfetch beside the
 fixed-delay and sequential scripts), nginx (behind nginx's own limit_req), heavy-tail,
-streaming, scale, shared (2 and 4 processes on one key, through the file store and
-Redis); and, not in the full run, the older single-server cases known-rates,
-rates-too-high and rates-too-low (in-process, on the simulator's sliding log).
+streaming, object-store (moto's S3 server), scale, shared (2 and 4 processes on one key,
+through the file store and Redis); and, not in the full run, the older single-server cases
+known-rates, rates-too-high and rates-too-low (in-process, on the simulator's sliding log).
 """
 
 from __future__ import annotations
@@ -38,15 +38,16 @@ import orjson
 
 from benchmarks.common import CaseResult, RunFigures
 from benchmarks.matrix import CELLS, KINDS, NGINX, Cell, run_matrix
+from benchmarks.object_store import run_object_store_case
 from benchmarks.report import render
 from benchmarks.scale import run_scale_case
 from benchmarks.scheduling import CASES, run_scheduling_case, start_sequential
 from benchmarks.shared import run_shared_case
 from benchmarks.streaming import MB, run_streaming_case
 
-ALL = ["matrix", "nginx", *CASES, "streaming", "scale", "shared"]
+ALL = ["matrix", "nginx", *CASES, "streaming", "object-store", "scale", "shared"]
 #: What a full run (no --case) runs.
-FULL = ["matrix", "nginx", "heavy-tail", "streaming", "scale", "shared"]
+FULL = ["matrix", "nginx", "heavy-tail", "streaming", "object-store", "scale", "shared"]
 HERE = Path(__file__).resolve().parent
 
 
@@ -204,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         print("[bench] streaming ...", file=sys.stderr, flush=True)
         sizes = [20 * MB, 100 * MB] if args.quick else [100 * MB, 500 * MB]
         results.append(run_streaming_case(sizes=sizes, repeats=1 if args.quick else 5))
+    if "object-store" in names:
+        print("[bench] object-store ...", file=sys.stderr, flush=True)
+        sizes = [20 * MB, 100 * MB] if args.quick else [100 * MB, 500 * MB]
+        results.append(run_object_store_case(sizes=sizes, repeats=1 if args.quick else 3))
     if "scale" in names:
         print("[bench] scale ...", file=sys.stderr, flush=True)
         sizes_scale = (10_000, 2_000) if args.quick else (100_000, 20_000)

@@ -11,6 +11,7 @@ from click.core import ParameterSource
 
 from .api import exit_code_for
 from .config import Rate, read_config_file
+from .destination import store_url
 from .errors import BulkfetchError, ManifestError, UsageError
 from .units import counted
 
@@ -63,7 +64,7 @@ def apply_config_file(
 
 
 def _convert(ctx: click.Context, option: click.Option, value: Any, file: Path, key: str) -> Any:
-    if isinstance(value, str) and isinstance(option.type, click.Path):
+    if isinstance(value, str) and isinstance(option.type, click.Path) and not store_url(value):
         path = Path(value).expanduser()
         value = path if path.is_absolute() else file.parent / path
     try:

@@ -34,6 +34,7 @@ import anyio
 from .colormap_check import TIMEOUT as COLORMAP_TIMEOUT
 from .colormap_check import check_colormaps
 from .config import ApiKey, Rate, RunConfig, load_api_key, parse_duration
+from .destination import store_url
 from .engine import Counters, Run
 from .errors import (
     BulkfetchError,
@@ -52,7 +53,7 @@ from .rate_store import check_store_url
 from .report import build_report, job_rows, lane_figures, write_report
 from .shard import Shard
 from .sink import Sink
-from .urls import check_out, check_service_url
+from .urls import check_service_url
 
 __all__ = ["RunResult", "run", "run_async"]
 
@@ -138,7 +139,7 @@ async def run_async(
     coroutine function given the engine while it runs (the CLI's progress display).
     """
     cfg = replace(config, out=Path(out)) if config is not None else _config(out, options)
-    check_out(cfg.out)
+    store_url(cfg.out)  # a scheme other than s3/gs/az: a usage error
     check_service_url(cfg.api_url, "--api-url")
     key = api_key if isinstance(api_key, ApiKey) else None
     if isinstance(api_key, str):
@@ -176,11 +177,14 @@ async def _run_sharing(
         )
         for note in notes:
             log.warning("%s; carrying on", note)
+    folder = [cfg.ledger_path.parent] if store_url(cfg.out) else [cfg.out]
     try:
-        cfg.out.mkdir(parents=True, exist_ok=True)
+        for path in folder:  # (a bucket is checked by the engine, before any creation)
+            path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StorageError(f"cannot create the output folder {cfg.out}: {exc.strerror}") from None
-    Sink(cfg.out).check_writable()
+        raise StorageError(f"cannot create the folder {exc.filename}: {exc.strerror}") from None
+    if not store_url(cfg.out):  # (a bucket is checked by the engine, before any creation)
+        Sink(cfg.out).check_writable()
     with Ledger.open(cfg.ledger_path) as ledger:
         engine = Run(manifest, cfg, key, ledger, rates=rates)
         stopped_by: list[int] = []

@@ -36,6 +36,7 @@ from .config import (
     load_api_key,
     parse_duration,
 )
+from .destination import display, open_sink, store_url
 from .engine import Run
 from .errors import BulkfetchError, UsageError
 from .ledger import Ledger
@@ -47,10 +48,9 @@ from .progress import show_bar, show_lines
 from .rate_store import check_store_url
 from .report import build_report, ledger_manifest
 from .shard import Shard
-from .sink import Sink
 from .summary import failure_lines, make_summary, summary_fields, summary_lines
 from .units import counted, duration_text
-from .urls import check_out, check_service_url
+from .urls import check_service_url
 
 log = logging.getLogger("bulkfetch")
 
@@ -127,9 +127,15 @@ RUN_OPTIONS = [
         "--out",
         "-o",
         type=click.Path(file_okay=False, path_type=Path),
-        help="Output folder: the images, and by default the ledger.",
+        help="Folder for the images (and, by default, the ledger), or s3://bucket/prefix, "
+        "gs://bucket/prefix or az://container/prefix.",
     ),
-    click.option("--ledger", type=_PATH, help="Ledger file [default: OUT/bulkfetch-ledger.json]."),
+    click.option(
+        "--ledger",
+        type=_PATH,
+        help="Ledger file [default: OUT/bulkfetch-ledger.json; for a bucket OUT, a file "
+        "named after it in the user's state directory].",
+    ),
     click.option(
         "--config",
         "config_file",
@@ -277,7 +283,7 @@ def _config_from(ctx: click.Context, manifest: Path, params: dict[str, Any]) -> 
         params.pop(name, None)
     if params.get("out") is None:
         raise UsageError("give --out DIR (or 'out' in the config file)")
-    check_out(params["out"])
+    store_url(params["out"])  # a scheme other than s3/gs/az: a usage error
     check_service_url(params["api_url"], "--api-url")
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     return RunConfig(**{k: v for k, v in params.items() if k in fields})
@@ -349,7 +355,7 @@ def run(
         result.jobs,
         exit_code=code,
         outcome=result.outcome,
-        out=str(config.out),
+        out=display(config.out),
         command=shlex.join(["bulkfetch", *sys.argv[1:]]),
         failure_groups=result.report.get("failure_groups", []),
     )
@@ -409,9 +415,14 @@ def _print_plan(
         jobs = load_manifest_cached(manifest, cache_path(config.ledger_path), write=False)
     if config.shard is not None:
         jobs = config.shard.select(jobs)
-    sink = Sink(config.out)
+    sink = open_sink(config.out)
     with Ledger.open(config.ledger_path, readonly=True) as book:
-        result = make_plan(jobs, book, config, file_ok=lambda r: sink.file_ok(r.path, r.size))
+        found = []
+        if store_url(config.out):  # HEADs of the done jobs' objects, as a run makes them
+            found = anyio.run(sink.verify, book.records(), jobs.jobs)
+        result = make_plan(
+            jobs, book, config, file_ok=lambda r: sink.file_ok(r.path, r.size), found=found
+        )
     if as_json:
         click.echo(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
         return

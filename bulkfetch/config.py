@@ -18,6 +18,7 @@ from typing import Any
 
 from yarl import URL
 
+from .destination import default_ledger, store_url
 from .errors import UsageError
 from .shard import Shard
 
@@ -260,7 +261,11 @@ class RunConfig:
 
     @property
     def ledger_path(self) -> Path:
+        """``--ledger``, else ``OUT/bulkfetch-ledger.json`` (``--shard K/N``: its own,
+        ``OUT/bulkfetch-ledger.shard-K-of-N.json``), or for a bucket ``--out`` a file
+        under the user's state directory named after it (a bucket holds no ledger)."""
         if self.ledger is not None:
             return self.ledger
-        name = self.shard.ledger_name if self.shard else "bulkfetch-ledger.json"
-        return self.out / name
+        url = store_url(self.out)
+        path = default_ledger(url) if url is not None else self.out / "bulkfetch-ledger.json"
+        return self.shard.ledger_for(path) if self.shard else path

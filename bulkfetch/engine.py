@@ -38,6 +38,7 @@ import anyio.lowlevel
 from .client import Client, Failed, Pending
 from .config import ApiKey, RunConfig
 from .contact import FirstContact
+from .destination import open_sink
 from .errors import ApiError, BulkfetchError, RateLimited, TaskGone, first_error
 from .geometry import multipolygon_advice
 from .ledger import JobRecord, JobState, Ledger
@@ -54,7 +55,6 @@ from .scheduler import (
     safety_margin,
     window_size,
 )
-from .sink import Sink
 from .urls import display_url
 
 __all__ = ["Counters", "Run"]
@@ -114,7 +114,7 @@ class Run:
         self.config = config
         self.ledger = ledger
         self.jobs: dict[str, Job] = {job.key: job for job in manifest.jobs}
-        self.sink = Sink(config.out)
+        self.sink = open_sink(config.out)
         self.client = Client(config.api_url, key, timeout=config.request_timeout)
         self.create_limiter = Limiter(
             "create",
@@ -225,11 +225,16 @@ class Run:
 
     async def run(self) -> Counters:
         """Drive every job to done or failed, or until ``stop()``; returns the counters."""
-        # A --shard run leaves the other parts' files alone: they may be writing now.
-        owned = [job.relative_path() for job in self.jobs.values()] if self.config.shard else None
-        removed = await anyio.to_thread.run_sync(self.sink.remove_partials, owned)
-        if removed:
-            log.info("removed %d partial file(s) left by an earlier run", removed)
+        # Leftovers removed, done results checked, and results already at the destination
+        # that the ledger does not know of (it was lost) taken as done: nothing is sent yet.
+        # A --shard run leaves the other parts' temporary files alone: they may be writing.
+        self.sink.own_partials_only = self.config.shard is not None
+        found = await self.sink.prepare(self.ledger.records(), self.jobs.values())
+        for record in found:
+            self.ledger.put_soon(record)
+        if found:
+            self.ledger.flush()
+            log.info("%d results already at the destination: not fetched again", len(found))
         tally = self.plan()
         log.info(
             "%d jobs: %s",
@@ -495,7 +500,9 @@ class Run:
                     self.poller.remove(key)
                     self._fail(key, record, f"EOS task failed: {answer.message}", retryable=False)
                     return
-                written = await self.sink.write(job.relative_path(), job.expected_kind, answer)
+                written = await self.sink.write(
+                    job.relative_path(), job.expected_kind, answer, key=job.key
+                )
         except RateLimited as exc:
             pause = self.status_limiter.rate_limited_by_server(exc.retry_after, sent)
             self.counters.status_429 += 1

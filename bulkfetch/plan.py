@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,12 +75,16 @@ def make_plan(
     *,
     file_ok: Callable[[JobRecord], bool],
     now: float | None = None,
+    found: Iterable[JobRecord] = (),
 ) -> Plan:
-    """Decide every job's action and estimate what the run costs."""
+    """Decide every job's action and estimate what the run costs.
+
+    ``found``: done jobs the destination holds that the ledger does not know of (a bucket
+    after a lost ledger), as the run's start would record them."""
     now = time.time() if now is None else now
     task_timeout = float(ledger.meta.get("task_timeout", 172800.0))
     margin = safety_margin(config.deadline_margin, task_timeout)
-    records = ledger.records()
+    records = {**ledger.records(), **{record.key: record for record in found}}
     actions: dict[str, int] = {}
     wanted = {job.key for job in manifest.jobs}
     for job in manifest.jobs:

@@ -23,6 +23,7 @@ missing or cannot be read gets a placeholder tile saying why.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import math
 import re
@@ -33,13 +34,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
 from ._cli_util import short_o_for_report
 from .config import RunConfig
+from .destination import store_url
 from .durable import atomic_write
 from .errors import BulkfetchError, ManifestError, UsageError
 from .failures import group_failures
@@ -48,6 +50,9 @@ from .manifest import Manifest
 from .report import ledger_manifest
 from .thumbnails import ThumbnailError, aoi_svg, thumbnail, view_date
 from .units import duration_text, size_text
+
+if TYPE_CHECKING:
+    from .object_store import ObjectStore
 
 __all__ = [
     "ReportData",
@@ -182,6 +187,14 @@ def _inside(base: Path, relative: str) -> Path | None:
     return base.joinpath(*pure.parts)
 
 
+def _readable(
+    store: ObjectStore | None, relative: str, path: Path
+) -> contextlib.AbstractContextManager[Path]:
+    """A local file to read the result from: ``path``, or the object copied for the time
+    of the ``with`` (one at a time: the report never holds more than one result)."""
+    return contextlib.nullcontext(path) if store is None else store.fetched(relative)
+
+
 def collect(
     ledger: Ledger,
     manifest: Manifest | None,
@@ -215,6 +228,12 @@ def collect(
         (r for r in records.values() if r.state is JobState.DONE), key=lambda r: (r.path, r.key)
     )
     tiles = []
+    url = store_url(out_dir)
+    store = None
+    if url is not None and done:
+        from .object_store import ObjectStore
+
+        store = ObjectStore(url)
     for record in done[:max_thumbs]:
         job = jobs.get(record.key)
         path = _inside(out_dir, record.path)
@@ -223,11 +242,14 @@ def collect(
             problem = "the ledger's path leaves the output folder: not read"
         else:
             try:
-                thumb = thumbnail(path, thumb_size)
-                if record.size and path.stat().st_size != record.size:
-                    note = "size differs from the ledger's: the file was changed"
+                with _readable(store, record.path, path) as local:
+                    thumb = thumbnail(local, thumb_size)
+                    if record.size and local.stat().st_size != record.size:
+                        note = "size differs from the ledger's: the file was changed"
             except ThumbnailError as exc:
                 problem = str(exc)
+            except FileNotFoundError:
+                problem = "file missing"
             except OSError as exc:
                 problem = f"cannot read: {exc.strerror or exc}"
         tiles.append(
@@ -505,7 +527,8 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    help="The run's output folder: its ledger and the images shown are there.",
+    help="The run's output folder (its ledger and the images shown are there), or the "
+    "bucket URL (s3://bucket/prefix...) it wrote to.",
 )
 @click.option(
     "-o",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import UsageError
@@ -68,10 +69,10 @@ class Shard:
         jobs = tuple(job for job in manifest.jobs if self.owns(job.key))
         return manifest if len(jobs) == len(manifest.jobs) else replace(manifest, jobs=jobs)
 
-    @property
-    def ledger_name(self) -> str:
-        """This part's default ledger file name."""
-        return f"bulkfetch-ledger.shard-{self.index}-of-{self.count}.json"
+    def ledger_for(self, path: Path) -> Path:
+        """This part's ledger beside the whole manifest's default ``path``:
+        ``bulkfetch-ledger.json`` → ``bulkfetch-ledger.shard-K-of-N.json``."""
+        return path.with_name(f"{path.stem}.shard-{self.index}-of-{self.count}{path.suffix}")
 
 
 def part_of(key: str, count: int) -> int:

@@ -32,9 +32,10 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -43,7 +44,11 @@ from .client import Ready
 from .durable import fsync_directory, write_all
 from .errors import StorageError, TransientError, first_error
 
-__all__ = ["PART_SUFFIX", "Sink", "Written", "check_result", "sniff"]
+if TYPE_CHECKING:
+    from .ledger import JobRecord
+    from .manifest import Job
+
+__all__ = ["PART_SUFFIX", "Part", "Sink", "Written", "check_result", "drain", "sniff"]
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +110,48 @@ class Written:
     seconds: float = field(default=0.0, compare=False)
 
 
+class Part(Protocol):
+    """One result on its way to its final place (a file, an object): see :class:`Sink`.
+
+    ``drain`` and then ``publish`` run in one worker thread after the other; ``discard``
+    runs on the loop once neither runs any more.
+    """
+
+    where: str  # the final place, for messages
+
+    def hexdigest(self) -> str: ...
+
+    def drain(self, pipe: BlockPipe) -> None: ...
+
+    def publish(self, blocks: list[bytes]) -> float: ...
+
+    def discard(self) -> None: ...
+
+
+def drain(pipe: BlockPipe, write: Callable[[list[bytes]], None]) -> None:
+    """``write`` every block ``pipe`` hands over, until it is closed or aborted."""
+    try:
+        while (blocks := pipe.get()) is not None:
+            write(blocks)
+    except BaseException:
+        pipe.abort()  # the loop's next put raises instead of waiting for room
+        raise
+
+
 class Sink:
-    """Writes results under one output folder."""
+    """Writes results under one output folder.
+
+    :meth:`write` streams, checks and publishes through a :class:`Part`;
+    :class:`bulkfetch.object_store.StoreSink` is the same with parts that are uploads.
+    """
 
     def __init__(self, out: Path) -> None:
         self.out = out
         self._root = out.resolve()
         self._out = os.fspath(out)
+        #: Remove only this run's jobs' temporary files (``--shard``: the other parts of
+        #: the manifest may be writing into the same folder now).
+        self.own_partials_only = False
 
     def target(self, relative: PurePosixPath | str) -> Path:
         rel = PurePosixPath(relative)
@@ -148,11 +188,42 @@ class Sink:
         with contextlib.suppress(OSError):
             os.unlink(probe)  # noqa: PTH108
 
-    def remove_partials(self, owned: Collection[PurePosixPath] | None = None) -> int:
-        """Delete temporary files a crashed run left behind. Returns how many.
+    async def prepare(
+        self, records: Mapping[str, JobRecord], jobs: Iterable[Job]
+    ) -> list[JobRecord]:
+        """Before a run: remove what crashed runs left; returns done jobs found that the
+        ledger does not know of (a folder has none: its files carry no job key)."""
+        jobs = list(jobs)
+        if self.own_partials_only:
+            owned = [job.relative_path() for job in jobs]
+            removed = await anyio.to_thread.run_sync(self.remove_own_partials, owned)
+        else:
+            removed = await anyio.to_thread.run_sync(self.remove_partials)
+        if removed:
+            log.info("removed %d partial file(s) left by an earlier run", removed)
+        return await self.verify(records, jobs)
 
-        With ``owned`` (a ``--shard`` run: other parts may be writing into the same
-        folder right now), only the temporary files of those results."""
+    async def verify(
+        self, records: Mapping[str, JobRecord], jobs: Iterable[Job]
+    ) -> list[JobRecord]:
+        """Read-only: the done jobs found at the destination that ``records`` does not have
+        as done (none in a folder), and whatever :meth:`file_ok` needs beforehand."""
+        return []
+
+    def open_part(self, relative: PurePosixPath, key: str) -> Part:
+        """Where the result for ``relative`` goes while it streams: a part file beside it."""
+        final = self.target(relative)
+        temporary = final.with_name(f".{final.name}.{secrets.token_hex(4)}{PART_SUFFIX}")
+        return _PartFile(temporary, final)
+
+    def remove_partials(self) -> int:
+        """Delete temporary files a crashed run left behind. Returns how many."""
+        return self.remove_own_partials(None)
+
+    def remove_own_partials(self, owned: Collection[PurePosixPath] | None) -> int:
+        """Delete the temporary files crashed runs left for the results ``owned`` (a
+        ``--shard`` run: other parts may be writing into the same folder right now), or
+        all with None. Returns how many."""
         removed = 0
         if not self.out.is_dir():
             return 0
@@ -167,8 +238,12 @@ class Sink:
                 log.warning("could not remove leftover %s: %s", part, exc.strerror)
         return removed
 
-    async def write(self, relative: PurePosixPath, expected: str, ready: Ready) -> Written:
+    async def write(
+        self, relative: PurePosixPath, expected: str, ready: Ready, *, key: str = ""
+    ) -> Written:
         """Stream ``ready`` into place at ``relative``; raises on a bad or short body.
+
+        ``key`` is the job's (an object's metadata names it; a file does not).
 
         The event loop only receives. A body of at most ``SMALL_BODY`` is checked, then
         written, fsynced and renamed into place in one worker-thread call. A bigger one is
@@ -178,8 +253,7 @@ class Sink:
         wait, so memory stays bounded whatever the file's size. Only a checked, complete
         body is fsynced and renamed.
         """
-        final = self.target(relative)
-        part = _PartFile(final.with_name(f".{final.name}.{secrets.token_hex(4)}{PART_SUFFIX}"))
+        part = self.open_part(relative, key)
         size = 0
         head = b""
         pending: list[bytes] = []
@@ -202,7 +276,7 @@ class Sink:
                 check_result(
                     expected=expected, head=head, size=size, content_length=ready.content_length
                 )
-                written_at = await anyio.to_thread.run_sync(part.publish, final, pending)
+                written_at = await anyio.to_thread.run_sync(part.publish, pending)
                 return _written(relative, size, part, started, written_at)
             pipe = BlockPipe(QUEUE_BLOCKS)
             try:
@@ -234,10 +308,10 @@ class Sink:
                 _, rest = group.split(anyio.BrokenResourceError)
                 raise first_error(rest or group) from None
             # The writer has written every block it was sent; the rest goes with the publish.
-            written_at = await anyio.to_thread.run_sync(part.publish, final, pending)
+            written_at = await anyio.to_thread.run_sync(part.publish, pending)
         except OSError as exc:
             part.discard()
-            raise _storage_error(exc, final) from None
+            raise _storage_error(exc, part.where) from None
         except BaseException:
             part.discard()
             raise
@@ -245,7 +319,7 @@ class Sink:
 
 
 def _written(
-    relative: PurePosixPath, size: int, part: _PartFile, started: float, written_at: float
+    relative: PurePosixPath, size: int, part: Part, started: float, written_at: float
 ) -> Written:
     now = time.monotonic()
     start = started or now  # (an empty body never started)
@@ -288,10 +362,12 @@ class _PartFile:
     call returned) closes and deletes the file.
     """
 
-    __slots__ = ("_digest", "_fd", "path")
+    __slots__ = ("_digest", "_fd", "final", "path", "where")
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, final: Path) -> None:
         self.path = path
+        self.final = final
+        self.where = str(final)
         self._fd = -1
         self._digest = hashlib.sha256()
 
@@ -309,15 +385,9 @@ class _PartFile:
         _writev_all(self._fd, blocks)
 
     def drain(self, pipe: BlockPipe) -> None:
-        """``write`` every block ``pipe`` hands over, until it is closed or aborted."""
-        try:
-            while (blocks := pipe.get()) is not None:
-                self.write(blocks)
-        except BaseException:
-            pipe.abort()  # the loop's next put raises instead of waiting for room
-            raise
+        drain(pipe, self.write)
 
-    def publish(self, final: Path, blocks: list[bytes]) -> float:
+    def publish(self, blocks: list[bytes]) -> float:
         """Write the last ``blocks``, fsync, close, rename over ``final``, fsync its folder.
 
         Returns when (``time.monotonic``) the last byte was written, before the fsync.
@@ -327,8 +397,8 @@ class _PartFile:
         os.fsync(self._fd)
         fd, self._fd = self._fd, -1
         os.close(fd)
-        self.path.replace(final)
-        fsync_directory(final.parent)
+        self.path.replace(self.final)
+        fsync_directory(self.final.parent)
         return written_at
 
     def discard(self) -> None:
@@ -373,7 +443,7 @@ def _mkdirs(path: Path) -> None:
         fsync_directory(folder.parent)
 
 
-def _storage_error(exc: OSError, final: Path) -> StorageError:
+def _storage_error(exc: OSError, final: str) -> StorageError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageError(f"disk full while writing {final}: free some space and run again")
     return StorageError(f"cannot write {final}: {exc.strerror or exc}")

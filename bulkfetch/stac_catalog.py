@@ -79,6 +79,9 @@ class Destination(Protocol):
     def local_path(self, relative: str) -> Path | None:
         """The file as a local path to open for reading, or None where there is none."""
 
+    def first_bytes(self, relative: str, length: int) -> bytes | None:
+        """Up to ``length`` bytes from the file's start (a header), or None if it is missing."""
+
 
 class LocalFolder:
     """A :class:`Destination` on a local (or mounted) file system, through ``durable``."""
@@ -133,6 +136,13 @@ class LocalFolder:
         try:
             return self._path(relative)
         except ValueError:
+            return None
+
+    def first_bytes(self, relative: str, length: int) -> bytes | None:
+        try:
+            with self._path(relative).open("rb") as stream:
+                return stream.read(length)
+        except (OSError, ValueError):
             return None
 
     def size(self, relative: str) -> int | None:

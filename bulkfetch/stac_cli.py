@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import logging
 import re
 from collections import Counter
@@ -42,6 +43,7 @@ from PIL import Image
 
 from ._manifest_readers import READERS
 from .config import RunConfig
+from .destination import display, open_destination, store_url
 from .durable import FileLock
 from .errors import BulkfetchError, LedgerLocked, ManifestError, UsageError
 from .ledger import JobRecord, JobState, Ledger
@@ -54,7 +56,6 @@ from .stac_catalog import (
     Destination,
     Entry,
     Group,
-    LocalFolder,
     Published,
     collection_path,
     scan,
@@ -192,10 +193,13 @@ def _latest_per_path(records: Iterable[JobRecord]) -> dict[str, JobRecord]:
 def _band_count(dest: Destination, path: str) -> int:
     """The bands of the GeoTIFF at ``path``, from its header (0 if it cannot be read)."""
     local = dest.local_path(path)
-    if local is None:
-        return 0
     try:
-        with Image.open(local) as image:
+        # A bucket's object: its first 64 KiB, where a TIFF's first IFD (the band count)
+        # is in the files EOS and GDAL write; an IFD further on gives 0, as unreadable.
+        head = None if local is not None else dest.first_bytes(path, 1 << 16)
+        if local is None and head is None:
+            return 0
+        with Image.open(local if local is not None else io.BytesIO(head or b"")) as image:
             return len(image.getbands())
     except (OSError, ValueError, Image.DecompressionBombError):
         return 0
@@ -325,7 +329,7 @@ def refresh_catalog(
     if not ledger_path.is_file():
         raise UsageError(f"no ledger at {ledger_path}")
     result = Refreshed()
-    dest = LocalFolder(out)
+    dest = open_destination(out)
     # One writer at a time: two refreshes interleaving could remove each other's new Items.
     lock = FileLock(ledger_path.with_name(ledger_path.name + ".stac-lock"), target=out / CATALOG)
     try:
@@ -341,7 +345,7 @@ def refresh_catalog(
             dest,
             groups,
             existing,
-            title=f"bulkfetch: {out.resolve().name or out}",
+            title=f"bulkfetch: {display(out) if store_url(out) else out.resolve().name or out}",
             description="EOS Download visual results, as bulkfetch downloaded them "
             "(8-bit rendered images in EPSG:3857).",
         )
@@ -368,8 +372,9 @@ def refresh_catalog(
 def summary_line(out: Path, result: Refreshed) -> str:
     p = result.published
     kept = f"; {result.kept} kept from the catalog" if result.kept else ""
+    where = f"{display(out)}/{CATALOG}" if store_url(out) else out / CATALOG
     return (
-        f"{out / CATALOG}: {counted(result.items, 'item')} in "
+        f"{where}: {counted(result.items, 'item')} in "
         f"{counted(result.collections, 'collection')} "
         f"({p.written} files written, {p.unchanged} unchanged, {p.removed} removed{kept})"
     )
@@ -380,7 +385,7 @@ def summary_line(out: Path, result: Refreshed) -> str:
     "--out",
     "-o",
     type=click.Path(file_okay=False, path_type=Path),
-    help="The destination: the folder the images are in.",
+    help="The destination: the folder the images are in, or their bucket (s3://bucket/prefix...).",
 )
 @click.option(
     "--ledger",

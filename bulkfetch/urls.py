@@ -1,28 +1,19 @@
-"""Where a run talks to and writes to, checked before anything is created or sent.
+"""Where a run talks to, checked before anything is sent (where it writes to is
+:mod:`bulkfetch.destination`'s: a folder, or an s3/gs/az URL, any other scheme refused).
 
 * ``check_service_url``: ``--api-url`` and ``--search-url`` must be ``http(s)://host/...``;
   anything else (``not-a-url``, ``ftp://...``) is a usage error naming the flag.
-* ``check_out``: ``--out`` is a local folder; a URL (``s3://bucket/prefix``, ``gs://``,
-  ``az://``...) is refused until such destinations are supported, rather than written
-  into a local folder named ``s3:``.
 * ``display_url``: a URL as messages show it: no query, fragment or credentials (a user
   may have put a key there).
 """
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 from yarl import URL
 
 from .errors import UsageError
 
-__all__ = ["check_out", "check_service_url", "display_url"]
-
-#: ``scheme:/`` at the start: a pathlib.Path keeps one slash of ``s3://``. One letter is
-#: a Windows drive (``C:/``), not a scheme.
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):/")
+__all__ = ["check_service_url", "display_url"]
 
 
 def display_url(text: str) -> str:
@@ -51,16 +42,3 @@ def check_service_url(text: str, flag: str) -> str:
     if not url.host:
         raise UsageError(f"{flag} {shown!r} has no host ({example})")
     return text
-
-
-def check_out(path: Path | str) -> None:
-    """Refuse an output that is a URL rather than a local folder."""
-    text = str(path)
-    match = _SCHEME.match(text)
-    if match:
-        scheme = match.group(1)
-        shown = f"{scheme}://{text[match.end() :].lstrip('/')}"
-        raise UsageError(
-            f"--out {shown!r} is a URL ({scheme}://): writing to object storage is not "
-            "supported yet; give a local folder (and copy it there afterwards)"
-        )

@@ -130,7 +130,7 @@ def load_ledger_json(out: Path) -> dict[str, Any]:
 def run_cli(
     sim: SimulatorThread,
     manifest: Path,
-    out: Path,
+    out: Path | str,
     *flags: str | Path,
     env: Mapping[str, str] | None = None,
     timeout: float = 90,

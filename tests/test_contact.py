@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bulkfetch.contact import FirstContact
+from bulkfetch.destination import store_url
 from bulkfetch.errors import (
     AuthError,
     BadRequest,
@@ -15,7 +16,7 @@ from bulkfetch.errors import (
     TransientError,
     UsageError,
 )
-from bulkfetch.urls import check_out, check_service_url, display_url
+from bulkfetch.urls import check_service_url, display_url
 
 REFUSED = TransientError("creating a task: connection refused")
 HTML = NotTheApi("x", what="an HTML page (HTTP 200)", at_once=True)
@@ -142,17 +143,27 @@ def test_a_key_in_a_bad_url_is_not_repeated() -> None:
         (Path("s3://bucket/prefix"), "s3"),  # what click's Path type makes of it
         ("gs://bucket/p", "gs"),
         ("az://container/p", "az"),
-        ("abfss://c@acct.dfs.core.windows.net/p", "abfss"),
-        ("https://example.com/upload", "https"),
     ],
 )
-def test_an_out_that_is_a_url_is_refused(out: str | Path, scheme: str) -> None:
+def test_an_out_that_is_a_bucket_url_is_a_bucket(out: str | Path, scheme: str) -> None:
+    url = store_url(out)
+    assert url is not None and url.scheme == scheme
+
+
+@pytest.mark.parametrize(
+    ("out", "scheme"),
+    [
+        ("abfss://c@acct.dfs.core.windows.net/p", "abfss"),
+        ("https://example.com/upload", "https"),
+        ("ftp://host/p", "ftp"),
+    ],
+)
+def test_an_out_that_is_another_url_is_refused(out: str, scheme: str) -> None:
     with pytest.raises(UsageError) as info:
-        check_out(out)
-    assert f"is a URL ({scheme}://)" in str(info.value)
-    assert "--out 's3://bucket/prefix'" in str(info.value) or scheme != "s3"
+        store_url(out)
+    assert f"{scheme}:// is not a destination bulkfetch writes to" in str(info.value)
 
 
 @pytest.mark.parametrize("out", ["out", "./s3", "/data/images", "C:/images", "a:b/c", "x/s3://y"])
 def test_local_folders_are_accepted(out: str) -> None:
-    check_out(out)
+    assert store_url(out) is None

@@ -453,7 +453,7 @@ def test_a_shard_removes_only_its_own_leftovers(tmp_path: Path) -> None:
     for path in (mine, theirs):
         path.write_bytes(b"data")
     owned = [PurePosixPath("a/y.v2.png"), PurePosixPath("z.jpg")]
-    assert Sink(tmp_path).remove_partials(owned) == 1
+    assert Sink(tmp_path).remove_own_partials(owned) == 1
     assert not mine.exists()
     assert theirs.exists()
 
