@@ -284,9 +284,8 @@ def cli_in(cwd: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
         (["--api-url", "not-a-url"], "--api-url 'not-a-url' must be an http(s) URL"),
         (["--api-url", "ftp://eos.example/api"], "its scheme is 'ftp'"),
         (["--api-url", "http://"], "has no host"),
-        (["--out", "s3://bucket/prefix"], "--out 's3://bucket/prefix' is a URL (s3://)"),
-        (["--out", "gs://bucket/p"], "is a URL (gs://)"),
-        (["--out", "az://container/p"], "is a URL (az://)"),
+        (["--out", "ftp://bucket/prefix"], "ftp:// is not a destination bulkfetch writes to"),
+        (["--out", "https://example.com/up"], "https:// is not a destination bulkfetch"),
     ],
 )
 @pytest.mark.parametrize("command", ["run", "plan"])
