@@ -2,8 +2,9 @@
 
 Usage (from the repository root, in the project's virtualenv)::
 
-    python -m benchmarks                 # every case, full size (~15 min on 2 cores)
-    python -m benchmarks --quick         # smaller N, a smoke run (~2 min)
+    python -m benchmarks                 # the full run (~25 min on 2 cores)
+    python -m benchmarks --quick         # smaller N and a few cells, a smoke run (~4 min)
+    python -m benchmarks --case matrix --cells spacing   # the matrix's spacing cells
     python -m benchmarks --case heavy-tail --case streaming
 
 A full run writes ``benchmarks/RESULTS.md`` (and ``RESULTS.json`` beside it); a ``--quick``
@@ -11,8 +12,11 @@ or ``--case`` run writes only what ``--output`` names, so a smoke run never over
 full results. Benchmarks are not tests: nothing here fails on a timing; a missed target is
 reported, with the figures that explain it.
 
-Cases: known-rates, heavy-tail, rates-too-high, rates-too-low (each with the fixed-delay and
-sequential scripts beside bulkfetch), streaming, object-store (moto's S3 server), scale.
+Cases: matrix (every limiter kind x Retry-After form x configured rate, bulkfetch beside the
+fixed-delay and sequential scripts), nginx (behind nginx's own limit_req), heavy-tail,
+streaming, object-store (moto's S3 server), scale, shared (2 and 4 processes on one key,
+through the file store and Redis); and, not in the full run, the older single-server cases
+known-rates, rates-too-high and rates-too-low (in-process, on the simulator's sliding log).
 """
 
 from __future__ import annotations
@@ -33,13 +37,17 @@ from pathlib import Path
 import orjson
 
 from benchmarks.common import CaseResult, RunFigures
+from benchmarks.matrix import CELLS, KINDS, NGINX, Cell, run_matrix
 from benchmarks.object_store import run_object_store_case
 from benchmarks.report import render
 from benchmarks.scale import run_scale_case
 from benchmarks.scheduling import CASES, run_scheduling_case, start_sequential
+from benchmarks.shared import run_shared_case
 from benchmarks.streaming import MB, run_streaming_case
 
-ALL = [*CASES, "streaming", "object-store", "scale"]
+ALL = ["matrix", "nginx", *CASES, "streaming", "object-store", "scale", "shared"]
+#: What a full run (no --case) runs.
+FULL = ["matrix", "nginx", "heavy-tail", "streaming", "object-store", "scale", "shared"]
 HERE = Path(__file__).resolve().parent
 
 
@@ -50,6 +58,13 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smaller N: a smoke run")
     parser.add_argument(
         "--case", action="append", choices=ALL, help="run only this case (repeatable)"
+    )
+    parser.add_argument(
+        "--cells",
+        action="append",
+        metavar="TEXT",
+        help="matrix: only the cells whose name holds TEXT (repeatable; e.g. spacing, "
+        "'too high', 'whole window')",
     )
     parser.add_argument(
         "--output",
@@ -64,9 +79,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         "(slower); by default they run in the background, beside the other clients",
     )
     parser.add_argument(
-        "--no-diagnostics",
+        "--diagnostics",
         action="store_true",
-        help="skip the diagnostic variants of bulkfetch in cases 1 and 2 (not in --quick)",
+        help="also run the diagnostic variants of bulkfetch in cases 1 and 2 (slow)",
     )
     return parser.parse_args(argv)
 
@@ -104,6 +119,25 @@ async def _scheduling(
     return results
 
 
+#: Jobs per matrix run: enough for the lanes to settle, few enough for ~74 runs in ~15 min.
+MATRIX_N = 150
+MATRIX_SEED = 11
+
+
+def _cells(name: str, *, quick: bool, only: list[str] | None) -> list[Cell]:
+    if name == "nginx":
+        chosen = [Cell(NGINX, "off"), Cell(NGINX, "off", 2.0)]
+    elif quick:
+        chosen = [Cell(k, "float") for k in KINDS]
+        chosen += [Cell("sliding", "window", 2.0), Cell("bucket", "off", 2.0)]
+        chosen += [Cell("spacing", "float", 0.5, True)]
+    else:
+        chosen = list(CELLS)
+    if only:
+        chosen = [c for c in chosen if any(text in c.name for text in only)]
+    return chosen
+
+
 def _code_state() -> str:
     """The bulkfetch code measured: HEAD and the files changed in the working tree."""
     try:
@@ -129,8 +163,8 @@ def _code_state() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
-    names = args.case or ALL
-    full = not args.quick and args.case is None
+    names = args.case or FULL
+    full = not args.quick and args.case is None and args.cells is None
     output: Path | None = args.output or (HERE / "RESULTS.md" if full else None)
     n, n_seq = (100, 10) if args.quick else (300, 60)
     command = "python -m benchmarks" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
@@ -138,6 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     when = datetime.now(UTC)
     code_before = _code_state()
     results: list[CaseResult] = []
+    for name in ("matrix", "nginx"):
+        if name in names:
+            chosen = _cells(name, quick=args.quick, only=args.cells)
+            with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+                results.append(
+                    asyncio.run(
+                        run_matrix(
+                            chosen,
+                            n=80 if args.quick else MATRIX_N,
+                            n_seq=10 if args.quick else 30,
+                            seed=MATRIX_SEED,
+                            tmp=Path(tmp),
+                        )
+                    )
+                )
     sched = [name for name in names if name in CASES]
     if sched:
         with tempfile.TemporaryDirectory(prefix="bench-seq-") as tmp:
@@ -147,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                     n=n,
                     n_seq=n_seq,
                     serial=args.serial,
-                    diagnose=not args.quick and not args.no_diagnostics,
+                    diagnose=args.diagnostics and not args.quick,
                     quick=args.quick,
                     tmp=Path(tmp),
                 )
@@ -164,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         print("[bench] scale ...", file=sys.stderr, flush=True)
         sizes_scale = (10_000, 2_000) if args.quick else (100_000, 20_000)
         results.append(run_scale_case(n_manifest=sizes_scale[0], n_full=sizes_scale[1]))
+    if "shared" in names:
+        print("[bench] shared ...", file=sys.stderr, flush=True)
+        results.append(run_shared_case(n=120 if args.quick else 400, with_none=not args.quick))
     for result in results:
         for what, target, measured, ok in result.targets:
             mark = "met" if ok else "MISSED"
@@ -196,7 +248,7 @@ def _case_json(result: CaseResult) -> dict[str, object]:
         "name": result.name,
         "setup": result.setup,
         "seconds": result.seconds,
-        "runs": [run.to_json() for run in result.runs],
+        "runs": [run.to_json() for run in [*result.runs, *result.runs_json]],
         "targets": [
             {"what": w, "target": t, "measured": m, "met": ok} for w, t, m, ok in result.targets
         ],

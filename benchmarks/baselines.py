@@ -56,6 +56,8 @@ class _Api:
     def __init__(self, session: aiohttp.ClientSession, api_url: str, backoff: float) -> None:
         #: When each "not ready" answer came (``time.time()``), for the diagnostics.
         self.not_ready: list[float] = []
+        #: 429s per lane (behind nginx the simulator never sees them).
+        self.rate_limited = {"create": 0, "status": 0}
         self.session = session
         self.api_url = api_url
         self.backoff = backoff
@@ -68,6 +70,7 @@ class _Api:
             body = {"type": "jpeg", "params": params}
             async with self.session.post(self.api_url, json=body) as resp:
                 if resp.status == 429:
+                    self.rate_limited["create"] += 1
                     await asyncio.sleep(self._backoff(attempt))
                     attempt += 1
                     continue
@@ -83,6 +86,7 @@ class _Api:
                 await pacer.wait()
             async with self.session.get(f"{self.api_url}/{task_id}") as resp:
                 if resp.status == 429:
+                    self.rate_limited["status"] += 1
                     await asyncio.sleep(self._backoff(attempt))
                     attempt += 1
                     continue
@@ -115,8 +119,11 @@ async def sequential(
     api_key: str,
     poll_every: float,
     backoff: float,
+    stats: dict[str, int] | None = None,
 ) -> tuple[dict[str, TaskTrace], list[float]]:
-    """Create, poll every ``poll_every`` s until done, save; then the next job."""
+    """Create, poll every ``poll_every`` s until done, save; then the next job.
+
+    ``stats`` (if given) gets the 429s per lane."""
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     traces: dict[str, TaskTrace] = {}
     async with _session(api_key) as session:
@@ -131,6 +138,8 @@ async def sequential(
                     _save(out, i, data)
                     traces[task_id] = TaskTrace(created, time.time())
                     break
+    if stats is not None:
+        stats.update(api.rate_limited)
     return traces, api.not_ready
 
 
@@ -144,8 +153,11 @@ async def fixed_delay(
     status_interval: float,
     poll_every: float,
     backoff: float,
+    stats: dict[str, int] | None = None,
 ) -> tuple[dict[str, TaskTrace], list[float]]:
-    """Create everything behind one pacer, poll each task every ``poll_every`` s behind another."""
+    """Create everything behind one pacer, poll each task every ``poll_every`` s behind another.
+
+    ``stats`` (if given) gets the 429s per lane."""
     await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     traces: dict[str, TaskTrace] = {}
     create_pacer, status_pacer = Pacer(create_interval), Pacer(status_interval)
@@ -169,4 +181,6 @@ async def fixed_delay(
 
         for i, params in enumerate(jobs):
             tg.create_task(one(i, params))
+    if stats is not None:
+        stats.update(api.rate_limited)
     return traces, api.not_ready

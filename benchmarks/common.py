@@ -31,6 +31,7 @@ __all__ = [
     "TaskTrace",
     "figures_from",
     "job_params",
+    "ledger_traces",
     "sim_config",
     "write_manifest",
 ]
@@ -47,6 +48,7 @@ def sim_config(
     median_slots: float,
     sigma: float,
     rate: int = RATE,
+    retry_after: str = "float",
     **extra: Any,
 ) -> SimConfig:
     """A well-behaved EOS at ``rate`` requests/s per lane, lognormal processing in slots."""
@@ -56,7 +58,7 @@ def sim_config(
         create_window=1.0,
         status_limit=rate,
         status_window=1.0,
-        retry_after="float",
+        retry_after=retry_after,  # type: ignore[arg-type]
         processing_median=median_slots / rate,
         processing_sigma=sigma,
         **extra,
@@ -166,9 +168,26 @@ class CaseResult:
     tables: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)
     paragraphs: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: Runs kept in RESULTS.json only (the matrix's, summed up in its own table).
+    runs_json: list[RunFigures] = field(default_factory=list)
 
     def target(self, what: str, target: str, measured: float, ok: bool, fmt: str = ".3f") -> None:
         self.targets.append((what, target, format(measured, fmt), ok))
+
+
+def ledger_traces(out: Path) -> tuple[dict[str, TaskTrace], int]:
+    """bulkfetch's ``TaskTrace`` per task id from the ledger in ``out``, and the jobs done."""
+    from bulkfetch.ledger import JobState, Ledger
+
+    traces: dict[str, TaskTrace] = {}
+    done = 0
+    with Ledger.open(out / "bulkfetch-ledger.json", readonly=True) as ledger:
+        for record in ledger.records().values():
+            if record.task_id:
+                fetched = record.updated_at if record.state is JobState.DONE else None
+                done += record.state is JobState.DONE
+                traces[record.task_id] = TaskTrace(record.created_at, fetched)
+    return traces, done
 
 
 def figures_from(

@@ -38,11 +38,11 @@ from benchmarks.common import (
     TaskTrace,
     figures_from,
     job_params,
+    ledger_traces,
     sim_config,
     write_manifest,
 )
 from bulkfetch.config import Rate
-from bulkfetch.ledger import JobState, Ledger
 from bulkfetch.simulator import TEST_API_KEY, SimConfig, run_in_thread
 
 __all__ = ["CASES", "SchedulingCase", "run_scheduling_case"]
@@ -73,6 +73,14 @@ class SchedulingCase:
     #: More seeds to run bulkfetch and the fixed-delay script on (full runs only): one
     #: draw of 300 processing times decides a few % of the ratio by itself.
     spread_seeds: tuple[int, ...] = ()
+    #: How the server counts (``simulator.limits``) and how its 429s say Retry-After.
+    limiter: str = "sliding"
+    retry_after: str = "float"
+    burst: int = 0
+    #: The most 429s bulkfetch may draw in the run (None: not judged).
+    max_429: int | None = None
+    #: Judged against the fixed-delay client: bulkfetch must finish first.
+    beat_fixed_delay: bool = False
 
     def describe(self, n: int, n_seq: int) -> str:
         client = RATE * self.client_factor
@@ -96,7 +104,6 @@ CASES: dict[str, SchedulingCase] = {
             median_slots=20,
             sigma=0.5,
             seed=11,
-            max_status_per_job=1.10,
             max_pct_429=0.5,
             diagnose=True,
             spread_seeds=(3, 5, 7, 13),
@@ -112,7 +119,6 @@ CASES: dict[str, SchedulingCase] = {
             seed=3,
             # Seed 3's first 100 tasks include a 40 s one; seed 9's longest is 15 s.
             quick_seed=9,
-            max_status_per_job=1.3,
             diagnose=True,
         ),
         SchedulingCase(
@@ -140,7 +146,14 @@ CASES: dict[str, SchedulingCase] = {
 
 
 def _config(case: SchedulingCase) -> SimConfig:
-    return sim_config(seed=case.seed, median_slots=case.median_slots, sigma=case.sigma)
+    return sim_config(
+        seed=case.seed,
+        median_slots=case.median_slots,
+        sigma=case.sigma,
+        limiter=case.limiter,
+        retry_after=case.retry_after,
+        burst=case.burst,
+    )
 
 
 #: What a client's run hands back: traces by task id, "not ready" times, jobs done, notes.
@@ -222,12 +235,7 @@ async def run_bulkfetch(
             logger.removeHandler(polls)
             logger.setLevel(logging.WARNING)
             logger.propagate = True
-        traces: dict[str, TaskTrace] = {}
-        with Ledger.open(out / "bulkfetch-ledger.json", readonly=True) as ledger:
-            for record in ledger.records().values():
-                if record.task_id:
-                    fetched = record.updated_at if record.state is JobState.DONE else None
-                    traces[record.task_id] = TaskTrace(record.created_at, fetched)
+        traces, _ = ledger_traces(out)
         lanes = result.report.get("lanes", {})
         notes = [f"outcome: {result.outcome}"] + [
             f"{k} lane at the end: {v}" for k, v in lanes.items()

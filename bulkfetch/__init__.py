@@ -9,7 +9,9 @@ The package is the data flow, one module per stage, each depending only on those
         -> client     (the EOS task API: create, status/result)
         -> sink       (bytes to disk: streamed, checked, renamed into place)
     ledger    beside them (each job's state, crash-safe, via durable)
-    limiter   the shared per-lane pacing; engine wires it all; api/cli on top.
+    limiter   the shared per-lane pacing (shared with other processes on the key through
+              rate_share: shared_pace's decisions, rate_store's file or Redis); shard
+              splits a manifest; engine wires it all; api/cli on top.
     simulator apart: a local EOS for the demo, the tests and users' own tests.
 """
 

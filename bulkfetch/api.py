@@ -48,7 +48,10 @@ from .errors import (
 from .ledger import Ledger
 from .manifest import Manifest
 from .manifest_cache import cache_path, load_manifest_cached
+from .rate_share import RateSession, open_rates
+from .rate_store import check_store_url
 from .report import build_report, job_rows, lane_figures, write_report
+from .shard import Shard
 from .sink import Sink
 from .urls import check_service_url
 
@@ -99,6 +102,10 @@ def _config(out: Path | str, options: Mapping[str, Any]) -> RunConfig:
     for name in ("ledger", "report"):
         if isinstance(opts.get(name), str):
             opts[name] = Path(opts[name])
+    if isinstance(opts.get("shard"), str):
+        opts["shard"] = Shard.parse(opts["shard"])
+    if "rate_store" in opts:
+        opts["rate_store"] = check_store_url(str(opts["rate_store"]))
     for name in ("max_duration", "max_outage"):  # "50m", as the flag takes it
         if isinstance(opts.get(name), str):
             opts[name] = parse_duration(opts[name])
@@ -141,8 +148,24 @@ async def run_async(
         key = load_api_key(Path(api_key_file) if api_key_file is not None else None)
     if not isinstance(manifest, Manifest):
         manifest = load_manifest_cached(Path(manifest), cache_path(cfg.ledger_path))
+    if cfg.shard is not None:
+        manifest = cfg.shard.select(manifest)
     for warning in manifest.warnings:
         log.warning("%s", warning)
+    # Before anything is sent: a rate store named and not answering stops the run (exit 3).
+    async with open_rates(cfg, key) as rates:
+        return await _run_sharing(manifest, cfg, key, rates, handle_signals, progress)
+
+
+async def _run_sharing(
+    manifest: Manifest,
+    cfg: RunConfig,
+    key: ApiKey,
+    rates: RateSession | None,
+    handle_signals: bool,
+    progress: Callable[[Run], Coroutine[Any, Any, None]] | None,
+) -> RunResult:
+    """The run once the manifest is read and the key's rate is shared (``rates``)."""
     if cfg.colormap_check:  # before anything is created: a typo would fail every job
         timeout = min(cfg.request_timeout, COLORMAP_TIMEOUT)
         notes = await check_colormaps(
@@ -163,7 +186,7 @@ async def run_async(
     if not store_url(cfg.out):  # (a bucket is checked by the engine, before any creation)
         Sink(cfg.out).check_writable()
     with Ledger.open(cfg.ledger_path) as ledger:
-        engine = Run(manifest, cfg, key, ledger)
+        engine = Run(manifest, cfg, key, ledger, rates=rates)
         stopped_by: list[int] = []
         fatal: BulkfetchError | None = None
         try:

@@ -45,7 +45,9 @@ from .manifest import Job, Manifest, load_manifest
 from .manifest_cache import cache_path, load_manifest_cached
 from .plan import ACTION_TEXT, make_plan
 from .progress import show_bar, show_lines
+from .rate_store import check_store_url
 from .report import build_report, ledger_manifest
+from .shard import Shard
 from .summary import failure_lines, make_summary, summary_fields, summary_lines
 from .units import counted, duration_text
 from .urls import check_service_url
@@ -97,6 +99,22 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         return None
     try:
         return parse_duration(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
+    if value is None:
+        return None
+    try:
+        return Shard.parse(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _rate_store(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return check_store_url(value)
     except UsageError as exc:
         raise click.BadParameter(str(exc), ctx, param) from None
 
@@ -168,6 +186,12 @@ RUN_OPTIONS = [
         help="Probe above the configured rates (up to 4x) when the server allows it.",
     ),
     click.option(
+        "--save-status-calls",
+        is_flag=True,
+        help="Poll a task only once it is probably ready (fewer status calls, later finish), "
+        "instead of using every status slot.",
+    ),
+    click.option(
         "--max-in-flight",
         type=click.IntRange(min=1),
         help="Tasks created and not yet downloaded, at most (a count) [default: sized from "
@@ -221,6 +245,23 @@ RUN_OPTIONS = [
     ),
     click.option(
         "--retry-failed", is_flag=True, help="Try failed jobs again now, quarantined ones included."
+    ),
+    click.option(
+        "--shard",
+        callback=_shard,
+        metavar="K/N",
+        help="Run only part K of N of the manifest (by job key; K from 1), with its own "
+        "ledger [default: OUT/bulkfetch-ledger.shard-K-of-N.json].",
+    ),
+    click.option(
+        "--rate-store",
+        envvar="BULKFETCH_RATE_STORE",
+        callback=_rate_store,
+        default="",
+        metavar="URL",
+        help="Where runs on one key share its rate: redis://HOST:PORT/DB across hosts, "
+        "'none' for this run alone [default: a file under the user's cache folder, shared "
+        "by the runs on this host] (env BULKFETCH_RATE_STORE).",
     ),
 ]
 
@@ -297,6 +338,8 @@ def run(
             return
         key = load_api_key(api_key_file)
         jobs = load_manifest_cached(manifest, cache_path(config.ledger_path))
+        if config.shard is not None:
+            jobs = config.shard.select(jobs)
         progress = None if quiet else _progress_for(sys.stderr.isatty(), progress_interval)
         result = anyio.run(_run_cli, jobs, config, key, progress)
     except BulkfetchError as exc:
@@ -370,6 +413,8 @@ def _print_plan(
     # A dry run reads a cache that matches, and writes none: it must leave no file behind.
     if jobs is None:
         jobs = load_manifest_cached(manifest, cache_path(config.ledger_path), write=False)
+    if config.shard is not None:
+        jobs = config.shard.select(jobs)
     sink = open_sink(config.out)
     with Ledger.open(config.ledger_path, readonly=True) as book:
         found = []

@@ -23,10 +23,8 @@ The decisions (``parse_retry_after``, ``interpret_status``) are pure functions.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import logging
 import re
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
@@ -49,6 +47,7 @@ from .errors import (
     TaskGone,
     TransientError,
 )
+from .retry_after import parse_retry_after
 
 __all__ = [
     "Client",
@@ -140,26 +139,6 @@ class Ready:
         finally:
             if type(before) is int and before < size:
                 transport.max_size = before  # type: ignore[union-attr]
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN, inf
-        return None
-    return max(0.0, seconds)
 
 
 def interpret_status(data: Any) -> Pending | Failed | ResultUrl:

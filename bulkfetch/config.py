@@ -20,6 +20,7 @@ from yarl import URL
 
 from .destination import default_ledger, store_url
 from .errors import UsageError
+from .shard import Shard
 
 __all__ = [
     "CONFIG_NAME",
@@ -227,6 +228,9 @@ class RunConfig:
     #: Check the manifest's colormaps with EOS before the first creation, at this pace.
     colormap_check: bool = True
     colormap_rate: Rate = field(default_factory=lambda: Rate(10, 60.0))
+    #: Poll a task only once it is probably ready, instead of spending every status slot
+    #: on the likeliest task: fewer status calls (for plans that count them), later finish.
+    save_status_calls: bool = False
     #: Retry back-off after a transient failure: base * 2**n seconds, with jitter, capped.
     #: None: twice the lane's interval, so the back-off scales with the API's pace.
     backoff_base: float | None = None
@@ -248,12 +252,20 @@ class RunConfig:
     #: Seconds of failures, before the API has answered as the task API in this run, after
     #: which the URL is taken for a wrong one and the run stops (exit 3); see ``contact``.
     first_contact_grace: float = 45.0
+    #: Run only this part of the manifest (``--shard K/N``); each part has its own ledger.
+    shard: Shard | None = None
+    #: Where the lanes' pacing is shared with other runs on the same key: ``""`` for the
+    #: file store under the user's cache folder (one host), ``"none"`` for this process
+    #: alone, ``redis://host:port/db`` across hosts. See ``rate_store``.
+    rate_store: str = ""
 
     @property
     def ledger_path(self) -> Path:
-        """``--ledger``, else ``OUT/bulkfetch-ledger.json``, or for a bucket ``--out`` a file
+        """``--ledger``, else ``OUT/bulkfetch-ledger.json`` (``--shard K/N``: its own,
+        ``OUT/bulkfetch-ledger.shard-K-of-N.json``), or for a bucket ``--out`` a file
         under the user's state directory named after it (a bucket holds no ledger)."""
         if self.ledger is not None:
             return self.ledger
         url = store_url(self.out)
-        return default_ledger(url) if url is not None else self.out / "bulkfetch-ledger.json"
+        path = default_ledger(url) if url is not None else self.out / "bulkfetch-ledger.json"
+        return self.shard.ledger_for(path) if self.shard else path

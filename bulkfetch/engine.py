@@ -4,8 +4,9 @@ Two lanes share the process, each behind its own ``Limiter``:
 
 * the **create lane** takes the next job to create, records the intent in the ledger
   (``creating``), POSTs it, and records the task (``created``) as soon as the answer comes;
-* the **status lane** asks the ``Poller`` which task is most worth a status call now,
-  spends one slot on it, and, when the answer is the file, hands it to the ``Sink``.
+* the **status lane** spends every slot it may while a task is in flight, each on the task
+  the ``Poller`` says is most likely to be ready (with ``save_status_calls``, only once its
+  odds are good), and, when the answer is the file, hands it to the ``Sink``.
 
 The decisions are the scheduler's; this module only carries them out and records every
 state change in the ledger before acting on it, so a run killed at any instant is resumed
@@ -44,6 +45,7 @@ from .ledger import JobRecord, JobState, Ledger
 from .limiter import Limiter
 from .logs import JobTag
 from .manifest import Job, Manifest
+from .rate_share import RateSession
 from .scheduler import (
     Action,
     Poller,
@@ -104,15 +106,28 @@ class Run:
         ledger: Ledger,
         *,
         clock: Callable[[], float] = time.time,
+        rates: RateSession | None = None,
     ) -> None:
         self.manifest = manifest
+        #: The key's rate shared with other processes (``rate_share``), or None.
+        self.rates = rates
         self.config = config
         self.ledger = ledger
         self.jobs: dict[str, Job] = {job.key: job for job in manifest.jobs}
         self.sink = open_sink(config.out)
         self.client = Client(config.api_url, key, timeout=config.request_timeout)
-        self.create_limiter = Limiter("create", config.create_rate, learn=config.learn_rates)
-        self.status_limiter = Limiter("status", config.status_rate, learn=config.learn_rates)
+        self.create_limiter = Limiter(
+            "create",
+            config.create_rate,
+            learn=config.learn_rates,
+            shared=rates.lane("create") if rates else None,
+        )
+        self.status_limiter = Limiter(
+            "status",
+            config.status_rate,
+            learn=config.learn_rates,
+            shared=rates.lane("status") if rates else None,
+        )
         self.model = ProcessingModel(
             prior_median=config.first_poll_after or 2 * config.status_rate.interval
         )
@@ -123,6 +138,7 @@ class Run:
             self.model,
             margin=safety_margin(config.deadline_margin, self.task_timeout),
             min_gap=config.status_rate.interval,
+            eager=not config.save_status_calls,
         )
         self._clock = clock
         self._queue: list[tuple[float, int, str]] = []  # (not before, seq, key) to create
@@ -211,6 +227,8 @@ class Run:
         """Drive every job to done or failed, or until ``stop()``; returns the counters."""
         # Leftovers removed, done results checked, and results already at the destination
         # that the ledger does not know of (it was lost) taken as done: nothing is sent yet.
+        # A --shard run leaves the other parts' temporary files alone: they may be writing.
+        self.sink.own_partials_only = self.config.shard is not None
         found = await self.sink.prepare(self.ledger.records(), self.jobs.values())
         for record in found:
             self.ledger.put_soon(record)
@@ -232,6 +250,8 @@ class Run:
                     left = self._time_box - self._clock()
                     tg.cancel_scope.deadline = anyio.current_time() + left
                 if not self._finished():
+                    if self.rates is not None:
+                        tg.start_soon(self.rates.serve)
                     tg.start_soon(self._flush_ledger)
                     tg.start_soon(self._watch_first_contact)
                     tg.start_soon(self._create_lane, tg)
@@ -352,7 +372,7 @@ class Run:
                 continue
             if not self._may_create(now):
                 return
-            await self.create_limiter.acquire()
+            due = await self.create_limiter.acquire()
             if not self._queue or self._queue[0][0] > self._clock():
                 self.create_limiter.release_unused()
                 continue
@@ -361,18 +381,19 @@ class Run:
             self._launched += 1
             self._launched_today += 1
             self.counters.creating += 1
-            tg.start_soon(self._create_one, key)
+            tg.start_soon(self._create_one, key, due)
 
-    async def _create_one(self, key: str) -> None:
+    async def _create_one(self, key: str, due: float) -> None:
         try:
-            await self._create(key)
+            await self._create(key, due)
         finally:
             # Only now, with the task in the poller or the job re-queued or failed, may
             # the run see "nothing creating" and conclude that it is finished.
             self.counters.creating -= 1
             self._notify()
 
-    async def _create(self, key: str) -> None:
+    async def _create(self, key: str, due: float) -> None:
+        """Create ``key``'s task in the create slot ``due`` (the limiter's clock)."""
         job = self.jobs[key]
         record = self._record(key)
         self._creates[key] = self._creates.get(key, 0) + 1
@@ -390,12 +411,14 @@ class Run:
         scope = anyio.CancelScope(shield=True, deadline=anyio.current_time() + grace)
         self._create_scopes.add(scope)
         created = None
+        sent = due
         try:
             with scope:
                 await self._commit()
+                sent = await self.create_limiter.sending(due)
                 created = await self.client.create(job.api_body())
         except RateLimited as exc:
-            pause = self.create_limiter.rate_limited_by_server(exc.retry_after)
+            pause = self.create_limiter.rate_limited_by_server(exc.retry_after, sent)
             self.counters.create_429 += 1
             self._creates[key] -= 1
             self._put(record, state=JobState.PENDING, creates=record.creates - 1)
@@ -410,7 +433,7 @@ class Run:
         if created is None:
             log.warning("%s: no answer to a creation; the next run creates it again", _short(job))
             return
-        self.create_limiter.succeeded()
+        self.create_limiter.succeeded(sent)
         self._lane_ok(creating=True)
         now = self._clock()
         if created.task_timeout != self.task_timeout:
@@ -435,35 +458,37 @@ class Run:
             for key in self.poller.take_expired():
                 self._expired(key)
             self.poller.set_draining(not self._queue and not self.counters.creating)
-            due = self.poller.earliest_due()
+            due = self.poller.wants_slot(self._clock())
             if due > self._clock():
                 await self._wait(due)
                 continue
-            await self.status_limiter.acquire()
-            chosen = self.poller.next_due(self._clock())
+            due = await self.status_limiter.acquire()
+            chosen = self.poller.next_for_slot(self._clock())
             for expired in self.poller.take_expired():
                 self._expired(expired)
             if chosen is None:
                 self.status_limiter.release_unused()
                 continue
             await self._downloads.acquire()
-            tg.start_soon(self._poll_one, chosen)
+            tg.start_soon(self._poll_one, chosen, due)
 
-    async def _poll_one(self, key: str) -> None:
+    async def _poll_one(self, key: str, due: float) -> None:
         try:
-            await self._poll(key)
+            await self._poll(key, due)
         finally:
             self._downloads.release()
             self._notify()
 
-    async def _poll(self, key: str) -> None:
+    async def _poll(self, key: str, due: float) -> None:
+        """Poll ``key``'s task in the status slot ``due`` (the limiter's clock)."""
         job = self.jobs[key]
         record = self._record(key)
         self.counters.status_calls += 1
         self._contact.begin(self._clock())
+        sent = await self.status_limiter.sending(due)
         try:
             async with self.client.status(record.task_id) as answer:
-                self.status_limiter.succeeded()
+                self.status_limiter.succeeded(sent)
                 self._lane_ok(creating=False)
                 now = self._clock()
                 if isinstance(answer, Pending):
@@ -479,7 +504,7 @@ class Run:
                     job.relative_path(), job.expected_kind, answer, key=job.key
                 )
         except RateLimited as exc:
-            pause = self.status_limiter.rate_limited_by_server(exc.retry_after)
+            pause = self.status_limiter.rate_limited_by_server(exc.retry_after, sent)
             self.counters.status_429 += 1
             log.debug("status lane: 429, pausing %.3gs", pause)
             self.poller.retry_later(key, at=self._clock())

@@ -11,6 +11,8 @@
     │   ├── LedgerVersionError      written by a newer bulkfetch; never overwritten
     │   └── LedgerLocked            another run holds the ledger right now
     ├── StorageError                writing a result or the ledger failed (disk full, fsync)
+    ├── RateStoreError              the shared rate store (--rate-store) cannot be reached at
+    │                               the start (exit 3); mid-run, the lanes fall back instead
     └── ApiError                    the EOS API answered something other than what we asked for
         ├── AuthError               401/402/403: the key, plan or credit is refused; the run
         │                           stops (fatal)
@@ -50,6 +52,7 @@ __all__ = [
     "NotTheApi",
     "Problem",
     "RateLimited",
+    "RateStoreError",
     "StorageError",
     "TaskFailed",
     "TaskGone",
@@ -145,6 +148,14 @@ class StorageError(BulkfetchError):
 
     A failed fsync is not retried: the run stops, and the next run recovers.
     """
+
+
+class RateStoreError(BulkfetchError):
+    """Raised when the shared rate store cannot be used: unreachable at the start of a run
+    (fatal: exit 3, the store named), or failing mid-run (caught: the lanes fall back to
+    a conservative pace of their own)."""
+
+    fatal = True
 
 
 class ApiError(BulkfetchError):

@@ -7,12 +7,15 @@ decide. Three decisions live here:
   ledger record and whether its file is still there, skip it, poll its live task, or
   create it (again);
 * **which task to poll next** (``Poller``): every created task waits in one queue, ordered
-  by the time it becomes worth a status call. The status budget is the scarcest thing in
-  a run (a call spent on a task still processing is a call not spent downloading another),
-  so a task is first polled when the learned processing-time distribution says it is
-  probably done, and after each "not ready" the next poll waits until that is probable
-  again given the task's age. A task is never polled within ``margin`` seconds of its
-  deadline: it is handed back as expired, to be created again;
+  by the time its odds of being ready (from the learned processing-time distribution,
+  given its age and its last "not ready") reach ``target``. Makespan is the objective,
+  and under a rate limit a status slot left unused is lost for good, while a poll that
+  finds a task not ready in a slot nothing else wanted costs nothing. So every free slot
+  goes to the head of the queue, the task most likely to be ready (``next_for_slot``),
+  whether or not its odds have reached the target yet; a call-saving mode
+  (``eager=False``, for plans that count requests) polls a task only once they have. A
+  task is never polled within ``margin`` seconds of its deadline: it is handed back as
+  expired, to be created again;
 * **how many tasks to keep in flight** (``window_size``): enough that the status lane always
   has a task that is probably ready (Little's law over the learned processing time), few
   enough that none waits long enough to expire.
@@ -369,6 +372,12 @@ class Poller:
     watch_last: int = 3
     watch_fraction: float = 0.025
     watch_share: float = 0.05
+    #: Spend every free status slot on the task most likely to be ready (``next_for_slot``);
+    #: False polls a task only once its odds reach ``target`` (saves calls, costs time).
+    eager: bool = True
+    #: Tasks at the head of the queue compared by their odds for each slot: a bound on
+    #: the work per slot.
+    choose_among: int = 8
     _tasks: dict[str, TaskTiming] = field(default_factory=dict)
     _heap: list[tuple[float, int, str]] = field(default_factory=list)
     _seq: Iterator[int] = field(default_factory=itertools.count)
@@ -501,6 +510,71 @@ class Poller:
             task.due = math.inf  # in the caller's hands until not_ready/remove/retry_later
             return key
         return None
+
+    def next_for_slot(self, now: float) -> str | None:
+        """The task to spend a free status slot on now, or None.
+
+        When ``eager``: of the ``choose_among`` tasks at the head of the queue (due first,
+        whether or not their odds have reached the target yet), the one most likely to be
+        ready now (``odds_ready``). Ordered by when their odds reach the target, a task
+        found not ready once comes back to the head with odds that rise slower than
+        those of a task never polled, so the head alone wastes slots on it while ready
+        tasks wait. Never a task in the caller's hands, nor one held back by
+        ``retry_later`` before its time, nor one past its deadline margin (moved to
+        ``take_expired()``). Otherwise the task due now, if any (``next_due``).
+        """
+        if not self.eager:
+            return self.next_due(now)
+        held: list[tuple[float, int, str]] = []
+        candidates: list[tuple[float, int, str]] = []
+        while self._heap and len(candidates) < self.choose_among:
+            entry = heapq.heappop(self._heap)
+            due, _, key = entry
+            task = self._tasks.get(key)
+            if task is None or task.due != due:
+                continue  # removed, or rescheduled since
+            if task.pinned and due > now:
+                held.append(entry)  # a transient failure's back-off is not cut short
+                continue
+            if now >= task.deadline - self.margin:
+                del self._tasks[key]
+                self._expired.append(key)
+                continue
+            candidates.append(entry)
+        chosen = None
+        if candidates:
+            best = max(candidates, key=lambda e: (self.odds_ready(e[2], now), -e[0]))
+            chosen = best[2]
+            self._tasks[chosen].due = math.inf  # in the caller's hands until answered
+            held += [e for e in candidates if e is not best]
+        for entry in held:
+            heapq.heappush(self._heap, entry)
+        return chosen
+
+    def odds_ready(self, key: str, now: float) -> float:
+        """The model's odds that task ``key`` is ready at ``now``, given its last "not
+        ready" (``(F(age) - F(last)) / (1 - F(last))``)."""
+        task = self._tasks[key]
+        f_last = self.model.cdf(task.last_age)
+        if f_last >= 1.0:
+            return 1.0
+        return max(0.0, self.model.cdf(now - task.created_at) - f_last) / (1.0 - f_last)
+
+    def wants_slot(self, now: float) -> float:
+        """When the status lane next has a use for a slot (inf: no task to poll).
+
+        ``now`` (or earlier) whenever a task waits and ``eager`` holds; otherwise when the
+        next task becomes due. A task held back by ``retry_later`` counts from its time.
+        """
+        due = self.earliest_due()
+        if not self.eager or due <= now or due == math.inf:
+            return due
+        if not self._tasks[self._heap[0][2]].pinned:
+            return now
+        # Rare (transient failures): the head is held back, another task may not be.
+        if any(not t.pinned and t.due != math.inf for t in self._tasks.values()):
+            return now
+        return due
 
     def earliest_due(self) -> float:
         """When the next task becomes worth polling (inf if none)."""

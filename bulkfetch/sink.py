@@ -32,7 +32,7 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Protocol
@@ -149,6 +149,9 @@ class Sink:
         self.out = out
         self._root = out.resolve()
         self._out = os.fspath(out)
+        #: Remove only this run's jobs' temporary files (``--shard``: the other parts of
+        #: the manifest may be writing into the same folder now).
+        self.own_partials_only = False
 
     def target(self, relative: PurePosixPath | str) -> Path:
         rel = PurePosixPath(relative)
@@ -190,7 +193,12 @@ class Sink:
     ) -> list[JobRecord]:
         """Before a run: remove what crashed runs left; returns done jobs found that the
         ledger does not know of (a folder has none: its files carry no job key)."""
-        removed = await anyio.to_thread.run_sync(self.remove_partials)
+        jobs = list(jobs)
+        if self.own_partials_only:
+            owned = [job.relative_path() for job in jobs]
+            removed = await anyio.to_thread.run_sync(self.remove_own_partials, owned)
+        else:
+            removed = await anyio.to_thread.run_sync(self.remove_partials)
         if removed:
             log.info("removed %d partial file(s) left by an earlier run", removed)
         return await self.verify(records, jobs)
@@ -210,10 +218,19 @@ class Sink:
 
     def remove_partials(self) -> int:
         """Delete temporary files a crashed run left behind. Returns how many."""
+        return self.remove_own_partials(None)
+
+    def remove_own_partials(self, owned: Collection[PurePosixPath] | None) -> int:
+        """Delete the temporary files crashed runs left for the results ``owned`` (a
+        ``--shard`` run: other parts may be writing into the same folder right now), or
+        all with None. Returns how many."""
         removed = 0
         if not self.out.is_dir():
             return 0
+        mine = None if owned is None else {os.fspath(self.out.joinpath(*p.parts)) for p in owned}
         for part in _find_parts(self._out):
+            if mine is not None and _part_target(part) not in mine:
+                continue
             try:
                 os.unlink(part)  # noqa: PTH108
                 removed += 1
@@ -308,6 +325,12 @@ def _written(
     start = started or now  # (an empty body never started)
     path = PurePosixPath(relative).as_posix()
     return Written(path, size, part.hexdigest(), written_at - start, now - start)
+
+
+def _part_target(part: str) -> str:
+    """The result a temporary file ``DIR/.NAME.XXXXXXXX.bulkfetch-part`` is for: DIR/NAME."""
+    folder, _, name = part.rpartition("/")
+    return f"{folder}/{name[1 : -len(PART_SUFFIX) - 9]}"
 
 
 def _find_parts(top: str) -> list[str]:

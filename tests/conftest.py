@@ -17,6 +17,8 @@ import pytest
 
 from bulkfetch.simulator import TEST_API_KEY, SimConfig, Simulator, SimulatorThread, run_in_thread
 
+from .redis_server import RedisServer
+
 #: Fast lanes for tests: the simulator's windows and the client's rates in step.
 FAST: dict[str, Any] = {
     "create_limit": 50,
@@ -178,3 +180,18 @@ def tmpfs(where: Path, options: str) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real Redis (Debian's redis-server) on a free loopback port, for the session. Not
+    installed: skipped, except under CI, where that fails (.ci/run installs it)."""
+    if not RedisServer.available():
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed, and CI must run the Redis tests")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    server = RedisServer.start(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()

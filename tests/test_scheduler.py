@@ -854,3 +854,97 @@ def test_window_bounds(
     if size > 1:
         # Every task of a full window is fetched, one status slot each, before the deadline.
         assert size * status <= max(timeout - margin, status) + 1e-9
+
+
+# -- every slot used (eager) -------------------------------------------------------------------
+
+
+def eager_poller(**kw: Any) -> Poller:
+    return Poller(ProcessingModel(prior_median=10.0, prior_sigma=0.5), margin=5.0, **kw)
+
+
+def test_a_free_slot_goes_to_the_likeliest_task_before_its_odds_are_good() -> None:
+    poller = eager_poller()
+    poller.add("young", created_at=100.0, deadline=10_000.0)
+    poller.add("old", created_at=90.0, deadline=10_000.0)
+    assert poller.next_due(91.0) is None  # neither is probably ready yet
+    assert poller.wants_slot(91.0) == 91.0
+    assert poller.next_for_slot(91.0) == "old"  # the older one: likelier ready
+    assert poller.next_for_slot(91.0) == "young"
+    assert poller.next_for_slot(91.0) is None  # both in hand
+    assert poller.wants_slot(91.0) == math.inf
+
+
+def test_the_call_saving_mode_waits_for_good_odds() -> None:
+    poller = eager_poller(eager=False)
+    poller.add("a", created_at=100.0, deadline=10_000.0)
+    due = poller.earliest_due()
+    assert due > 101.0
+    assert poller.wants_slot(101.0) == due
+    assert poller.next_for_slot(101.0) is None
+    assert poller.next_for_slot(due) == "a"
+
+
+def test_a_slot_never_cuts_a_back_off_short_nor_polls_past_the_deadline() -> None:
+    poller = eager_poller()
+    poller.add("failing", created_at=0.0, deadline=10_000.0)
+    poller.add("fine", created_at=2.0, deadline=10_000.0)
+    assert poller.next_for_slot(3.0) == "failing"
+    poller.retry_later("failing", at=50.0)
+    assert poller.next_for_slot(8.0) == "fine"
+    poller.not_ready("fine", now=8.0)
+    assert poller.next_for_slot(8.1) == "fine"  # what is left, however unlikely
+    assert poller.wants_slot(8.2) == 50.0  # only the held-back task is left
+    poller.not_ready("fine", now=8.2)
+    assert poller.wants_slot(8.3) == 8.3
+    assert {poller.next_for_slot(50.0), poller.next_for_slot(50.0)} == {"failing", "fine"}
+
+    dying = eager_poller()
+    dying.add("dying", created_at=1.0, deadline=12.0)
+    assert dying.next_for_slot(7.5) is None  # within the 5 s margin of its deadline
+    assert dying.take_expired() == ["dying"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 100), st.sampled_from(["add", "poll", "not_ready", "pin"])),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_a_slot_is_used_whenever_a_task_can_be_polled(ops: list[tuple[float, str]]) -> None:
+    """Eager: a task comes out of next_for_slot exactly when one is neither in hand, nor held
+    back before its time, nor expired; and it is at least as likely to be ready as the
+    one due first among those."""
+    poller = eager_poller()
+    in_hand: set[str] = set()
+    pinned: dict[str, float] = {}
+    now = 0.0
+    for i, (step, op) in enumerate(ops):
+        now += step / 10
+        if op == "add":
+            poller.add(f"t{i}", created_at=now, deadline=now + 1000.0)
+        elif op == "pin" and in_hand:
+            key = in_hand.pop()
+            pinned[key] = now + step
+            poller.retry_later(key, at=now + step)
+        elif op == "not_ready" and in_hand:
+            key = in_hand.pop()
+            poller.not_ready(key, now=now)
+        elif op == "poll":
+            free = [
+                k
+                for k in poller._tasks
+                if k not in in_hand and (k not in pinned or pinned[k] <= now)
+            ]
+            dues = {k: poller._tasks[k].due for k in free}
+            odds = {k: poller.odds_ready(k, now) for k in free}
+            chosen = poller.next_for_slot(now)
+            assert (chosen is not None) == bool(free)
+            if chosen is not None:
+                head = min(free, key=lambda k: dues[k])
+                assert odds[chosen] >= odds[head]  # the likeliest of the head
+                assert poller._tasks[chosen].due == math.inf  # now in the caller's hands
+                in_hand.add(chosen)
+                pinned.pop(chosen, None)

@@ -334,9 +334,12 @@ def test_a_hostile_server_gets_no_key_elsewhere_and_names_no_file(tmp_path: Path
         if p.is_file() and not p.name.startswith("bulkfetch-ledger") and p != report
     }
     assert written == expected
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs.jsonl", "out"]
+    # Beside the output, only the cache folder (the shared rate store: the key's
+    # fingerprint, never the key).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs.jsonl", "out", "xdg-cache"]
     assert not Path("/etc/evil").exists()
-    assert_key_absent(key, texts=(proc.stdout, proc.stderr), folders=(out,))
+    cache = tmp_path / "xdg-cache"
+    assert_key_absent(key, texts=(proc.stdout, proc.stderr), folders=(out, cache))
 
 
 # -- the process list ---------------------------------------------------------------------

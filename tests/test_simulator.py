@@ -283,7 +283,7 @@ def test_expired_task_is_404_and_dropped() -> None:
 # --- rate limits --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["int", "float", "date", "off"])
+@pytest.mark.parametrize("mode", ["int", "float", "date", "window", "off"])
 def test_rate_limit_429_with_each_retry_after_mode(mode: str) -> None:
     async def check(sim: Simulator, session: aiohttp.ClientSession) -> None:
         body = {"type": "jpeg", "params": PARAMS}
@@ -299,7 +299,7 @@ def test_rate_limit_429_with_each_retry_after_mode(mode: str) -> None:
         refused = await post()
         assert refused.status == 429
         value = refused.headers.get("Retry-After")
-        if mode == "int":
+        if mode in ("int", "window"):  # 0.3 s rounded up; the 0.5 s window rounded up
             assert value == "1"
         elif mode == "float":
             assert value is not None
@@ -539,7 +539,11 @@ def test_cli_serves_with_the_key_from_the_environment_until_interrupted() -> Non
     command = [sys.executable, "-c", "from bulkfetch.simulator.cli import simulate; simulate()"]
     env = {**os.environ, "SIM_KEY": key, "PYTHONPATH": str(Path(__file__).parents[1])}
     process = subprocess.Popen(
-        [*command, "--port", "0", "--api-key-env", "SIM_KEY", "--create-rate", "5/s"],
+        [
+            *command,
+            *("--port", "0", "--api-key-env", "SIM_KEY", "--create-rate", "2/s"),
+            *("--limiter", "spacing", "--retry-after", "window"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
@@ -556,6 +560,12 @@ def test_cli_serves_with_the_key_from_the_environment_until_interrupted() -> Non
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 202
+        # Strict spacing: a second creation at once is refused, and told the whole window.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        refused.value.close()
+        assert refused.value.code == 429
+        assert refused.value.headers["Retry-After"] == "1"
     finally:
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=10)
@@ -565,6 +575,6 @@ def test_cli_serves_with_the_key_from_the_environment_until_interrupted() -> Non
 
 def test_exports_are_exactly_all() -> None:
     public = {name for name in dir(simulator) if not name.startswith("_")}
-    modules = {"app", "catalogue", "cli", "colormap_app", "config", "images", "search_app"}
-    modules |= {"server", "state"}
+    modules = {"app", "catalogue", "cli", "colormap_app", "config", "images", "limits"}
+    modules |= {"search_app", "server", "state"}
     assert public - modules == set(simulator.__all__)

@@ -444,6 +444,20 @@ def test_remove_partials_deletes_only_leftovers(tmp_path: Path) -> None:
     assert Sink(tmp_path).remove_partials() == 0
 
 
+def test_a_shard_removes_only_its_own_leftovers(tmp_path: Path) -> None:
+    """Parts of one manifest (--shard) may write into one folder at once: a part that
+    starts must not delete the temporary files another is writing."""
+    (tmp_path / "a").mkdir()
+    mine = tmp_path / "a" / f".y.v2.png.deadbeef{PART_SUFFIX}"
+    theirs = tmp_path / f".x.jpg.0a1b2c3d{PART_SUFFIX}"
+    for path in (mine, theirs):
+        path.write_bytes(b"data")
+    owned = [PurePosixPath("a/y.v2.png"), PurePosixPath("z.jpg")]
+    assert Sink(tmp_path).remove_own_partials(owned) == 1
+    assert not mine.exists()
+    assert theirs.exists()
+
+
 def test_remove_partials_without_output_folder(tmp_path: Path) -> None:
     assert Sink(tmp_path / "never-made").remove_partials() == 0
 

@@ -2,17 +2,18 @@
 
 It plays the service described in ``eos-api.md``: task creation and status/result on one
 URL, EOS's Search API over a deterministic catalogue of scenes around any AOI
-(``search_scenes`` computes what it answers), per-key sliding-window rate limits on each
-endpoint, lognormal processing times, task expiry, and every answer the real service might
-plausibly give (redirects, JSON holding a URL, 429 with or without ``Retry-After``) plus
-injected faults (5xx, resets, truncated, empty, wrong or JSON bodies, outages). Counters
-report what a client did, and ``bound_seconds`` the best makespan any client could have
-reached, to judge it by.
+(``search_scenes`` computes what it answers), per-key rate limits on each endpoint (a
+sliding log, a fixed window, a token bucket or strict spacing), lognormal processing times,
+task expiry, and every answer the real service might plausibly give (redirects, JSON
+holding a URL, 429 with ``Retry-After`` exact, rounded up, a whole window, a date, or none)
+plus injected faults (5xx, resets, truncated, empty, wrong or JSON bodies, outages).
+Counters report what a client did, and ``bound_seconds`` the best makespan any client could
+have reached, to judge it by.
 
-Modules: ``config`` (the knobs) → ``state`` (tasks, windows, counters; no I/O) → ``images``
-(real result files) and ``catalogue`` (the scenes; pure) → ``search_app`` (search bodies
-and answers; pure) → ``app`` (the aiohttp routes) → ``server`` (``Simulator``, threads) →
-``cli`` (``simulate``).
+Modules: ``config`` (the knobs) → ``limits`` (how a lane counts requests) → ``state``
+(tasks, limiters, counters; no I/O) → ``images`` (real result files) and ``catalogue`` (the
+scenes; pure) → ``search_app`` (search bodies and answers; pure) → ``app`` (the aiohttp
+routes) → ``server`` (``Simulator``, threads) → ``cli`` (``simulate``).
 
 Typical use::
 

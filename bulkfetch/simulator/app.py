@@ -8,7 +8,7 @@ Routes (``API`` is ``/api/gdw/api``, ``SEARCH`` is ``/api/lms/search/v2``)::
     POST {SEARCH}                    search search.satellites (rate limited: search lane)
     GET  /api/render/colormap/ALL    the colormaps offered; /{id}: one (see colormap_app)
     GET  /_sim/results/{task_id}     a finished result, no key, no rate limit (redirect target)
-    GET  /_sim/counters              counters, bound_seconds, makespan_seconds
+    GET  /_sim/counters              counters, bound_seconds, makespan_seconds, now_seconds
     GET  /_sim/tasks                 every task created, with timing and poll counts
     POST /_sim/config                JSON object of knob changes; {"outage_for": s} too
     POST /_sim/reset-counters        zero the counters
@@ -16,8 +16,9 @@ Routes (``API`` is ``/api/gdw/api``, ``SEARCH`` is ``/api/lms/search/v2``)::
 The key is accepted in the ``x-api-key`` header or the ``api_key`` query parameter. Every API
 request passes the same gate, in this order, so each answer has one cause:
 ``html_status`` (an HTML page: not the API at all) → ``forbidden`` (403, JSON or text) →
-``payment_required`` (402) → outage (503) → key (401) → rate limit (429, not counted in the
-window) → injected 5xx → injected connection reset. Then the endpoint's own logic runs:
+``payment_required`` (402) → outage (503) → key (401) → rate limit (429, counted the way
+``limiter`` says; a refusal is not counted) → injected 5xx → injected connection reset.
+Then the endpoint's own logic runs:
 parameter checks (400), unknown or expired task (404), pending (``pending_status`` JSON with
 a status word), task error (200 JSON ``task_type: error``), and finally the result in the
 configured form (bytes under ``result_content_type``; a ``redirect_status`` redirect or JSON
@@ -43,8 +44,9 @@ from aiohttp import web
 from bulkfetch.simulator.colormap_app import add_routes as add_colormap_routes
 from bulkfetch.simulator.config import SimConfig
 from bulkfetch.simulator.images import FORMATS, GEOREFERENCES, result_body
+from bulkfetch.simulator.limits import LaneLimit
 from bulkfetch.simulator.search_app import parse_query, run_query
-from bulkfetch.simulator.state import SimState, SlidingWindow, Task
+from bulkfetch.simulator.state import SimState, Task
 
 __all__ = ["API_PATH", "RESULTS_PATH", "SEARCH_PATH", "STATE_KEY", "apply_changes", "make_app"]
 
@@ -97,7 +99,9 @@ def _reset(request: web.Request) -> web.Response:
     return web.Response(status=500)
 
 
-def _retry_after(mode: str, wait: float) -> dict[str, str]:
+def _retry_after(mode: str, wait: float, window: float) -> dict[str, str]:
+    if mode == "window":
+        return {"Retry-After": str(max(1, math.ceil(window)))}
     if mode == "int":
         return {"Retry-After": str(max(1, math.ceil(wait)))}
     if mode == "float":
@@ -111,24 +115,24 @@ def _retry_after(mode: str, wait: float) -> dict[str, str]:
 _Lane = Literal["create", "status", "search"]
 
 
-def _lane(state: SimState, lane: _Lane) -> tuple[SlidingWindow, int, float, float]:
-    """A lane's window, limit, window seconds and injected 5xx rate."""
+def _lane(state: SimState, lane: _Lane) -> tuple[LaneLimit, int, float, float]:
+    """A lane's limiter, limit, window seconds and injected 5xx rate."""
     config = state.config
     if lane == "create":
         return (
-            state.create_window,
+            state.lane_limit(lane),
             config.create_limit,
             config.create_window,
             config.create_5xx_rate,
         )
     if lane == "status":
         return (
-            state.status_window,
+            state.lane_limit(lane),
             config.status_limit,
             config.status_window,
             config.status_5xx_rate,
         )
-    return state.search_window, config.search_limit, config.search_window, config.search_5xx_rate
+    return state.lane_limit(lane), config.search_limit, config.search_window, config.search_5xx_rate
 
 
 def _count(state: SimState, lane: _Lane, what: str) -> None:
@@ -178,7 +182,7 @@ def _gate(request: web.Request, state: SimState, lane: _Lane, now: float) -> web
     wait = window.admit(config.api_key, now, limit, seconds)
     if wait is not None:
         _count(state, lane, "429")
-        return _error(429, "rate limit exceeded", _retry_after(config.retry_after, wait))
+        return _error(429, "rate limit exceeded", _retry_after(config.retry_after, wait, seconds))
     if state.chance(rate):
         _count(state, lane, "5xx")
         status = state.fault_rng.choice((500, 502, 503))
@@ -384,7 +388,10 @@ async def _send_result(request: web.Request, state: SimState, task: Task) -> web
 
 
 async def _counters(request: web.Request) -> web.Response:
-    return _json(request.app[STATE_KEY].counters_dict())
+    state = request.app[STATE_KEY]
+    # ``now_seconds`` places the counters' times on the caller's clock (how long a client
+    # took from its start to its first request, for one).
+    return _json({**state.counters_dict(), "now_seconds": state.since_start(time.monotonic())})
 
 
 async def _tasks(request: web.Request) -> web.Response:

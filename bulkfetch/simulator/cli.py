@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import Any, get_args
 
 import click
 
 from bulkfetch.config import Rate
 from bulkfetch.errors import UsageError
-from bulkfetch.simulator.config import TEST_API_KEY, SimConfig
+from bulkfetch.simulator.config import TEST_API_KEY, RetryAfterMode, SimConfig
+from bulkfetch.simulator.limits import LIMITER_KINDS
 from bulkfetch.simulator.server import Simulator
 
 __all__ = ["parse_rate", "simulate"]
@@ -165,11 +166,28 @@ def _fault_options(command: Any) -> Any:
     help="Bytes per write while a result streams.",
 )
 @click.option(
+    "--limiter",
+    type=click.Choice(LIMITER_KINDS),
+    default="sliding",
+    show_default=True,
+    help="How requests are counted: sliding log, fixed calendar window, token bucket, "
+    "or strict spacing (GCRA, like nginx limit_req).",
+)
+@click.option(
+    "--burst",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Token bucket capacity (0: the rate's count), or requests a spacing limiter "
+    "lets through early (0: strictly spaced).",
+)
+@click.option(
     "--retry-after",
-    type=click.Choice(["int", "float", "date", "off"]),
+    type=click.Choice(get_args(RetryAfterMode)),
     default="int",
     show_default=True,
-    help="How 429 answers carry Retry-After.",
+    help="How 429 answers carry Retry-After: whole seconds rounded up (int), exact "
+    "(float), an HTTP date, the whole window, or not at all (off).",
 )
 @click.option(
     "--result-form",

@@ -23,13 +23,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-__all__ = ["TEST_API_KEY", "ResultForm", "RetryAfterMode", "SimConfig"]
+from bulkfetch.simulator.limits import LIMITER_KINDS, LimiterKind
+
+__all__ = ["TEST_API_KEY", "LimiterKind", "ResultForm", "RetryAfterMode", "SimConfig"]
 
 #: The key the simulator accepts unless told otherwise. Shaped like a real key
 #: (``apk.`` + 64 hex digits) so clients' format checks pass, and obviously fake.
 TEST_API_KEY = "apk." + "5eed" * 16
 
-RetryAfterMode = Literal["int", "float", "date", "off"]
+#: How a 429 carries ``Retry-After``: ``int`` whole seconds rounded up, ``float`` the exact
+#: wait, ``date`` an HTTP date (whole seconds, rounded up), ``window`` the whole window
+#: whatever the wait (as crude servers do), ``off`` no header at all.
+RetryAfterMode = Literal["int", "float", "date", "window", "off"]
 ResultForm = Literal["bytes", "redirect", "json-url"]
 ColormapForm = Literal["list", "map"]
 
@@ -104,8 +109,12 @@ class SimConfig:
     #: page lists only Polygon (older ones accept MultiPolygon, as the default does).
     polygon_only: bool = False
 
-    # --- rate limits: at most ``limit`` requests in any ``window`` seconds, per key, in
-    # each lane: create, status, and search (both search endpoints share one lane) ---
+    # --- rate limits: ``limit`` requests per ``window`` seconds, per key, in each lane:
+    # create, status, and search (both search endpoints share one lane), counted the way
+    # ``limiter`` says (see ``limits``: sliding, fixed, bucket, spacing) ---
+    limiter: LimiterKind = "sliding"
+    #: Token bucket: its capacity (0: ``limit``); spacing: requests allowed early (0: none).
+    burst: int = 0
     create_limit: int = 10
     create_window: float = 60.0
     status_limit: int = 10
@@ -209,7 +218,17 @@ class SimConfig:
         if self.create_status not in (200, 201, 202):
             problems.append(f"create_status must be 200, 201 or 202, got {self.create_status!r}")
         if self.retry_after not in get_args(RetryAfterMode):
-            problems.append(f"retry_after must be int, float, date or off: {self.retry_after!r}")
+            problems.append(
+                f"retry_after must be int, float, date, window or off: {self.retry_after!r}"
+            )
+        if self.limiter not in LIMITER_KINDS:
+            problems.append(
+                f"limiter must be one of {', '.join(LIMITER_KINDS)}, got {self.limiter!r}"
+            )
+        if not (
+            isinstance(self.burst, int) and not isinstance(self.burst, bool) and self.burst >= 0
+        ):
+            problems.append(f"burst must be an integer >= 0, got {self.burst!r}")
         if self.result_form not in get_args(ResultForm):
             problems.append(
                 f"result_form must be bytes, redirect or json-url: {self.result_form!r}"

@@ -1,4 +1,4 @@
-"""The simulator's memory: tasks, rate-limit windows (create, status, search), counters, and
+"""The simulator's memory: tasks, rate limiters (create, status, search; ``limits``), counters, and
 the makespan bound.
 
 Contract:
@@ -19,12 +19,12 @@ import dataclasses
 import math
 import random
 import uuid
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bulkfetch.simulator.config import SimConfig
+from bulkfetch.simulator.limits import LaneLimit, SlidingWindow, make_limit
 
 __all__ = ["Counters", "SimState", "SlidingWindow", "Task", "bound_makespan"]
 
@@ -75,35 +75,6 @@ class Task:
         return self.created_at + self.processing
 
 
-class SlidingWindow:
-    """At most ``limit`` admitted requests per key in any ``window`` seconds.
-
-    Rejected requests are not recorded, so a client hammering a closed window does not keep
-    it closed: only what the server actually served counts, as the EOS docs imply.
-    """
-
-    __slots__ = ("_hits",)
-
-    def __init__(self) -> None:
-        #: key -> monotonic times of admitted requests still inside the window, oldest first.
-        self._hits: dict[str, deque[float]] = {}
-
-    def admit(self, key: str, now: float, limit: int, window: float) -> float | None:
-        """Record and admit a request (``None``), or return the seconds until one would fit."""
-        hits = self._hits.setdefault(key, deque())
-        while hits and hits[0] <= now - window:
-            hits.popleft()
-        if len(hits) >= limit:
-            # The (len - limit + 1)th oldest must leave before there is room; it is usually
-            # the oldest, unless the limit was lowered at runtime.
-            return max(hits[len(hits) - limit] + window - now, 0.0)
-        hits.append(now)
-        return None
-
-    def __repr__(self) -> str:
-        return f"<SlidingWindow keys={len(self._hits)}>"
-
-
 @dataclass(slots=True)
 class Counters:
     """What the simulator has seen since start or the last reset. Times: s since start."""
@@ -152,9 +123,8 @@ class SimState:
     history: list[Task] = field(default_factory=list)
     by_reference: dict[str, list[Task]] = field(default_factory=dict)
     counters: Counters = field(default_factory=Counters)
-    create_window: SlidingWindow = field(default_factory=SlidingWindow)
-    status_window: SlidingWindow = field(default_factory=SlidingWindow)
-    search_window: SlidingWindow = field(default_factory=SlidingWindow)
+    #: lane -> ((kind, burst) it was made for, its limiter); remade when the kind changes.
+    limits: dict[str, tuple[tuple[str, int], LaneLimit]] = field(default_factory=dict)
     #: Index into ``history`` of the first task counted by the bound (moved by resets).
     bound_from: int = 0
 
@@ -162,6 +132,18 @@ class SimState:
         self.task_rng = random.Random(self.config.seed)
         # A string seed is hashed with sha512: deterministic across runs, unlike hash().
         self.fault_rng = random.Random(f"faults:{self.config.seed}")
+
+    def lane_limit(self, lane: str) -> LaneLimit:
+        """The limiter of ``lane`` (create, status, search), of the configured kind.
+
+        A change of ``limiter`` or ``burst`` starts every lane afresh, as a new server would.
+        """
+        made_for = (self.config.limiter, self.config.burst)
+        kept = self.limits.get(lane)
+        if kept is None or kept[0] != made_for:
+            kept = (made_for, make_limit(self.config.limiter, self.config.burst))
+            self.limits[lane] = kept
+        return kept[1]
 
     def since_start(self, now: float) -> float:
         """``now`` as seconds since the state was made."""

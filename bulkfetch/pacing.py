@@ -1,0 +1,207 @@
+"""The limiter's decisions, as pure functions: how much headroom, what limit a 429 shows,
+how long to hold a lane when the server does not say. No clock, no I/O.
+
+How the server counts is unknown (a sliding log, a calendar window, a token bucket, strict
+spacing like nginx's ``limit_req``: ``eos-api.md``), so each decision must be right for all
+of them:
+
+* **headroom** (``jitter_margin``): a server judges requests by when they *arrive*. Sent
+  evenly, they arrive bunched by the spread of the delay between send and arrival, and a
+  limiter that wants requests at least ``T`` apart refuses any two that arrive closer. So
+  two sends are never closer than the server's interval plus that spread, estimated from
+  the round trips measured on the connection (larger on the internet than on loopback);
+* **the limit a 429 shows** (``limit_after_429``): the requests the server accepted in the
+  window before it. For a sliding log that is exactly its limit; for a calendar window it
+  is at most twice it (a window may straddle two), for a token bucket the burst plus a
+  window's refill, and for strict spacing (which refuses the second request of a lane sent
+  too fast) a single request: so the count is trusted only where it explains the refusal,
+  and each 429 at most halves the pace. When the count cannot explain it (the lane sent
+  no more than the limit believed), the refusals themselves tell the rate: between two of
+  them the server let through what it refilled;
+* **the pause without Retry-After** (``pause_without_retry_after``): until the oldest
+  request the new limit leaves no room for has left the window, or one slot when the
+  count did not tell the limit. Never more than a window: no exponential back-off into a
+  long idle pause from a streak of 429s.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "Refusal",
+    "counted_in_window",
+    "jitter_margin",
+    "limit_after_429",
+    "pause_without_retry_after",
+    "window_count_tells",
+]
+
+#: Windows of accepted requests (and refusals) a lane keeps to read its refusals by.
+KEEP_WINDOWS = 8
+#: The largest slowdown one 429 may cause: strict spacing refuses the second request of a
+#: lane sent at any pace above its rate, so one refusal cannot tell how far above it was.
+MAX_SLOWDOWN = 2.0
+#: The smallest: any 429 says the lane went too fast, whatever the count says.
+MIN_SLOWDOWN = 1.01
+#: How much slower than the lane's pace the rate between refusals must be to be the
+#: server's rather than the lane's own.
+SLOWER = 1.05
+
+
+def jitter_margin(latencies: Sequence[float], *, interval: float, typical: bool = False) -> float:
+    """Seconds by which requests sent evenly may arrive bunched, from recent round trips.
+
+    ``latencies`` are round trips (send to answer). The delay from send to arrival varies
+    by at most about their spread: the second-largest minus the smallest (one outlier, a
+    GC pause, is not taken as the connection's jitter); with ``typical``, the third
+    quartile minus the smallest: what most pairs of requests see (the round trip also
+    holds the server's work on the answer, which does not delay the arrival, so the full
+    spread overstates it). At most a quarter of the interval.
+    """
+    if len(latencies) < 4:
+        return 0.0
+    ordered = sorted(latencies)
+    top = ordered[(3 * (len(ordered) - 1)) // 4] if typical else ordered[-2]
+    return max(0.0, min(top - ordered[0], 0.25 * interval))
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """What a lane knows when a 429 comes. Times are the limiter's clock (seconds).
+
+    ``accepted`` holds the send times of the requests the server accepted (ascending, at
+    least those of the last ``window``); ``previous`` the send time of the last 429 that
+    changed the pace, if any.
+    """
+
+    sent_at: float  # when the refused request was sent
+    limit_interval: float  # seconds per request the lane believed the server allows
+    pace: float  # seconds between sends the lane kept when it was refused
+    window: float  # the configured rate's period (60 s for 10/min)
+    accepted: Sequence[float]
+    previous: float | None = None
+    #: When the lane first sent (-inf: long ago).
+    first_sent: float = -math.inf
+    #: The lane already keeps its sends a full interval plus the jitter apart.
+    strict: bool = False
+    #: Send time of the earliest refusal since which ``accepted`` is complete (None: use
+    #: ``previous``).
+    first_refusal: float | None = None
+
+
+def _count_between(times: Sequence[float], lo: float, hi: float) -> int:
+    """Times in ``(lo, hi]`` (``times`` ascending)."""
+    return bisect.bisect_right(times, hi) - bisect.bisect_right(times, lo)
+
+
+#: Requests accepted since the last refusal below which a new one is "hot on its heels":
+#: the limit, not a stray pair of requests bunched on the way (a lane paced above a
+#: spacing limiter's rate is refused every other request).
+HOT = 2
+
+
+def _since_previous(r: Refusal) -> int | None:
+    if r.previous is None or r.previous >= r.sent_at:
+        return None
+    return _count_between(r.accepted, r.previous, r.sent_at)
+
+
+def window_count_tells(refusal: Refusal) -> bool:
+    """Whether the requests accepted in the window before a 429 may be read as the limit.
+
+    Not when the lane is younger than a window, unless the refusal came hard on the heels
+    of another (fewer than ``HOT`` accepted between): a limiter that counts per window and
+    one that spaces requests (refusing one that arrived a little early) look alike then,
+    and taking jitter for a limit would halve the pace for the rest of the run. Nor when
+    the lane already spaces its requests (``strict``), kept its believed rate over the
+    window, the refused one went out a full interval after the last accepted, and the
+    last refusal is not recent: that is a pair bunched on the way, not the limit.
+    """
+    r = refusal
+    since = _since_previous(r)
+    hot = since is not None and since < HOT
+    if r.strict and not hot:
+        i = bisect.bisect_left(r.accepted, r.sent_at)
+        spaced = i == 0 or r.sent_at - r.accepted[i - 1] >= r.limit_interval * (1 - 1e-9)
+        k = _count_between(r.accepted, r.sent_at - r.window, r.sent_at)
+        if spaced and k >= 0.8 * r.window / r.limit_interval:
+            return False  # at its believed rate, well spaced: a pair bunched on the way
+    old = r.first_sent <= r.sent_at - r.window
+    return old or hot
+
+
+def counted_in_window(refusal: Refusal) -> bool:
+    """Whether a refusal shows a server that counts in a window (not one that spaces
+    requests): a lane older than a window, whose count may be read, refused with clearly
+    fewer in the window than it believed allowed. Such a server absorbs the jitter over
+    its window, so the lane need not pay it between every two requests."""
+    r = refusal
+    if r.first_sent > r.sent_at - r.window or not window_count_tells(r):
+        return False
+    k = _count_between(r.accepted, r.sent_at - r.window, r.sent_at)
+    return k <= 0.9 * r.window / r.limit_interval
+
+
+def limit_after_429(refusal: Refusal) -> float:
+    """The server's interval (seconds per request) to believe after this 429.
+
+    ``k`` accepted in the window before the refusal say the limit is ``k`` per window
+    (exact for a sliding log), when the count may be read so (``window_count_tells``).
+    When it may not, or says nothing slower than the lane believed already (a bucket that
+    ran dry, a window straddling a calendar boundary, a pair bunched on the way), the
+    refusals themselves tell the rate: between the previous one and this, the server let
+    through what it refilled, ``m`` requests (a bucket is empty at both, give or take a
+    token). The result is at least ``MIN_SLOWDOWN`` times the belief and at most
+    ``MAX_SLOWDOWN`` times the refused pace.
+    """
+    r = refusal
+    since = _since_previous(r)
+    between = 0.0
+    if since:  # None (no previous refusal) or 0 (right after it) tell nothing
+        assert r.previous is not None
+        # From the first of a run of refusals: a bucket is empty at each, so what it let
+        # through between the first and this one is its refill, give or take a token,
+        # which matters less the longer the span.
+        start = r.previous if r.first_refusal is None else r.first_refusal
+        between = (r.sent_at - start) / max(1, _count_between(r.accepted, start, r.sent_at))
+    # Between refusals the lane's own pace shows too (pauses included): only a rate
+    # clearly slower than that is the server's (a bucket refilling slower than the lane
+    # sends); otherwise the refusal was a pair bunched on the way.
+    estimate = between if between > r.pace * SLOWER else 0.0
+    if window_count_tells(r):
+        k = _count_between(r.accepted, r.sent_at - r.window, r.sent_at)
+        estimate = r.window / max(k, 1)
+        if estimate <= r.limit_interval:
+            estimate = max(estimate, between)
+    low = r.limit_interval * MIN_SLOWDOWN
+    high = max(low, r.pace * MAX_SLOWDOWN)
+    # Never slower than one request a window: a streak of refusals (a quota used up, a
+    # server refusing everything) must not double the pace into hours.
+    return min(max(estimate, low), high, max(r.window, r.limit_interval))
+
+
+def pause_without_retry_after(refusal: Refusal, new_interval: float) -> float:
+    """Seconds to hold the lane after a 429 that gave no usable ``Retry-After``.
+
+    With the limit now believed (``window / new_interval`` per window), the next request
+    fits once enough of those accepted in the window have left it: the oldest must go
+    (sliding log), and a calendar window's boundary comes no later. When the count did
+    not tell the limit (fewer in the window than it allows), one slot at the new pace.
+    At most one window; at least one slot.
+    """
+    r = refusal
+    if not window_count_tells(r):
+        return new_interval
+    lo = bisect.bisect_right(r.accepted, r.sent_at - r.window)
+    hi = bisect.bisect_right(r.accepted, r.sent_at)
+    in_window = r.accepted[lo:hi]
+    allowed = max(1, math.floor(r.window / new_interval + 1e-9))
+    if len(in_window) < allowed:
+        return new_interval
+    oldest_to_leave = in_window[len(in_window) - allowed]
+    wait = oldest_to_leave + r.window - r.sent_at
+    return min(max(wait, new_interval), r.window)

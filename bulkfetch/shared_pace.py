@@ -1,0 +1,177 @@
+"""The decisions of a lane's pacing shared by several processes, as pure functions.
+
+Several runs on one key (cron jobs whose windows overlap, pods of a Kubernetes Job) must
+together stay within the key's limit. They share, per lane, a ``LaneState``: the next
+free slot, the limit the server taught (by a 429), and how long the lane is paused after
+one; and, per key, ``leases``: which processes are alive and until when. A store
+(``rate_store``: a file on one host, Redis across hosts) keeps them and applies these
+functions atomically; the in-process pacing applies the same ones to a state in memory.
+
+How slots are shared: a process asks for a slot only when it has a request to send, and
+reserves the next free one (``take_slot``); the next free slot moves one interval on. A
+busy process holds at most one reserved slot per lane, so while several are busy their
+reservations interleave (fair sharing: each gets its turn), and one that goes idle, ends
+or dies holds none from its next turn on. A slot reserved and then not used (the work
+went away) is given back if nobody reserved after it (``give_back``).
+
+Times are the store's clock in seconds (the wall clock for the file, Redis's own ``TIME``
+across hosts); processes only ever see delays, so their clocks need not agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+__all__ = [
+    "Grant",
+    "LaneState",
+    "fallback_interval",
+    "give_back",
+    "live_leases",
+    "others_since",
+    "refused",
+    "renew_lease",
+    "slot_still_good",
+    "take_slot",
+]
+
+#: Recent slots a lane remembers, at most (two windows at 10/min are 20; at rates of
+#: more than 128 a window, a 429 is read from the last 256 requests of the key).
+KEEP_SLOTS = 256
+#: A lane untouched this long starts afresh: a limit taught by a 429 last week (or a
+#: clock that jumped) must not slow today's run; a real limit teaches itself again.
+FORGET_AFTER = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class LaneState:
+    """One lane's shared pacing, in the store's clock."""
+
+    #: When the next free slot is.
+    next_at: float = -math.inf
+    #: Seconds per request the server was taught to allow by a 429 (0: nothing taught).
+    limit_interval: float = 0.0
+    #: The server spaces requests (a 429 came with room left in its window).
+    strict: bool = False
+    #: No slot before this (a 429, or a server failing every request).
+    paused_until: float = -math.inf
+    #: When a slot was last taken, to forget a lane left alone.
+    used_at: float = -math.inf
+    #: 429s reported to the store, by every process.
+    refusals: int = 0
+    #: Recent slots: (when, owner), oldest first. A process that gets a 429 must know
+    #: what the whole key sent before it, not only its own share, to read the limit
+    #: from it (``pacing.limit_after_429``): each process learns the others' slots
+    #: with its next one (``others_since``).
+    recent: tuple[tuple[float, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A reserved slot: when (store clock), and what the lane taught so far."""
+
+    at: float
+    spacing: float
+    limit_interval: float
+    strict: bool
+    refusals: int
+
+
+def _fresh(state: LaneState, now: float, horizon: float) -> LaneState:
+    """The state, or a fresh one if it was left alone or lies beyond ``horizon`` ahead
+    (the clock went back, or a stale file): either way its times mean nothing now."""
+    idle = now - state.used_at > FORGET_AFTER
+    ahead = max(state.next_at, state.paused_until) - now > horizon
+    if idle or ahead or state.used_at > now + horizon:
+        return LaneState(refusals=state.refusals)
+    return state
+
+
+def others_since(state: LaneState, owner: str, since: float, upto: float) -> tuple[float, ...]:
+    """The slots of other processes after ``since`` and up to ``upto``: the asker's
+    previous slot and the one it was just given. Every slot before its own is told to a
+    process before it sends (it may be refused for them), and each slot only once."""
+    return tuple(at for at, who in state.recent if since < at <= upto and who != owner)
+
+
+def take_slot(
+    state: LaneState,
+    now: float,
+    *,
+    interval: float,
+    slack: float,
+    horizon: float,
+    owner: str = "",
+    history: float = 0.0,
+) -> tuple[LaneState, Grant]:
+    """Reserve the lane's next free slot for a process pacing at ``interval``.
+
+    Slots are spaced by the larger of the caller's interval and the limit the lane was
+    taught, so one process's 429 slows all. A slot is counted from when the previous one
+    was due, unless that is more than ``slack`` ago (an idle lane does not make up lost
+    slots: a burst would break a window's count).
+    """
+    state = _fresh(state, now, horizon)
+    spacing = max(interval, state.limit_interval)
+    due = state.next_at
+    base = due if now - due <= slack else now
+    at = max(base, state.paused_until)
+    # Slots are remembered for ``history`` seconds (two windows: what a 429 is read by).
+    recent = tuple(r for r in state.recent if r[0] > now - history)[-(KEEP_SLOTS - 1) :]
+    new = replace(state, next_at=at + spacing, used_at=now, recent=(*recent, (at, owner)))
+    return new, Grant(at, spacing, new.limit_interval, new.strict, new.refusals)
+
+
+def slot_still_good(state: LaneState, at: float) -> bool:
+    """Whether a slot reserved for ``at`` may still be used: not if a 429 paused the lane
+    past it meanwhile (the holder then reserves again)."""
+    return state.paused_until <= at
+
+
+def give_back(state: LaneState, grant: Grant) -> LaneState:
+    """Return an unused slot, if it is still the last one reserved (else it is lost,
+    which only ever slows the lane)."""
+    if math.isclose(state.next_at, grant.at + grant.spacing, rel_tol=0.0, abs_tol=1e-6):
+        recent = tuple(r for r in state.recent if r[0] != grant.at)
+        return replace(state, next_at=grant.at, recent=recent)
+    return state
+
+
+def refused(
+    state: LaneState, now: float, *, limit_interval: float, strict: bool, pause: float
+) -> LaneState:
+    """A process saw a 429 and learned ``limit_interval``: every process slows to it and
+    the lane pauses ``pause`` seconds for all. The limit only ever rises here: the
+    slowest belief wins."""
+    return replace(
+        state,
+        limit_interval=max(state.limit_interval, limit_interval),
+        strict=state.strict or strict,
+        paused_until=max(state.paused_until, now + max(0.0, pause)),
+        refusals=state.refusals + 1,
+        used_at=max(state.used_at, now),
+    )
+
+
+def renew_lease(
+    leases: Mapping[str, float], owner: str, now: float, ttl: float
+) -> dict[str, float]:
+    """The leases with ``owner``'s extended to ``now + ttl`` and the expired ones gone: a
+    process killed with ``kill -9`` stops counting once its lease runs out."""
+    live = {k: v for k, v in leases.items() if v > now}
+    live[owner] = now + ttl
+    return live
+
+
+def live_leases(leases: Mapping[str, float], now: float) -> int:
+    """How many processes hold a lease now (at least 1: the one asking)."""
+    return max(1, sum(1 for expiry in leases.values() if expiry > now))
+
+
+def fallback_interval(interval: float, processes: int) -> float:
+    """The pace of a process that lost the shared store: its share of the key's rate, by
+    the number of processes last seen alive, so that together they stay under the limit
+    whatever the others do (they lost it too, or still share it among themselves)."""
+    return interval * max(1, processes)

@@ -1,0 +1,212 @@
+"""Tests for bulkfetch.pacing: the limiter's decisions, as pure functions over plain data."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bulkfetch.pacing import (
+    MAX_SLOWDOWN,
+    MIN_SLOWDOWN,
+    Refusal,
+    counted_in_window,
+    jitter_margin,
+    limit_after_429,
+    pause_without_retry_after,
+    window_count_tells,
+)
+
+W = 60.0  # 10/min
+T = 6.0
+
+
+def test_jitter_needs_a_few_round_trips_and_ignores_one_outlier() -> None:
+    assert jitter_margin([0.1, 0.5, 0.2], interval=T) == 0.0
+    assert jitter_margin([0.10, 0.12, 0.15, 0.11, 3.0], interval=T) == pytest.approx(0.05)
+    assert jitter_margin([0.1, 0.1, 0.1, 0.1], interval=T) == 0.0
+    typical = jitter_margin([0.10, 0.11, 0.12, 0.13, 0.5, 0.9], interval=T, typical=True)
+    assert typical == pytest.approx(0.03)  # the third quartile (0.13) less the least
+
+
+@given(st.lists(st.floats(0, 100), min_size=4, max_size=40), st.floats(1e-3, 100))
+def test_jitter_is_never_negative_nor_over_a_quarter_slot(
+    lat: list[float], interval: float
+) -> None:
+    for typical in (False, True):
+        j = jitter_margin(lat, interval=interval, typical=typical)
+        assert 0.0 <= j <= 0.25 * interval
+
+
+def sends(start: float, gap: float, n: int) -> list[float]:
+    return [start + i * gap for i in range(n)]
+
+
+def test_a_full_window_before_a_refusal_is_the_limit() -> None:
+    """A sliding log of 10 a minute, a lane at twice that for over a window."""
+    accepted = sends(0.0, 3.0, 10) + sends(60.0, 3.0, 10)
+    refusal = Refusal(
+        sent_at=90.0, limit_interval=3.0, pace=3.0, window=W, accepted=accepted, first_sent=0.0
+    )
+    assert window_count_tells(refusal)
+    assert limit_after_429(refusal) == pytest.approx(T)
+
+
+def test_a_young_lane_s_first_refusal_is_taken_for_jitter() -> None:
+    """Half a window in, a spacing limiter's stray refusal and a window's limit look alike:
+    a small step, not a halved pace for the rest of the run."""
+    accepted = sends(0.0, 3.0, 10)
+    refusal = Refusal(
+        sent_at=30.0, limit_interval=3.0, pace=3.0, window=W, accepted=accepted, first_sent=0.0
+    )
+    assert not window_count_tells(refusal)
+    assert limit_after_429(refusal) == pytest.approx(3.0 * MIN_SLOWDOWN)
+
+
+def test_a_refusal_hard_on_the_heels_of_another_tells_even_a_young_lane() -> None:
+    accepted = sends(0.0, 3.0, 10)
+    refusal = Refusal(
+        sent_at=33.0,
+        limit_interval=3.03,
+        pace=3.05,
+        window=W,
+        accepted=accepted,
+        previous=30.0,
+        first_sent=0.0,
+    )
+    assert window_count_tells(refusal)
+    assert limit_after_429(refusal) == pytest.approx(T)  # 10 in the window before
+    refusal = Refusal(
+        sent_at=33.0,
+        limit_interval=1.0,
+        pace=1.01,
+        window=W,
+        accepted=sends(23.0, 1.0, 10),
+        previous=32.5,
+        first_sent=0.0,
+    )
+    assert limit_after_429(refusal) == pytest.approx(1.01 * MAX_SLOWDOWN)  # at most x2
+
+
+def test_a_well_spaced_lane_at_its_rate_takes_a_refusal_for_jitter() -> None:
+    accepted = sends(0.0, 6.1, 30)
+    refusal = Refusal(
+        sent_at=183.0,
+        limit_interval=6.0,
+        pace=6.1,
+        window=W,
+        accepted=accepted,
+        first_sent=0.0,
+        strict=True,
+    )
+    assert not window_count_tells(refusal)
+    assert limit_after_429(refusal) == pytest.approx(6.0 * MIN_SLOWDOWN)
+
+
+def test_a_dry_bucket_is_read_from_what_it_let_through_between_refusals() -> None:
+    """A bucket refills one token every 6 s: between two refusals it let through 10
+    requests in 60 s, though the window before held 20 (its burst)."""
+    accepted = sends(0.0, 3.0, 20) + sends(62.0, 6.0, 10)
+    refusal = Refusal(
+        sent_at=121.0,
+        limit_interval=3.0,
+        pace=3.0,
+        window=W,
+        accepted=accepted,
+        previous=61.0,
+        first_sent=0.0,
+    )
+    assert limit_after_429(refusal) == pytest.approx(6.0)
+
+
+@given(
+    belief=st.floats(0.01, 100),
+    pace_over=st.floats(1.0, 2.0),
+    n=st.integers(0, 60),
+    young=st.booleans(),
+    previous=st.none() | st.floats(0, 100),
+)
+def test_the_new_belief_is_bounded(
+    belief: float, pace_over: float, n: int, young: bool, previous: float | None
+) -> None:
+    sent = 200.0
+    accepted = sorted(sent - 1 - i * 2.0 for i in range(n))
+    refusal = Refusal(
+        sent_at=sent,
+        limit_interval=belief,
+        pace=belief * pace_over,
+        window=W,
+        accepted=accepted,
+        previous=previous,
+        first_sent=sent - 30.0 if young else -math.inf,
+    )
+    new = limit_after_429(refusal)
+    assert new >= min(belief * MIN_SLOWDOWN, max(W, belief)) * (1 - 1e-12)
+    assert new <= max(belief * MIN_SLOWDOWN, belief * pace_over * MAX_SLOWDOWN) + 1e-9
+    assert new <= max(W, belief) + 1e-9
+
+
+def test_without_retry_after_the_lane_waits_for_the_oldest_to_leave() -> None:
+    accepted = sends(0.0, 3.0, 10) + sends(60.0, 3.0, 10)
+    refusal = Refusal(
+        sent_at=90.0, limit_interval=3.0, pace=3.0, window=W, accepted=accepted, first_sent=0.0
+    )
+    # 10 a window now: the one sent at 60 must leave first, at 120.
+    assert pause_without_retry_after(refusal, 6.0) == pytest.approx(30.0)
+
+
+def test_without_retry_after_a_refusal_taken_for_jitter_costs_a_slot() -> None:
+    accepted = sends(0.0, 3.0, 10)
+    refusal = Refusal(
+        sent_at=30.0, limit_interval=3.0, pace=3.0, window=W, accepted=accepted, first_sent=0.0
+    )
+    assert pause_without_retry_after(refusal, 3.03) == pytest.approx(3.03)
+
+
+@given(
+    gaps=st.lists(st.floats(0.01, 30), max_size=60),
+    new=st.floats(0.01, 120),
+)
+def test_the_pause_is_at_least_a_slot_and_at_most_a_window(gaps: list[float], new: float) -> None:
+    accepted: list[float] = []
+    t = 0.0
+    for gap in gaps:
+        t += gap
+        accepted.append(t)
+    refusal = Refusal(sent_at=t + 0.5, limit_interval=new, pace=new, window=W, accepted=accepted)
+    pause = pause_without_retry_after(refusal, new)
+    assert min(new, W) <= pause <= max(W, new)
+
+
+def test_a_window_s_count_shows_a_window_server_but_jitter_does_not() -> None:
+    window_limit = Refusal(
+        sent_at=90.0,
+        limit_interval=3.0,
+        pace=3.0,
+        window=W,
+        accepted=sends(0.0, 3.0, 10) + sends(60.0, 3.0, 10),
+        first_sent=0.0,
+        strict=True,
+    )
+    assert counted_in_window(window_limit)  # 10 in a window the lane thought held 20
+    stray = Refusal(
+        sent_at=183.0,
+        limit_interval=6.0,
+        pace=6.1,
+        window=W,
+        accepted=sends(0.0, 6.1, 30),
+        first_sent=0.0,
+        strict=True,
+    )
+    assert not counted_in_window(stray)
+    young = Refusal(
+        sent_at=30.0,
+        limit_interval=3.0,
+        pace=3.0,
+        window=W,
+        accepted=sends(0.0, 3.0, 10),
+        first_sent=0.0,
+    )
+    assert not counted_in_window(young)

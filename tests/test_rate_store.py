@@ -1,0 +1,260 @@
+"""The rate stores' contract, run alike against the file store and a real Redis: the same
+steps give the same answers, so the Lua scripts and the Python decisions agree."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from bulkfetch.config import ApiKey
+from bulkfetch.errors import RateStoreError, UsageError
+from bulkfetch.rate_share import RateSession, SharedLane
+from bulkfetch.rate_store import (
+    FileStore,
+    RateStore,
+    Ticket,
+    check_store_url,
+    fingerprint,
+    store_name,
+)
+from bulkfetch.rate_store_redis import RedisStore
+from bulkfetch.shared_pace import Grant
+
+from .redis_server import RedisServer
+
+pytestmark = pytest.mark.anyio
+INTERVAL = 0.2
+#: Loopback and a loaded machine: the time between two calls, at most.
+EPS = 0.05
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["file", "redis"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_server: RedisServer
+) -> AsyncIterator[RateStore]:
+    made: RateStore
+    if request.param == "file":
+        made = FileStore(tmp_path / "rates" / "host_80-0123456789abcdef.json")
+    else:
+        redis_server.flush()
+        made = RedisStore(redis_server.url, f"host_80-{os.getpid()}")
+    try:
+        yield made
+    finally:
+        await made.aclose()
+
+
+async def _take(
+    store: RateStore, owner: str = "a", unused: Grant | None = None
+) -> tuple[float, Ticket]:
+    ticket = await store.take(
+        "create",
+        owner,
+        interval=INTERVAL,
+        slack=0.0,
+        horizon=60.0,
+        ttl=5.0,
+        unused=unused,
+        history=9,
+    )
+    return ticket.delay, ticket
+
+
+async def test_slots_are_reserved_one_interval_apart_and_leases_counted(
+    store: RateStore,
+) -> None:
+    delay1, t1 = await _take(store, "a")
+    delay2, t2 = await _take(store, "b")
+    delay3, t3 = await _take(store, "a")
+    assert delay1 <= 0.0 + EPS
+    assert delay2 == pytest.approx(INTERVAL, abs=EPS)
+    assert delay3 == pytest.approx(2 * INTERVAL, abs=EPS)
+    assert [t.processes for t in (t1, t2, t3)] == [1, 2, 2]
+
+
+async def test_each_owner_is_told_the_others_slots_before_its_own(store: RateStore) -> None:
+    _, a1 = await _take(store, "a")
+    _, b1 = await _take(store, "b")
+    _, c1 = await _take(store, "c")
+    ticket = await store.take(
+        "create", "a", interval=INTERVAL, slack=0, horizon=60, ttl=5, since=a1.grant.at, history=9
+    )
+    # b's and c's slots come before a's second: told (as offsets from now, like delay).
+    assert len(ticket.others) == 2
+    gaps = [ticket.delay - o for o in ticket.others]
+    assert gaps == pytest.approx([2 * INTERVAL, INTERVAL], abs=1e-6)
+    again = await store.take(
+        "create",
+        "a",
+        interval=INTERVAL,
+        slack=0,
+        horizon=60,
+        ttl=5,
+        since=ticket.grant.at,
+        history=9,
+    )
+    assert again.others == ()  # nobody else took one since
+    # A newcomer is told what came before it.
+    assert (len(a1.others), len(b1.others), len(c1.others)) == (0, 1, 2)
+
+
+async def test_an_unused_slot_goes_to_the_next_asker(store: RateStore) -> None:
+    await _take(store, "a")
+    _, unused = await _take(store, "a")
+    delay, again = await _take(store, "b", unused=unused.grant)
+    assert again.grant.at == pytest.approx(unused.grant.at, abs=1e-6)
+    assert delay == pytest.approx(INTERVAL, abs=EPS)
+
+
+async def test_a_429_pauses_all_teaches_all_and_voids_slots_in_the_pause(
+    store: RateStore,
+) -> None:
+    await _take(store, "a")
+    _, held = await _take(store, "b")
+    await store.refused("create", limit_interval=0.5, strict=True, pause=1.0)
+    assert not await store.confirm("create", held.grant)
+    delay, ticket = await _take(store, "b")
+    assert delay == pytest.approx(1.0, abs=EPS)
+    grant = ticket.grant
+    assert (grant.limit_interval, grant.strict, grant.refusals) == (0.5, True, 1)
+    assert grant.spacing == 0.5
+    delay, _ = await _take(store, "a")
+    assert delay == pytest.approx(1.5, abs=EPS)  # spaced by the limit taught
+    # Another lane of the same key is not paused.
+    other = await store.take("status", "a", interval=INTERVAL, slack=0, horizon=60, ttl=5)
+    assert other.delay <= EPS
+
+
+async def test_a_lease_not_renewed_stops_counting_and_release_is_at_once(
+    store: RateStore,
+) -> None:
+    assert await store.renew("a", 0.3) == 1
+    assert await store.renew("b", 5.0) == 2
+    assert await store.renew("c", 5.0) == 3
+    await store.release("c")
+    assert await store.renew("b", 5.0) == 2
+    await anyio.sleep(0.4)  # "a" was killed: nobody renews it
+    assert await store.renew("b", 5.0) == 1
+
+
+async def test_an_unreachable_redis_is_named() -> None:
+    url = f"redis://127.0.0.1:{RedisServer.free_port()}/0"
+    store = RedisStore(url, "x")
+    with pytest.raises(RateStoreError, match=url.replace("/", ".")):
+        await store.ping()
+    await store.aclose()
+
+
+async def test_a_file_store_that_cannot_be_written_is_a_store_error(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    store = FileStore(blocked / "rates" / "x.json")
+    with pytest.raises(RateStoreError, match="rate store"):
+        await store.renew("a", 5.0)
+
+
+def test_the_fingerprint_tells_keys_apart_and_hides_them() -> None:
+    a, b = ApiKey("secret-key-one"), ApiKey("secret-key-two")
+    assert fingerprint(a) != fingerprint(b)
+    assert len(fingerprint(a)) == 16
+    assert "secret" not in store_name("https://api-connect.eos.com/api/gdw/api", a)
+    assert store_name("http://127.0.0.1:8080/x", a).startswith("127.0.0.1_8080-")
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("", True),
+        ("none", True),
+        ("NONE", True),
+        ("redis://h:6379/0", True),
+        ("rediss://user:pw@h:6380/2", True),
+        ("redis://h:6379/x", False),
+        ("http://h/0", False),
+        ("redis:///0", False),
+    ],
+)
+def test_store_urls_are_checked(url: str, ok: bool) -> None:
+    if ok:
+        assert check_store_url(url) in (url, url.lower())
+    else:
+        with pytest.raises(UsageError):
+            check_store_url(url)
+
+
+def test_without_redis_py_the_message_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "redis", None)
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+    with pytest.raises(UsageError, match=r"pip install 'bulkfetch\[redis\]'"):
+        RedisStore("redis://127.0.0.1:1/0", "x")
+
+
+class _Clock:
+    """A clock that moves on by ``step`` at every reading, and a sleep that moves it."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+async def _lane_take(lane: SharedLane, clock: _Clock, interval: float = INTERVAL) -> float:
+    return await lane.take(
+        interval=interval, slack=0.0, horizon=60.0, history=2.0, clock=clock, sleep=clock.sleep
+    )
+
+
+async def test_a_slow_process_never_sleeps_a_negative_delay(tmp_path: Path) -> None:
+    """The slot may be due before the process gets round to sleeping for it (a loaded
+    machine): it goes at once."""
+    session = RateSession(FileStore(tmp_path / "x.json"))
+    lane = session.lane("create")
+    clock = _Clock(step=1.0)  # each reading a second later: every slot already due
+    for _ in range(3):
+        await _lane_take(lane, clock)
+    assert all(s >= 0 for s in clock.slept)
+    await session.release()
+
+
+class _GoneStore(FileStore):
+    async def take(self, *args: object, **kwargs: object) -> Ticket:
+        raise RateStoreError("rate store redis://gone:6379/0: Connection refused")
+
+
+async def test_a_store_gone_mid_run_paces_at_the_share_of_the_processes_last_seen(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = RateSession(_GoneStore(tmp_path / "x.json"))
+    session.processes = 3
+    lane = session.lane("status")
+    clock = _Clock(step=0.0)
+    slots = [await _lane_take(lane, clock) for _ in range(4)]
+    gaps = [b - a for a, b in itertools.pairwise(slots)]
+    assert gaps == pytest.approx([3 * INTERVAL] * 3)  # a third of the rate each
+    assert session.failed is not None
+    warnings = [r for r in caplog.records if "pacing alone at 1/3" in r.getMessage()]
+    assert len(warnings) == 1  # once, naming the store
+    assert "redis://gone:6379/0" in warnings[0].getMessage()
+    await session.release()
