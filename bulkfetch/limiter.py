@@ -316,7 +316,7 @@ class Limiter:
         echo = sent < self._last_change
         if not echo:
             in_window = len(accepted) - bisect.bisect_right(accepted, sent - refusal.window)
-            allowed = math.floor(refusal.window / self.limit_interval * (1 - 1e-9))
+            allowed = math.floor(refusal.window / self.limit_interval + 1e-9)
             if counted_in_window(refusal) and not self._searching:
                 # A window's limit, read from its count (a searching lane's count is
                 # short because it was slower than the limit for most of the window).
