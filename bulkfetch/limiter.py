@@ -377,9 +377,11 @@ class Limiter:
         echo = sent < self._last_change
         if not echo:
             in_window = len(accepted) - bisect.bisect_right(accepted, sent - refusal.window)
-            allowed = math.floor(refusal.window / self.limit_interval * (1 - 1e-9))
-            if counted_in_window(refusal):
-                self.strict = False  # a window's limit, read from its count
+            allowed = math.floor(refusal.window / self.limit_interval + 1e-9)
+            if counted_in_window(refusal) and not self._searching:
+                # A window's limit, read from its count (a searching lane's count is
+                # short because it was slower than the limit for most of the window).
+                self.strict = False
             elif in_window < allowed or not window_count_tells(refusal):
                 # Refused with room left in the window (or too early to tell): the
                 # server may space requests, so the jitter must fit between every two.

@@ -190,10 +190,18 @@ def pause_without_retry_after(refusal: Refusal, new_interval: float) -> float:
     With the limit now believed (``window / new_interval`` per window), the next request
     fits once enough of those accepted in the window have left it: the oldest must go
     (sliding log), and a calendar window's boundary comes no later. When the count did
-    not tell the limit (fewer in the window than it allows), one slot at the new pace.
-    At most one window; at least one slot.
+    not tell the limit, one slot at the new pace; when the last pause was too short
+    (refused again with nothing let through), until a window after that refusal. At most
+    one window; at least one slot.
     """
     r = refusal
+    if _since_previous(r) == 0:
+        # Refused again right after the last pause, nothing let through between: that
+        # pause was too short for this server (a calendar window ends later than a
+        # sliding log's oldest request leaves). A window after the previous refusal,
+        # any window limiter has room again; a bucket and a spacing limiter too.
+        assert r.previous is not None
+        return min(max(r.previous + r.window - r.sent_at, new_interval), r.window)
     if not window_count_tells(r):
         return new_interval
     lo = bisect.bisect_right(r.accepted, r.sent_at - r.window)
