@@ -6,15 +6,17 @@ problem) and exit with the code documented in ``bulkfetch.api``; never a traceba
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import anyio
 import click
@@ -579,19 +581,44 @@ def demo(out: Path | None, from_fields: bool) -> None:
 def main() -> None:
     """Console entry point."""
     tune_malloc()  # (why: see _malloc)
+    try:
+        code = _main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        if not isinstance(exc.code, int | None):
+            click.echo(str(exc.code), err=True)
+    _exit(code)
+
+
+def _main() -> int:
     # Not click's standalone mode: it turns Ctrl-C into "Aborted!" and exit 1, which cron
     # would read as "jobs failed". An interrupt is 130 wherever it lands.
     try:
         cli.main(prog_name="bulkfetch", standalone_mode=False)
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("bulkfetch: interrupted", err=True)
-        sys.exit(130)
+        return 130
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
-    sys.exit(EXIT_OK)
+        return exc.exit_code
+    return EXIT_OK
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit with ``code``. After a bucket destination, skip the interpreter's finalisation:
+    obstore's Tokio worker threads outlive the command, and one caught mid-task while the
+    interpreter is torn down aborts the process (SIGABRT, seen once in CI after ``plan``
+    had printed everything, exit -6 instead of 0), turning a finished command into a
+    failure for cron. Everything is written and closed by then: flush and leave."""
+    if "obstore" not in sys.modules:
+        sys.exit(code)
+    logging.shutdown()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
