@@ -228,8 +228,9 @@ class Run:
         # Leftovers removed, done results checked, and results already at the destination
         # that the ledger does not know of (it was lost) taken as done: nothing is sent yet.
         # A --shard run leaves the other parts' temporary files alone: they may be writing.
-        self.sink.own_partials_only = self.config.shard is not None
-        found = await self.sink.prepare(self.ledger.records(), self.jobs.values())
+        found = await self.sink.prepare(
+            self.ledger.records(), self.jobs.values(), own_only=self.config.shard is not None
+        )
         for record in found:
             self.ledger.put_soon(record)
         if found:

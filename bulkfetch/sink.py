@@ -149,9 +149,6 @@ class Sink:
         self.out = out
         self._root = out.resolve()
         self._out = os.fspath(out)
-        #: Remove only this run's jobs' temporary files (``--shard``: the other parts of
-        #: the manifest may be writing into the same folder now).
-        self.own_partials_only = False
 
     def target(self, relative: PurePosixPath | str) -> Path:
         rel = PurePosixPath(relative)
@@ -189,12 +186,14 @@ class Sink:
             os.unlink(probe)  # noqa: PTH108
 
     async def prepare(
-        self, records: Mapping[str, JobRecord], jobs: Iterable[Job]
+        self, records: Mapping[str, JobRecord], jobs: Iterable[Job], *, own_only: bool = False
     ) -> list[JobRecord]:
-        """Before a run: remove what crashed runs left; returns done jobs found that the
-        ledger does not know of (a folder has none: its files carry no job key)."""
+        """Before a run: remove what crashed runs left (with ``own_only``, only for these
+        ``jobs``: a ``--shard`` run, whose other parts may be writing into the same folder
+        now); returns done jobs found that the ledger does not know of (a folder has none:
+        its files carry no job key)."""
         jobs = list(jobs)
-        if self.own_partials_only:
+        if own_only:
             owned = [job.relative_path() for job in jobs]
             removed = await anyio.to_thread.run_sync(self.remove_own_partials, owned)
         else:

@@ -176,10 +176,12 @@ class StoreSink(Sink):
         return removed
 
     async def prepare(
-        self, records: Mapping[str, JobRecord], jobs: Iterable[Job]
+        self, records: Mapping[str, JobRecord], jobs: Iterable[Job], *, own_only: bool = False
     ) -> list[JobRecord]:
         """Check access, list once, remove probes, HEAD what must be checked; returns the
-        done jobs the ledger does not know of (see the module docstring)."""
+        done jobs the ledger does not know of (see the module docstring). Leftover uploads
+        are aborted only for these ``jobs``' keys whatever ``own_only`` says, so a
+        ``--shard`` run never touches another part's upload."""
         started = time.time()
         jobs = list(jobs)
         await anyio.to_thread.run_sync(self.store.check_access)
