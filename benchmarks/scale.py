@@ -30,7 +30,7 @@ from typing import Any
 from benchmarks.common import CaseResult, job_params, write_manifest
 from benchmarks.procs import bulkfetch_cmd, sim_process, spawn, wait
 from bulkfetch.ledger import JobRecord, JobState, Ledger
-from bulkfetch.manifest import load_manifest
+from bulkfetch.manifest.jobs import load_manifest
 from bulkfetch.simulator import SimConfig, run_in_thread
 
 __all__ = ["run_scale_case"]

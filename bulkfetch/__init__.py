@@ -17,9 +17,9 @@ The package is the data flow, one module per stage, each depending only on those
 
 __version__ = "0.1.0"
 
-from .api import RunResult, run, run_async
-from .config import ApiKey, Rate, RunConfig
-from .errors import (
+from bulkfetch.api import RunResult, run, run_async
+from bulkfetch.config import ApiKey, Rate, RunConfig
+from bulkfetch.errors import (
     ApiError,
     AuthError,
     BadRequest,
@@ -39,9 +39,9 @@ from .errors import (
     TransientError,
     UsageError,
 )
-from .fields import Field, load_fields
-from .manifest import Job, Manifest, load_manifest
-from .scene_search import SearchResult, search, search_async, write_manifest
+from bulkfetch.manifest.jobs import Job, Manifest, load_manifest
+from bulkfetch.scene_search.fields import Field, load_fields
+from bulkfetch.scene_search.finder import SearchResult, search, search_async, write_manifest
 
 __all__ = [
     "ApiError",

@@ -1,3 +1,3 @@
-from bulkfetch.cli import main
+from bulkfetch.cli.main import main
 
 main()

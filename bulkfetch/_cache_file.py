@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from .durable import atomic_write
-from .errors import StorageError
+from bulkfetch.durable import atomic_write
+from bulkfetch.errors import StorageError
 
 __all__ = ["read_entries", "write_entries"]
 

@@ -2,7 +2,7 @@
 
 ``run_async()`` is the whole run in the caller's event loop; ``run()`` wraps it for plain
 code. Both read and validate the manifest first (nothing is sent if it is invalid), check
-its colormaps with EOS (:mod:`bulkfetch.colormap_check`; an unknown one is a manifest
+its colormaps with EOS (:mod:`bulkfetch.colormaps.check`; an unknown one is a manifest
 error, nothing created), take the ledger's lock, drive the engine, write the report if
 asked, and return a ``RunResult`` whose ``exit_code`` is the one the CLI exits with:
 
@@ -31,12 +31,11 @@ from typing import Any
 
 import anyio
 
-from .colormap_check import TIMEOUT as COLORMAP_TIMEOUT
-from .colormap_check import check_colormaps
-from .config import ApiKey, Rate, RunConfig, load_api_key, parse_duration
-from .destination import store_url
-from .engine import Counters, Run
-from .errors import (
+from bulkfetch.colormaps.check import TIMEOUT as COLORMAP_TIMEOUT
+from bulkfetch.colormaps.check import check_colormaps
+from bulkfetch.config import ApiKey, Rate, RunConfig, load_api_key, parse_duration
+from bulkfetch.engine import Counters, Run
+from bulkfetch.errors import (
     BulkfetchError,
     LedgerError,
     LedgerLocked,
@@ -45,15 +44,16 @@ from .errors import (
     UsageError,
     first_error,
 )
-from .ledger import Ledger
-from .manifest import Manifest
-from .manifest_cache import cache_path, load_manifest_cached
-from .rate_share import RateSession, open_rates
-from .rate_store import check_store_url
-from .report import build_report, job_rows, lane_figures, write_report
-from .shard import Shard
-from .sink import Sink
-from .urls import check_service_url
+from bulkfetch.ledger import Ledger
+from bulkfetch.limiter.share import RateSession, open_rates
+from bulkfetch.limiter.store import check_store_url
+from bulkfetch.manifest.cache import cache_path, load_manifest_cached
+from bulkfetch.manifest.jobs import Manifest
+from bulkfetch.manifest.shard import Shard
+from bulkfetch.report.data import build_report, job_rows, lane_figures, write_report
+from bulkfetch.sink.destination import store_url
+from bulkfetch.sink.local import Sink
+from bulkfetch.urls import check_service_url
 
 __all__ = ["RunResult", "run", "run_async"]
 

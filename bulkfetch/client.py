@@ -34,10 +34,10 @@ import orjson
 from aiohttp.helpers import basicauth_from_netrc, get_env_proxy_for_url, netrc_from_env
 from yarl import URL
 
-from . import __version__
-from .answers import body_text, connection_trouble, find_result_url, not_the_api
-from .config import ApiKey
-from .errors import (
+from bulkfetch import __version__
+from bulkfetch.answers import body_text, connection_trouble, find_result_url, not_the_api
+from bulkfetch.config import ApiKey
+from bulkfetch.errors import (
     ApiError,
     AuthError,
     BadRequest,
@@ -47,7 +47,7 @@ from .errors import (
     TaskGone,
     TransientError,
 )
-from .retry_after import parse_retry_after
+from bulkfetch.limiter.retry_after import parse_retry_after
 
 __all__ = [
     "Client",

@@ -18,9 +18,9 @@ from typing import Any
 
 from yarl import URL
 
-from .destination import default_ledger, store_url
-from .errors import UsageError
-from .shard import Shard
+from bulkfetch.errors import UsageError
+from bulkfetch.manifest.shard import Shard
+from bulkfetch.sink.destination import default_ledger, store_url
 
 __all__ = [
     "CONFIG_NAME",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import ApiError, EndpointError, NotTheApi
+from bulkfetch.errors import ApiError, EndpointError, NotTheApi
 
 __all__ = ["FirstContact"]
 

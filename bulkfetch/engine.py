@@ -35,18 +35,17 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from .client import Client, Failed, Pending
-from .config import ApiKey, RunConfig
-from .contact import FirstContact
-from .destination import open_sink
-from .errors import ApiError, BulkfetchError, RateLimited, TaskGone, first_error
-from .geometry import multipolygon_advice
-from .ledger import JobRecord, JobState, Ledger
-from .limiter import Limiter
-from .logs import JobTag
-from .manifest import Job, Manifest
-from .rate_share import RateSession
-from .scheduler import (
+from bulkfetch.client import Client, Failed, Pending
+from bulkfetch.config import ApiKey, RunConfig
+from bulkfetch.contact import FirstContact
+from bulkfetch.errors import ApiError, BulkfetchError, RateLimited, TaskGone, first_error
+from bulkfetch.ledger import JobRecord, JobState, Ledger
+from bulkfetch.limiter.lane import Limiter
+from bulkfetch.limiter.share import RateSession
+from bulkfetch.logs import JobTag
+from bulkfetch.manifest.geometry import multipolygon_advice
+from bulkfetch.manifest.jobs import Job, Manifest
+from bulkfetch.scheduler import (
     Action,
     Poller,
     ProcessingModel,
@@ -55,7 +54,8 @@ from .scheduler import (
     safety_margin,
     window_size,
 )
-from .urls import display_url
+from bulkfetch.sink.destination import open_sink
+from bulkfetch.urls import display_url
 
 __all__ = ["Counters", "Run"]
 

@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import RunConfig
-from .ledger import JobRecord, JobState, Ledger
-from .manifest import Manifest
-from .scheduler import Action, ProcessingModel, resume_action, safety_margin
+from bulkfetch.config import RunConfig
+from bulkfetch.ledger import JobRecord, JobState, Ledger
+from bulkfetch.manifest.jobs import Manifest
+from bulkfetch.scheduler import Action, ProcessingModel, resume_action, safety_margin
 
 __all__ = ["ACTION_TEXT", "FETCH_AGAIN", "Plan", "make_plan"]
 

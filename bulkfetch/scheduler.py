@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .ledger import JobRecord, JobState
+from bulkfetch.ledger import JobRecord, JobState
 
 __all__ = [
     "Action",

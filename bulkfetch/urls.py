@@ -1,5 +1,5 @@
 """Where a run talks to, checked before anything is sent (where it writes to is
-:mod:`bulkfetch.destination`'s: a folder, or an s3/gs/az URL, any other scheme refused).
+:mod:`bulkfetch.sink.destination`'s: a folder, or an s3/gs/az URL, any other scheme refused).
 
 * ``check_service_url``: ``--api-url`` and ``--search-url`` must be ``http(s)://host/...``;
   anything else (``not-a-url``, ``ftp://...``) is a usage error naming the flag.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from yarl import URL
 
-from .errors import UsageError
+from bulkfetch.errors import UsageError
 
 __all__ = ["check_service_url", "display_url"]
 

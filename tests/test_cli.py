@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 
 import bulkfetch
-from bulkfetch.demo import demo_fields, demo_manifest
+from bulkfetch.cli.demo import demo_fields, demo_manifest
 
 from .conftest import bulkfetch_cli
 

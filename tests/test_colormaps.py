@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from bulkfetch.colormap_check import ColormapCache, cached_colormaps
-from bulkfetch.colormaps import (
+from bulkfetch.colormaps.check import ColormapCache, cached_colormaps
+from bulkfetch.colormaps.listing import (
     Colormap,
     colormap_problems,
     colormaps_used,
@@ -19,7 +19,7 @@ from bulkfetch.colormaps import (
     unknown_names,
 )
 from bulkfetch.config import api_root
-from bulkfetch.manifest import parse_manifest
+from bulkfetch.manifest.jobs import parse_manifest
 from bulkfetch.simulator import SimulatorThread
 from bulkfetch.simulator.colormap_app import CUSTOM_COLORMAPS, DISCRETE, MATPLOTLIB
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from bulkfetch.contact import FirstContact
-from bulkfetch.destination import store_url
 from bulkfetch.errors import (
     AuthError,
     BadRequest,
@@ -16,6 +15,7 @@ from bulkfetch.errors import (
     TransientError,
     UsageError,
 )
+from bulkfetch.sink.destination import store_url
 from bulkfetch.urls import check_service_url, display_url
 
 REFUSED = TransientError("creating a task: connection refused")

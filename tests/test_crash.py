@@ -17,9 +17,9 @@ The random moments are reproducible: ``BULKFETCH_CRASH_SEED=N pytest tests/test_
 (the seed is printed, so a failing run shows it).
 
 Process starts are the slow part (~0.35 s of imports each), so runs are started from a
-"warm" interpreter that has already imported ``bulkfetch.cli`` and waits for its arguments
+"warm" interpreter that has already imported ``bulkfetch.cli.main`` and waits for its arguments
 on stdin; the delay before a kill counts from that moment, so the kill points land in the
-run itself rather than in imports. It is the same ``bulkfetch.cli:main`` the console script
+run itself rather than in imports. It is the same ``bulkfetch.cli.main:main`` the console script
 calls, in a fresh process, with the environment cron would give it.
 """
 
@@ -45,9 +45,9 @@ import pytest
 
 from bulkfetch.durable import Journal
 from bulkfetch.ledger import JobRecord, JobState, Ledger
-from bulkfetch.manifest import Job, load_manifest
+from bulkfetch.manifest.jobs import Job, load_manifest
 from bulkfetch.simulator import SimConfig, SimulatorThread, render_result, run_in_thread
-from bulkfetch.sink import PART_SUFFIX
+from bulkfetch.sink.local import PART_SUFFIX
 
 from .conftest import FAST, cli_env, make_jobs, write_jsonl
 
@@ -57,7 +57,7 @@ LEDGER = "bulkfetch-ledger.json"
 _WARM = """\
 import sys
 import orjson
-from bulkfetch.cli import main
+from bulkfetch.cli.main import main
 sys.stdout.write("ready\\n")
 sys.stdout.flush()
 line = sys.stdin.readline()
@@ -69,7 +69,7 @@ main()
 
 
 class WarmPool:
-    """Pre-started interpreters, each with ``bulkfetch.cli`` imported, one at a time.
+    """Pre-started interpreters, each with ``bulkfetch.cli.main`` imported, one at a time.
 
     ``start(args)`` hands the waiting interpreter its arguments and pre-starts the next one,
     so the import of the next run overlaps this run. Output goes to files (a pipe nobody

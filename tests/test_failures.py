@@ -10,7 +10,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkfetch.failures import NO_REASON, group_failures, reason_group
+from bulkfetch.report.failures import NO_REASON, group_failures, reason_group
 from bulkfetch.simulator import SimConfig, run_in_thread
 
 from .conftest import FAST, bulkfetch_cli, make_jobs, run_cli, write_jsonl

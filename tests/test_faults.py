@@ -20,10 +20,10 @@ import orjson
 import pytest
 
 from bulkfetch.ledger import JobState, Ledger
-from bulkfetch.manifest import Job, load_manifest
+from bulkfetch.manifest.jobs import Job, load_manifest
 from bulkfetch.simulator import SimConfig, SimulatorThread, render_result, run_in_thread
 from bulkfetch.simulator.images import big_body
-from bulkfetch.sink import PART_SUFFIX
+from bulkfetch.sink.local import PART_SUFFIX
 
 from .conftest import FAST, FAST_FLAGS, bulkfetch_cli, make_jobs, spawn_cli, tmpfs, write_jsonl
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from bulkfetch.errors import FieldsError, ManifestError
-from bulkfetch.fields import load_fields
+from bulkfetch.scene_search.fields import load_fields
 
 from .conftest import square, write_jsonl
 

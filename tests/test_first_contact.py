@@ -25,8 +25,8 @@ import pytest
 from bulkfetch.config import ApiKey, Rate
 from bulkfetch.errors import EndpointError
 from bulkfetch.ledger import JobState, Ledger
-from bulkfetch.limiter import Limiter
-from bulkfetch.search_client import SearchClient, SearchLane, SearchStats
+from bulkfetch.limiter.lane import Limiter
+from bulkfetch.scene_search.client import SearchClient, SearchLane, SearchStats
 from bulkfetch.simulator import TEST_API_KEY, SimConfig, SimulatorThread, run_in_thread
 
 from .conftest import (

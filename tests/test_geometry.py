@@ -1,4 +1,4 @@
-"""Tests for bulkfetch.geometry: checks, normalisation, self-intersection, WKT."""
+"""Tests for bulkfetch.manifest.geometry: checks, normalisation, self-intersection, WKT."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulkfetch.geometry import (
+from bulkfetch.manifest.geometry import (
     _all_pairs,
     _sweep,
     check_geometry,

@@ -1,4 +1,4 @@
-"""Tests for bulkfetch.limiter: evenly spaced slots, lane-wide pauses on 429, a limit learned
+"""Tests for bulkfetch.limiter.lane: evenly spaced slots, lane-wide pauses on 429, a limit learned
 from 429s whatever the server's kind, all on an injected clock (no time passes).
 
 The scenario tests drive a Limiter against the simulator's own limiters
@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from bulkfetch.config import Rate
-from bulkfetch.limiter import Limiter
-from bulkfetch.retry_after import MAX_WINDOWS
+from bulkfetch.limiter.lane import Limiter
+from bulkfetch.limiter.retry_after import MAX_WINDOWS
 from bulkfetch.simulator.limits import LIMITER_KINDS, make_limit
 
 TEN_A_MINUTE = Rate(10, 60.0)

@@ -1,4 +1,4 @@
-"""Tests for bulkfetch.manifest: formats, validation, keys, output paths, duplicates."""
+"""Tests for bulkfetch.manifest.jobs: formats, validation, keys, output paths, duplicates."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bulkfetch._manifest_fields import costly_typo
-from bulkfetch._manifest_readers import item_lines
 from bulkfetch.errors import ManifestError, Problem
-from bulkfetch.manifest import (
+from bulkfetch.manifest._checks import costly_typo
+from bulkfetch.manifest._readers import item_lines
+from bulkfetch.manifest.jobs import (
     PARAMS,
     Job,
     Manifest,

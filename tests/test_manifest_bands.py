@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkfetch._manifest_bands import bm_type_warning, parse_tables, sensor_for, tables
+from bulkfetch.manifest._bands import bm_type_warning, parse_tables, sensor_for, tables
 
 S2 = "S2/13/R/EL/2023/7/19/0"
 S2L2A = "S2L2A/13/R/EL/2023/7/19/0"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkfetch._manifest_bands import sensor_for
-from bulkfetch._manifest_sizes import (
+from bulkfetch.manifest._bands import sensor_for
+from bulkfetch.manifest._sizes import (
     estimate_text,
     mercator_extent,
     output_pixels,

@@ -26,13 +26,13 @@ import pytest
 from obstore.store import MemoryStore
 
 from bulkfetch.client import Ready
-from bulkfetch.destination import StoreUrl, default_ledger, display, store_url
 from bulkfetch.errors import StorageError, TransientError, UsageError
 from bulkfetch.ledger import JobState, Ledger
-from bulkfetch.object_store import META_KEY, META_SHA256, ObjectStore, describe, store_error
 from bulkfetch.simulator import SimulatorThread
-from bulkfetch.sink import Written
-from bulkfetch.store_sink import PART_SIZE, StoreSink
+from bulkfetch.sink.bucket import PART_SIZE, StoreSink
+from bulkfetch.sink.destination import StoreUrl, default_ledger, display, store_url
+from bulkfetch.sink.local import Written
+from bulkfetch.sink.object_store import META_KEY, META_SHA256, ObjectStore, describe, store_error
 
 from .conftest import FAST_FLAGS, bulkfetch_cli, make_jobs, run_cli, spawn_cli, write_jsonl
 from .test_sink import JPEG, FakeReady

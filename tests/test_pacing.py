@@ -1,4 +1,4 @@
-"""Tests for bulkfetch.pacing: the limiter's decisions, as pure functions over plain data."""
+"""Tests for bulkfetch.limiter.pacing: the limiter's decisions, pure functions over plain data."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkfetch.pacing import (
+from bulkfetch.limiter.pacing import (
     MAX_SLOWDOWN,
     MIN_SLOWDOWN,
     Refusal,

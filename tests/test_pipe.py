@@ -8,7 +8,7 @@ import time
 import anyio
 import pytest
 
-from bulkfetch._pipe import BlockPipe
+from bulkfetch.sink._pipe import BlockPipe
 
 pytestmark = pytest.mark.anyio
 

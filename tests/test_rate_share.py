@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bulkfetch.ledger import JobState, Ledger
-from bulkfetch.rate_share import LEASE
+from bulkfetch.limiter.share import LEASE
 from bulkfetch.simulator import TEST_API_KEY, SimConfig, run_in_thread
 
 from .conftest import bulkfetch_cli, make_jobs, spawn_cli, write_jsonl

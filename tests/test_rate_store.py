@@ -13,8 +13,10 @@ import pytest
 
 from bulkfetch.config import ApiKey
 from bulkfetch.errors import RateStoreError, UsageError
-from bulkfetch.rate_share import RateSession, SharedLane
-from bulkfetch.rate_store import (
+from bulkfetch.limiter.redis_store import RedisStore
+from bulkfetch.limiter.share import RateSession, SharedLane
+from bulkfetch.limiter.shared_pace import Grant
+from bulkfetch.limiter.store import (
     FileStore,
     RateStore,
     Ticket,
@@ -22,8 +24,6 @@ from bulkfetch.rate_store import (
     fingerprint,
     store_name,
 )
-from bulkfetch.rate_store_redis import RedisStore
-from bulkfetch.shared_pace import Grant
 
 from .redis_server import RedisServer
 

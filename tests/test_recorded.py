@@ -18,9 +18,9 @@ from aiohttp import web
 from bulkfetch.client import Created, Failed, Pending, _error_for, _parse_created, interpret_status
 from bulkfetch.config import ApiKey, Rate
 from bulkfetch.errors import AuthError
-from bulkfetch.limiter import Limiter
-from bulkfetch.scenes import parse_scene
-from bulkfetch.search_client import SearchClient, SearchLane, SearchStats
+from bulkfetch.limiter.lane import Limiter
+from bulkfetch.scene_search.client import SearchClient, SearchLane, SearchStats
+from bulkfetch.scene_search.scenes import parse_scene
 from bulkfetch.simulator import TEST_API_KEY, render_result
 
 from .conftest import bulkfetch_cli, square, write_jsonl

@@ -27,8 +27,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from bulkfetch.ledger import JobRecord, JobState, Ledger
-from bulkfetch.manifest import Job, load_manifest
-from bulkfetch.report_html import (
+from bulkfetch.manifest.jobs import Job, load_manifest
+from bulkfetch.report.page import (
     ReportData,
     Tile,
     collect,
@@ -36,8 +36,8 @@ from bulkfetch.report_html import (
     report_command,
     run_figures,
 )
+from bulkfetch.report.thumbnails import ThumbnailError, aoi_svg, thumbnail, view_date
 from bulkfetch.simulator.images import render_result
-from bulkfetch.thumbnails import ThumbnailError, aoi_svg, thumbnail, view_date
 
 DEMO = Path(__file__).resolve().parents[1] / "manifests" / "demo.jsonl"
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"

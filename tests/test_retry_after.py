@@ -1,4 +1,4 @@
-"""Tests for bulkfetch.retry_after: every form of Retry-After read, and obeyed within bounds."""
+"""Tests for bulkfetch.limiter.retry_after: each form of Retry-After read, and obeyed in bounds."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bulkfetch import client
-from bulkfetch.retry_after import MAX_WINDOWS, bounded_pause, parse_retry_after
+from bulkfetch.limiter.retry_after import MAX_WINDOWS, bounded_pause, parse_retry_after
 
 NOW = 1_445_412_470.0  # Wed, 21 Oct 2015 07:27:50 GMT
 SLOT, WINDOW = 6.0, 60.0  # 10/min

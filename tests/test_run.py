@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bulkfetch.manifest import load_manifest
+from bulkfetch.manifest.jobs import load_manifest
 from bulkfetch.simulator import (
     TEST_API_KEY,
     SimConfig,

@@ -15,9 +15,9 @@ import orjson
 import pytest
 
 import bulkfetch
-from bulkfetch.cli import cli
+from bulkfetch.cli.main import cli
+from bulkfetch.cli.progress import LaneView, Snapshot, bar_text, lane_text, pace_text, progress_line
 from bulkfetch.config import RunConfig
-from bulkfetch.progress import LaneView, Snapshot, bar_text, lane_text, pace_text, progress_line
 from bulkfetch.simulator import TEST_API_KEY, SimConfig, run_in_thread
 
 from .conftest import FAST, FAST_FLAGS, bulkfetch_cli, cli_env, make_jobs, run_cli, write_jsonl

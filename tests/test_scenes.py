@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkfetch.scenes import (
+from bulkfetch.scene_search.scenes import (
     DEFAULT_TEMPLATE,
     Scene,
     Selection,

@@ -14,11 +14,11 @@ from typing import Any
 import orjson
 import pytest
 
-from bulkfetch import scene_search as search_api
 from bulkfetch.config import ApiKey
 from bulkfetch.errors import AuthError, UsageError
-from bulkfetch.fields import Field
-from bulkfetch.manifest import load_manifest
+from bulkfetch.manifest.jobs import load_manifest
+from bulkfetch.scene_search import finder as search_api
+from bulkfetch.scene_search.fields import Field
 from bulkfetch.simulator import TEST_API_KEY, SimConfig, SimulatorThread, run_in_thread
 
 from .conftest import FAST, bulkfetch_cli, run_cli, spawn_cli, square, write_jsonl

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkfetch.search_cache import SearchCache, gaps, query_key
+from bulkfetch.scene_search.cache import SearchCache, gaps, query_key
 
 D = dt.date
 

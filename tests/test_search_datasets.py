@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bulkfetch.search_plan import dataset_of, group_requests, server_filters
+from bulkfetch.scene_search.plan import dataset_of, group_requests, server_filters
 from bulkfetch.simulator import SimConfig, SimulatorThread, run_in_thread
 
 from .conftest import FAST, bulkfetch_cli, run_cli

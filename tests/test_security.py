@@ -28,7 +28,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from bulkfetch.manifest import load_manifest
+from bulkfetch.manifest.jobs import load_manifest
 from bulkfetch.simulator import SimConfig, render_result, result_content_type, run_in_thread
 
 from .conftest import FAST, FAST_FLAGS, bulkfetch_cli, make_jobs, run_cli, spawn_cli, write_jsonl

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from bulkfetch.config import RunConfig
 from bulkfetch.errors import UsageError
-from bulkfetch.manifest import parse_manifest
-from bulkfetch.shard import Shard, part_of
+from bulkfetch.manifest.jobs import parse_manifest
+from bulkfetch.manifest.shard import Shard, part_of
 
 from .conftest import make_jobs
 

@@ -8,7 +8,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkfetch.shared_pace import (
+from bulkfetch.limiter.shared_pace import (
     FORGET_AFTER,
     LaneState,
     fallback_interval,

@@ -232,7 +232,12 @@ def test_shape_bbox_names_the_problem(shape: Any, message: str) -> None:
 
 
 def test_shape_bbox_and_bad_calls() -> None:
-    ring = ((1.0, 2.0), (3.0, 2.0), (3.0, 5.0), (1.0, 2.0))  # tuples, as bulkfetch.fields gives
+    ring = (
+        (1.0, 2.0),
+        (3.0, 2.0),
+        (3.0, 5.0),
+        (1.0, 2.0),
+    )  # tuples, as bulkfetch.scene_search.fields gives
     multi = {"type": "MultiPolygon", "coordinates": [[ring], [[[-1, -1], [0, 0], [0, -1]]]]}
     assert shape_bbox({"type": "Polygon", "coordinates": (ring,)}) == (1.0, 2.0, 3.0, 5.0)
     assert shape_bbox(multi) == (-1.0, -1.0, 3.0, 5.0)

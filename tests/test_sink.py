@@ -1,4 +1,4 @@
-"""Tests for bulkfetch.sink: results reach their final name complete and checked, or not at all."""
+"""Tests for bulkfetch.sink.local: results reach their final name whole and checked, or never."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-import bulkfetch.sink as sink_module
+import bulkfetch.sink.local as sink_module
 from bulkfetch.client import Client, Ready
 from bulkfetch.config import ApiKey
 from bulkfetch.durable import fsync_directory
 from bulkfetch.errors import StorageError, TransientError
 from bulkfetch.simulator import TEST_API_KEY, SimConfig, Simulator, render_result
-from bulkfetch.sink import PART_SUFFIX, Sink, Written, check_result, sniff
+from bulkfetch.sink.local import PART_SUFFIX, Sink, Written, check_result, sniff
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200

@@ -23,11 +23,13 @@ import pytest
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 
+from bulkfetch.cli.stac import job_notes
 from bulkfetch.durable import FileLock
 from bulkfetch.ledger import JobState, Ledger
-from bulkfetch.manifest import load_manifest
+from bulkfetch.manifest.jobs import load_manifest
 from bulkfetch.simulator import SimulatorThread
-from bulkfetch.stac import (
+from bulkfetch.stac.catalog import Entry, Group, LocalFolder, scan, write_catalog
+from bulkfetch.stac.items import (
     Described,
     Platform,
     Undescribable,
@@ -39,8 +41,6 @@ from bulkfetch.stac import (
     platform_of,
     scene_time,
 )
-from bulkfetch.stac_catalog import Entry, Group, LocalFolder, scan, write_catalog
-from bulkfetch.stac_cli import job_notes
 
 from .conftest import bulkfetch_cli, run_cli, square, write_jsonl
 

@@ -1,0 +1,5 @@
+"""``python -m bulkfetch.cli``: the ``bulkfetch`` command, where no console script is installed."""
+
+from bulkfetch.cli.main import main
+
+main()

@@ -1,0 +1,415 @@
+"""A pacing rate limiter for one API lane, that learns the server's limit from its 429s.
+
+EOS counts requests per key and per endpoint (10 a minute), in a way nobody outside knows:
+a sliding log, a calendar window, a token bucket, strict spacing. Evenly spaced requests
+at the limit pass all of them, so ``Limiter`` hands out one slot every ``interval``
+seconds, FIFO, to whoever waits in ``acquire()``. Every request of the lane, whichever
+job it serves, takes a slot: the limit is shared by the whole process.
+
+``interval`` is the server's interval as believed (``limit_interval``, the configured
+rate's at first) plus a small relative ``margin`` plus the **jitter** measured on the
+connection (``pacing.jitter_margin``), and two slots are never closer than the server's
+interval plus that jitter, whatever the timer did: a server judges arrival times, and a
+strict-spacing limiter refuses two requests that arrive closer than its interval.
+
+The server is the authority on its limit. A 429 tells the limit (``pacing.limit_after_429``:
+the requests it accepted in the window before), and the lane pauses as ``Retry-After``
+says within sane bounds (``retry_after.bounded_pause``), or, without one, until the new
+limit leaves room (``pacing.pause_without_retry_after``: at most a window, never an
+exponential back-off). A 429 for a request sent before the last change of pace is an
+echo of the old pace and changes nothing. With ``learn`` the lane searches faster than the
+configured rate (×1.1 every 5 requests, up to ``max_speedup``) until the first 429, which
+then tells the limit; without it the lane never goes faster than configured.
+
+The clock is injectable (``clock`` and ``sleep``) so the pacing is tested without time
+passing. ``acquire()`` returns the time the slot was granted: hand it back to
+``succeeded`` or ``rate_limited_by_server`` as ``sent_at``, so round trips are measured
+and a 429 is placed among the requests the server accepted.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import anyio
+
+from bulkfetch.config import Rate
+from bulkfetch.limiter.pacing import (
+    KEEP_WINDOWS,
+    Refusal,
+    counted_in_window,
+    jitter_margin,
+    limit_after_429,
+    pause_without_retry_after,
+    window_count_tells,
+)
+from bulkfetch.limiter.retry_after import bounded_pause
+
+if TYPE_CHECKING:
+    from bulkfetch.limiter.share import SharedLane
+
+__all__ = ["Limiter"]
+
+
+class Limiter:
+    """Hands out request slots for one lane at a learned, evenly spaced rate."""
+
+    __slots__ = (
+        "_accepted",
+        "_clock",
+        "_first_sent",
+        "_floor",
+        "_last_change",
+        "_last_refusal",
+        "_last_send",
+        "_latencies",
+        "_lateness",
+        "_next_at",
+        "_outstanding",
+        "_paused_until",
+        "_refusals",
+        "_searching",
+        "_sleep",
+        "_streak",
+        "bunching",
+        "configured",
+        "jitter",
+        "limit_interval",
+        "name",
+        "pauses",
+        "rate_limited",
+        "shared",
+        "strict",
+    )
+
+    #: Relative headroom on the server's interval, beside the measured jitter: a timer's
+    #: and a clock's small errors.
+    margin = 0.005
+    #: With ``learn`` and no 429 seen yet: ×1.1 every 5 requests, up to ``max_speedup``.
+    search_after = 5
+    search_speedup = 1.1
+    max_speedup = 4.0
+    #: Round trips kept for the jitter estimate.
+    keep_latencies = 32
+    #: Jitter, as a share of the interval, up to which the lane spaces every two requests
+    #: by it before any 429 asks: cheap insurance against a spacing limiter (on the
+    #: internet at 10/min, 50 ms of jitter is 0.8% of a slot). Beyond it (loopback at
+    #: 50 ms slots) the lane pays it only once a 429 shows the server spaces requests.
+    cheap_jitter = 0.02
+
+    def __init__(
+        self,
+        name: str,
+        rate: Rate,
+        *,
+        learn: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        shared: SharedLane | None = None,
+    ) -> None:
+        #: The lane's name, for logs.
+        self.name = name
+        #: Where slots come from when other processes share the key (``rate_share``):
+        #: None, the lane's own pacing here.
+        self.shared = shared
+        #: The rate the user configured.
+        self.configured = rate
+        #: Seconds per request the server is believed to allow.
+        self.limit_interval = rate.interval
+        #: The spread of the delay from send to answer, measured (seconds).
+        self.jitter = 0.0
+        #: ``jitter`` plus the spread of how late requests went out after their slot.
+        self.bunching = 0.0
+        #: 429s seen on this lane.
+        self.rate_limited = 0
+        #: The server spaces requests (a 429 came with fewer in the window than it allows).
+        self.strict = False
+        #: Seconds spent paused by 429s.
+        self.pauses = 0.0
+        self._floor = rate.interval / (self.max_speedup if learn else 1.0)
+        self._searching = learn
+        self._streak = 0
+        self._accepted: list[float] = []  # send times the server accepted, ascending
+        self._outstanding: list[float] = []  # send times of requests not yet answered
+        self._latencies: deque[float] = deque(maxlen=self.keep_latencies)
+        self._lateness: deque[float] = deque(maxlen=self.keep_latencies)
+        self._first_sent = math.inf  # when the lane first sent
+        self._last_change = -math.inf  # when the pace last changed on a 429
+        self._last_refusal: float | None = None  # send time of the 429 that changed it
+        self._refusals: deque[float] = deque()  # send times of the 429s that taught
+        self._clock = clock
+        self._sleep = sleep
+        self._next_at = -math.inf
+        self._last_send = -math.inf
+        self._paused_until = -math.inf
+
+    def __repr__(self) -> str:
+        return (
+            f"<Limiter {self.name} interval={self.interval:.4g}s "
+            f"configured={self.configured} 429s={self.rate_limited} "
+            f"jitter={self.jitter * 1000:.3g}ms "
+            f"wait={max(0.0, self.ready_at() - self._clock()):.3g}s>"
+        )
+
+    @property
+    def interval(self) -> float:
+        """Seconds between slots now: the believed limit, the margin and the jitter.
+
+        A server that counts in a window absorbs bunching over the window: requests that
+        arrive bunched by ``bunching`` need only that much more in a whole window, a share
+        of it per slot. One that spaces requests (``strict``, learned from a 429 the window
+        count does not explain) needs the jitter between every two.
+        """
+        pace = self.limit_interval * (1 + self.margin)
+        if self.spacing:
+            return pace + self.jitter
+        # Twice the bunching per window: half the headroom may go to catching up late
+        # slots (``_slack``), the other half is what keeps the window's count.
+        return pace + 2 * self.bunching / self._per_window()
+
+    @property
+    def spacing(self) -> bool:
+        """Whether two sends are kept the server's interval plus the jitter apart: once
+        a 429 showed the server spaces requests (``strict``), or while that is cheap."""
+        cheap = len(self._latencies) >= 4 and self.jitter <= self.cheap_jitter * self.limit_interval
+        return self.strict or cheap
+
+    def _per_window(self) -> float:
+        return max(1.0, self.configured.period / self.limit_interval)
+
+    def _slack(self) -> float:
+        """How late a slot may be taken and still be counted from when it was due: half
+        the headroom a window of slots has over the limit, so any run of slots still
+        spans a window plus the other half."""
+        return 0.5 * (self.interval - self.limit_interval) * self._per_window()
+
+    @property
+    def rate(self) -> Rate:
+        """The pace in force now."""
+        return Rate(1.0, self.interval)
+
+    def ready_at(self) -> float:
+        """The clock time of the next free slot."""
+        return max(self._next_at, self._paused_until)
+
+    def paused_for(self) -> float:
+        """Seconds the lane stays paused (by a 429 or an outage) from now; 0 if it is not.
+        Read-only, for the progress display."""
+        return max(0.0, self._paused_until - self._clock())
+
+    async def acquire(self) -> float:
+        """Wait for the lane's next slot and take it; returns the time it was due.
+
+        Re-checks after each sleep, because a 429 elsewhere in the lane may have paused it
+        meanwhile. Call ``sending`` right before the request goes out.
+        """
+        if self.shared is not None:
+            return await self._acquire_shared(self.shared)
+        while True:
+            now = self._clock()
+            at = self.ready_at()
+            if now >= at:
+                # Count the next slot from when this one was due, not from when the caller
+                # woke: a timer oversleeps by a millisecond or so, and counted from "now"
+                # that piles up (300 slots of 50 ms lost 5 slots). ``sending`` keeps two
+                # sends apart all the same where the server needs it. Lateness beyond a
+                # slot (an idle lane, a pause) is not made up.
+                base = at if now - at <= self._slack() else now
+                self._next_at = base + self.interval
+                return base
+            await self._sleep(at - now)
+
+    async def _acquire_shared(self, shared: SharedLane) -> float:
+        """A slot from the store other processes on the key share, after any pause of
+        this lane's own (a server failing every request); adopts what the store was
+        taught by another process's 429: its limit, and that the server spaces requests."""
+        while True:
+            while (wait := self._paused_until - self._clock()) > 0:
+                await self._sleep(wait)
+            due = await self._take_shared(shared)
+            if due >= self._paused_until:
+                break
+            shared.give_back()  # this lane was paused (its own 429) while it waited
+        if shared.others:
+            # What the other processes sent: the server counted them with this lane's own
+            # when it refuses, and a 429 read from this process's share alone would take
+            # the limit for a fraction of what it is.
+            for t in shared.others:
+                bisect.insort(self._accepted, t)
+            self._first_sent = min(self._first_sent, shared.others[0])
+            shared.others.clear()
+        taught = shared.taught
+        if taught is not None:
+            if taught.limit_interval > self.limit_interval * (1 + 1e-9):
+                self.limit_interval = taught.limit_interval
+                self._searching = False
+                # Answers to requests sent before now were paced the old way: echoes.
+                self._last_change = self._clock()
+            self.strict = self.strict or taught.strict
+        self._next_at = due + self.interval
+        return due
+
+    async def _take_shared(self, shared: SharedLane) -> float:
+        return await shared.take(
+            interval=self.interval,
+            slack=self._slack(),
+            # A shared slot further ahead than this is a stale state or a clock that
+            # jumped: no pause or queue of processes is ever that long.
+            horizon=4 * self.configured.period + 60.0,
+            # What the others sent is read, on a 429, in the window before it.
+            history=2 * self.configured.period,
+            clock=self._clock,
+            sleep=self._sleep,
+        )
+
+    def release_unused(self) -> None:
+        """Give back the slot just taken when no request was sent with it."""
+        self._next_at -= self.interval
+        if self.shared is not None:
+            self.shared.give_back()
+
+    def _gap(self) -> float:
+        """Seconds two sends must be apart where the server spaces requests (``strict``):
+        its interval plus the jitter, even when a late slot is caught up. Elsewhere the
+        pace and its slack (``acquire``) keep the window's count, and a request that
+        waited for the ledger's fsync may go right away.
+
+        While fewer than 4 round trips are known (the first connections are being set up,
+        the slowest of a run), the lane is spaced by the slowest seen so far, or a tenth
+        of a slot before any: a spacing limiter would refuse the second request of a run
+        otherwise, and no window limiter minds a few slots spaced a little wider.
+        """
+        if len(self._latencies) < 4:
+            seen = max(self._latencies, default=0.1 * self.limit_interval)
+            return self.limit_interval + seen
+        return self.limit_interval + self.jitter if self.spacing else 0.0
+
+    async def sending(self, due: float | None = None) -> float:
+        """Called right before a request goes out; returns its send time for ``succeeded``
+        or ``rate_limited_by_server``. ``due`` is what ``acquire`` returned.
+
+        Where the server spaces requests, waits until the last send is the server's
+        interval plus the jitter ago: between ``acquire`` and here the request may have
+        waited (for the ledger's fsync, for a connection), and two requests bunched on
+        the way are refused by such a server even when their slots were far apart.
+        """
+        while True:
+            now = self._clock()
+            at = self._last_send + self._gap()
+            if now >= at:
+                break
+            await self._sleep(at - now)
+        self._last_send = now
+        self._outstanding.append(now)
+        self._first_sent = min(self._first_sent, now)
+        if due is not None:
+            self._lateness.append(max(0.0, now - due))
+        return now
+
+    def _answered(self, sent_at: float | None) -> tuple[float, float]:
+        """The clock now and the send time (now if unknown); learns the round trip."""
+        now = self._clock()
+        if sent_at is None:
+            return now, now
+        i = bisect.bisect_left(self._outstanding, sent_at)
+        if i < len(self._outstanding) and self._outstanding[i] == sent_at:
+            del self._outstanding[i]
+        self._latencies.append(max(0.0, now - sent_at))
+        # Strict spacing pays the jitter between every two requests; a window pays a
+        # share of it, and of how late requests went out, once per window.
+        self.jitter = jitter_margin(self._latencies, interval=self.limit_interval)
+        late = jitter_margin(self._lateness, interval=self.limit_interval)
+        self.bunching = self.jitter + late
+        return now, sent_at
+
+    def succeeded(self, sent_at: float | None = None) -> None:
+        """Record a request the server accepted (any answer but 429), sent at ``sent_at``."""
+        now, sent = self._answered(sent_at)
+        bisect.insort(self._accepted, sent)
+        horizon = now - KEEP_WINDOWS * self.configured.period
+        if self._accepted[0] < horizon:
+            del self._accepted[: bisect.bisect_left(self._accepted, horizon)]
+        if self._searching:
+            self._streak += 1
+            if self._streak >= self.search_after:
+                self._streak = 0
+                self.limit_interval = max(self._floor, self.limit_interval / self.search_speedup)
+
+    def _first_kept_refusal(self, sent: float) -> float | None:
+        """The earliest refusal whose accepted requests since are all still kept."""
+        horizon = sent - KEEP_WINDOWS * self.configured.period
+        while self._refusals and self._refusals[0] < horizon:
+            self._refusals.popleft()
+        return self._refusals[0] if self._refusals else None
+
+    def pause(self, seconds: float) -> None:
+        """Hold the whole lane for ``seconds`` (the server seems down), pace unchanged."""
+        self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
+
+    def rate_limited_by_server(
+        self, retry_after: float | None, sent_at: float | None = None
+    ) -> float:
+        """Record a 429 for a request sent at ``sent_at``: learn the limit and pause the
+        whole lane. ``retry_after`` is the server's header in seconds (None if absent).
+        Returns the pause from now, in seconds."""
+        now, sent = self._answered(sent_at)
+        self.rate_limited += 1
+        # Requests sent before this one and not answered yet reached the server first:
+        # counted as accepted (the 429s among them will be echoes).
+        earlier = self._outstanding[: bisect.bisect_left(self._outstanding, sent)]
+        accepted = sorted(self._accepted + earlier) if earlier else self._accepted
+        refusal = Refusal(
+            sent_at=sent,
+            limit_interval=self.limit_interval,
+            pace=self.interval,
+            window=self.configured.period,
+            accepted=accepted,
+            previous=self._last_refusal,
+            first_sent=min(self._first_sent, sent),
+            strict=self.spacing,
+            first_refusal=self._first_kept_refusal(sent),
+        )
+        echo = sent < self._last_change
+        if not echo:
+            in_window = len(accepted) - bisect.bisect_right(accepted, sent - refusal.window)
+            allowed = math.floor(refusal.window / self.limit_interval + 1e-9)
+            if counted_in_window(refusal) and not self._searching:
+                # A window's limit, read from its count (a searching lane's count is
+                # short because it was slower than the limit for most of the window).
+                self.strict = False
+            elif in_window < allowed or not window_count_tells(refusal):
+                # Refused with room left in the window (or too early to tell): the
+                # server may space requests, so the jitter must fit between every two.
+                self.strict = True
+            learned = limit_after_429(refusal)
+            if self._searching:
+                # The first refusal of a search: the limit lies between this pace and
+                # the last one that passed, one search step slower. A window's count
+                # says less here: the lane was slower than the limit for most of it.
+                learned = min(learned, self.limit_interval * self.search_speedup)
+            self.limit_interval = max(self.limit_interval, learned)
+            self._last_change = now
+            self._refusals.append(sent)
+            self._last_refusal = sent
+            self._searching = False
+        pause = bounded_pause(retry_after, interval=self.interval, window=self.configured.period)
+        if pause is not None:
+            until = now + pause
+        elif echo:
+            until = now + self.interval
+        else:
+            until = sent + pause_without_retry_after(refusal, self.limit_interval)
+        until = max(until, now)
+        self.pauses += max(0.0, until - max(now, self._paused_until))
+        self._paused_until = max(self._paused_until, until)
+        if self.shared is not None and not echo:
+            # Every process on the key pauses with this one and learns its limit.
+            self.shared.refused(
+                limit_interval=self.limit_interval, strict=self.strict, pause=until - now
+            )
+        return until - now

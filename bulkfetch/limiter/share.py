@@ -1,0 +1,278 @@
+"""A run's share of its key's rate: the session with the rate store, and its lanes.
+
+``open_rates`` opens the store ``--rate-store`` names (``rate_store``): by default the
+file store of this host, Redis across hosts, nothing with ``none``. The ``RateSession``
+holds this process's lease (renewed by ``serve`` every third of ``LEASE``, released when
+the run ends, expired within ``LEASE`` of a ``kill -9``) and hands each ``Limiter`` a
+``SharedLane``, the limiter's source of slots when the budget is shared: the limiter's
+own pacing (its ``acquire``) is the in-process source, used with ``--rate-store none``.
+
+A ``SharedLane`` reserves each slot in the store, sleeps to it, and confirms it (a 429
+elsewhere may have paused the lane meanwhile); it reports this process's 429s
+(``refused``, sent at once by ``serve``) so every process pauses and slows; and it
+tells the limiter what the store taught (``taught``). If the store fails mid-run, the
+lanes fall back to a pace of their own, the rate divided by the processes last seen
+(``shared_pace.fallback_interval``), with one warning: never above the limit while every
+process sharing the key lost the store, whatever they do then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from bulkfetch.config import ApiKey, RunConfig
+from bulkfetch.errors import RateStoreError
+from bulkfetch.limiter.shared_pace import Grant, fallback_interval
+from bulkfetch.limiter.store import FileStore, RateStore, default_store_dir, store_name
+
+__all__ = ["RateSession", "SharedLane", "open_rates"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a process's lease lasts without renewal: a killed process stops counting
+#: among the processes sharing the key this long after its last renewal.
+LEASE = 15.0
+#: Reported 429s waiting to be sent to the store, at most (more are the same storm).
+_QUEUE = 64
+
+
+class RateSession:
+    """This process's membership of a key's shared budget."""
+
+    __slots__ = (
+        "_inbox",
+        "_outbox",
+        "failed",
+        "lanes",
+        "owner",
+        "processes",
+        "store",
+    )
+
+    def __init__(self, store: RateStore) -> None:
+        self.store = store
+        #: This process, in the leases: host, pid and a random part (pids are reused).
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        #: Processes holding a lease on the key, as last seen.
+        self.processes = 1
+        #: Why the store was given up mid-run, if it was.
+        self.failed: str | None = None
+        self.lanes: dict[str, SharedLane] = {}
+        sender, receiver = anyio.create_memory_object_stream[tuple[str, float, bool, float]](_QUEUE)
+        self._outbox: MemoryObjectSendStream[tuple[str, float, bool, float]] = sender
+        self._inbox: MemoryObjectReceiveStream[tuple[str, float, bool, float]] = receiver
+
+    def __repr__(self) -> str:
+        state = f"failed: {self.failed}" if self.failed else f"processes={self.processes}"
+        return f"<RateSession {self.store.where} {state}>"
+
+    def lane(self, name: str) -> SharedLane:
+        """The shared source of slots for the lane ``name`` (one per lane and process)."""
+        return self.lanes.setdefault(name, SharedLane(self, name))
+
+    def lost(self, exc: RateStoreError) -> None:
+        """The store failed: every lane paces alone from now on (warned once)."""
+        if self.failed is None:
+            self.failed = str(exc)
+            log.warning(
+                "%s; pacing alone at 1/%d of each rate (the processes last seen) "
+                "for the rest of the run",
+                exc,
+                self.processes,
+            )
+
+    def report_refusal(self, lane: str, limit_interval: float, strict: bool, pause: float) -> None:
+        """Queue a 429 for the store (``serve`` sends it at once)."""
+        with contextlib.suppress(anyio.WouldBlock):
+            self._outbox.send_nowait((lane, limit_interval, strict, pause))
+
+    async def serve(self) -> None:
+        """Renew the lease and send reported 429s, until cancelled (with the run)."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._renew)
+            async for lane, limit, strict, pause in self._inbox:
+                if self.failed is not None:
+                    continue
+                try:
+                    await self.store.refused(lane, limit_interval=limit, strict=strict, pause=pause)
+                except RateStoreError as exc:
+                    self.lost(exc)
+
+    async def _renew(self) -> None:
+        while self.failed is None:
+            await anyio.sleep(LEASE / 3)
+            try:
+                self.processes = await self.store.renew(self.owner, LEASE)
+            except RateStoreError as exc:
+                self.lost(exc)
+
+    async def release(self) -> None:
+        """Leave the key's budget: the lease goes at once, so the others count one less."""
+        self._outbox.close()
+        self._inbox.close()
+        with anyio.CancelScope(shield=True):
+            if self.failed is None:
+                try:
+                    await self.store.release(self.owner)
+                except RateStoreError as exc:
+                    log.debug("lease not released (it expires by itself): %s", exc)
+            await self.store.aclose()
+
+
+class SharedLane:
+    """One lane's slots from the shared store, or from a fallback pace if it fails."""
+
+    __slots__ = (
+        "_fallback_next",
+        "_fallback_spacing",
+        "_held",
+        "_since",
+        "_unused",
+        "name",
+        "others",
+        "session",
+        "taught",
+    )
+
+    def __init__(self, session: RateSession, name: str) -> None:
+        self.session = session
+        self.name = name
+        #: What the store said with the last slot: the limit taught by any process's 429.
+        self.taught: Grant | None = None
+        self._held: Grant | None = None  # the slot last taken
+        self._unused: Grant | None = None  # a slot to give back with the next take
+        self._fallback_next = -math.inf
+        self._fallback_spacing = 0.0
+        self._since = -math.inf  # this process's previous slot (the store's clock)
+        #: Other processes' slots learned with the last one (``clock``'s times): what the
+        #: key sent besides this process, for reading a 429 (the limiter takes them).
+        self.others: list[float] = []
+
+    def __repr__(self) -> str:
+        return f"<SharedLane {self.name} {self.session!r}>"
+
+    async def take(
+        self,
+        *,
+        interval: float,
+        slack: float,
+        horizon: float,
+        history: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> float:
+        """Wait for a slot of the shared lane; returns when it was due (``clock``'s time)."""
+        session = self.session
+        while session.failed is None:
+            try:
+                ticket = await session.store.take(
+                    self.name,
+                    session.owner,
+                    interval=interval,
+                    slack=slack,
+                    horizon=horizon,
+                    ttl=LEASE,
+                    unused=self._unused,
+                    since=self._since,
+                    history=history,
+                )
+                self._unused = None
+                self._since = ticket.grant.at
+                session.processes = ticket.processes
+                self.taught = ticket.grant
+                local_now = clock()
+                self.others += [local_now + offset for offset in ticket.others]
+                at = local_now + max(0.0, ticket.delay)
+                if ticket.delay <= 0:
+                    self._held = ticket.grant
+                    return at
+                await sleep(max(0.0, at - clock()))
+                # A 429 elsewhere may have paused the lane while this one slept (alone on
+                # the key, nobody else could: a process starting meanwhile costs a slot).
+                if ticket.processes == 1 or await session.store.confirm(self.name, ticket.grant):
+                    self._held = ticket.grant
+                    return at
+            except RateStoreError as exc:
+                session.lost(exc)
+        return await self._take_alone(interval, slack, clock, sleep)
+
+    async def _take_alone(
+        self,
+        interval: float,
+        slack: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> float:
+        """The fallback: this process's share of the rate, paced here."""
+        spacing = self._fallback_spacing = fallback_interval(interval, self.session.processes)
+        while True:
+            now, at = clock(), self._fallback_next
+            if now >= at:
+                base = at if now - at <= slack else now
+                self._fallback_next = base + spacing
+                return base
+            await sleep(at - now)
+
+    def give_back(self) -> None:
+        """The slot just taken was not used: return it with the next take."""
+        if self.session.failed is None:
+            self._unused, self._held = self._held, None
+        else:
+            self._fallback_next -= self._fallback_spacing
+
+    def refused(self, *, limit_interval: float, strict: bool, pause: float) -> None:
+        """This process got a 429: pause and teach every process."""
+        if self.session.failed is None:
+            self.session.report_refusal(self.name, limit_interval, strict, pause)
+
+
+@contextlib.asynccontextmanager
+async def open_rates(config: RunConfig, key: ApiKey) -> AsyncIterator[RateSession | None]:
+    """The run's rate session, or None when it paces alone (``--rate-store none``, or a
+    file store that cannot be used here: warned). A Redis store that does not answer is a
+    ``RateStoreError`` (exit 3) before anything is sent."""
+    name = store_name(config.api_url, key)
+    url = config.rate_store
+    store: RateStore
+    if url == "none":
+        yield None
+        return
+    if url.startswith(("redis://", "rediss://")):
+        from bulkfetch.limiter.redis_store import RedisStore
+
+        redis = RedisStore(url, name)
+        try:
+            await redis.ping()
+        except RateStoreError:
+            await redis.aclose()
+            raise
+        store = redis
+    else:
+        store = FileStore(default_store_dir() / f"{name}.json")
+    session = RateSession(store)
+    try:
+        session.processes = await store.renew(session.owner, LEASE)
+    except RateStoreError as exc:
+        if isinstance(store, FileStore):
+            log.warning("%s; this run paces alone (--rate-store none)", exc)
+            yield None
+            return
+        raise RateStoreError(f"cannot use the rate store {store.where}: {exc}") from None
+    log.info(
+        "sharing the key's rate through %s with %d other process(es)",
+        store.where,
+        session.processes - 1,
+    )
+    try:
+        yield session
+    finally:
+        await session.release()

@@ -1,0 +1,4 @@
+"""Every downloaded image described as STAC, in a static catalog.
+
+- ``items``: Items from jobs and their ledger records (pure); ``catalog``: the catalog's files.
+"""
