@@ -16,8 +16,7 @@ import orjson
 import pytest
 
 from bulkfetch.simulator import TEST_API_KEY, SimConfig, Simulator, SimulatorThread, run_in_thread
-
-from .redis_server import RedisServer
+from tests.redis_server import RedisServer
 
 #: Fast lanes for tests: the simulator's windows and the client's rates in step.
 FAST: dict[str, Any] = {

@@ -12,8 +12,7 @@ from aiohttp import web
 from bulkfetch.client import Client, Pending
 from bulkfetch.errors import AuthError, NotTheApi, TransientError
 from bulkfetch.simulator import Simulator, render_result
-
-from .test_client import (
+from tests.test_client import (
     BODY,
     KEY,
     PARAMS,

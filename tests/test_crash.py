@@ -48,8 +48,7 @@ from bulkfetch.ledger import JobRecord, JobState, Ledger
 from bulkfetch.manifest.jobs import Job, load_manifest
 from bulkfetch.simulator import SimConfig, SimulatorThread, render_result, run_in_thread
 from bulkfetch.sink.local import PART_SUFFIX
-
-from .conftest import FAST, cli_env, make_jobs, write_jsonl
+from tests.conftest import FAST, cli_env, make_jobs, write_jsonl
 
 SEED = int(os.environ.get("BULKFETCH_CRASH_SEED", "20240611"))
 LEDGER = "bulkfetch-ledger.json"

@@ -24,8 +24,7 @@ from bulkfetch.manifest.jobs import Job, load_manifest
 from bulkfetch.simulator import SimConfig, SimulatorThread, render_result, run_in_thread
 from bulkfetch.simulator.images import big_body
 from bulkfetch.sink.local import PART_SUFFIX
-
-from .conftest import FAST, FAST_FLAGS, bulkfetch_cli, make_jobs, spawn_cli, tmpfs, write_jsonl
+from tests.conftest import FAST, FAST_FLAGS, bulkfetch_cli, make_jobs, spawn_cli, tmpfs, write_jsonl
 
 LEDGER = "bulkfetch-ledger.json"
 

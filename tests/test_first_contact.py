@@ -28,8 +28,7 @@ from bulkfetch.ledger import JobState, Ledger
 from bulkfetch.limiter.lane import Limiter
 from bulkfetch.scene_search.client import SearchClient, SearchLane, SearchStats
 from bulkfetch.simulator import TEST_API_KEY, SimConfig, SimulatorThread, run_in_thread
-
-from .conftest import (
+from tests.conftest import (
     FAST,
     FAST_FLAGS,
     bulkfetch_cli,
@@ -40,8 +39,8 @@ from .conftest import (
     tmpfs,
     write_jsonl,
 )
-from .test_faults import check_outcome, run
-from .test_search import FIELDS, SEASON
+from tests.scene_search.test_finder import FIELDS, SEASON
+from tests.test_faults import check_outcome, run
 
 LEDGER = "bulkfetch-ledger.json"
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import orjson
 
 from bulkfetch.simulator import SimConfig, run_in_thread
-
-from .conftest import (
+from tests.conftest import (
     FAST,
     FAST_FLAGS,
     bulkfetch_cli,
@@ -21,7 +20,7 @@ from .conftest import (
     run_cli,
     write_jsonl,
 )
-from .test_run import assert_files_match_server
+from tests.test_run import assert_files_match_server
 
 
 def test_plan_and_dry_run_send_nothing_and_count_right(tmp_path: Path) -> None:

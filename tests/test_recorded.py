@@ -22,9 +22,8 @@ from bulkfetch.limiter.lane import Limiter
 from bulkfetch.scene_search.client import SearchClient, SearchLane, SearchStats
 from bulkfetch.scene_search.scenes import parse_scene
 from bulkfetch.simulator import TEST_API_KEY, render_result
-
-from .conftest import bulkfetch_cli, square, write_jsonl
-from .test_search import jobs_of
+from tests.conftest import bulkfetch_cli, square, write_jsonl
+from tests.scene_search.test_finder import jobs_of
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CREATED = (FIXTURES / "eos_create_answer.json").read_bytes()

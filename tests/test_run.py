@@ -19,8 +19,7 @@ from bulkfetch.simulator import (
     render_result,
     run_in_thread,
 )
-
-from .conftest import (
+from tests.conftest import (
     FAST,
     FAST_FLAGS,
     bulkfetch_cli,

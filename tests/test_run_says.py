@@ -19,8 +19,7 @@ from bulkfetch.cli.main import cli
 from bulkfetch.cli.progress import LaneView, Snapshot, bar_text, lane_text, pace_text, progress_line
 from bulkfetch.config import RunConfig
 from bulkfetch.simulator import TEST_API_KEY, SimConfig, run_in_thread
-
-from .conftest import FAST, FAST_FLAGS, bulkfetch_cli, cli_env, make_jobs, run_cli, write_jsonl
+from tests.conftest import FAST, FAST_FLAGS, bulkfetch_cli, cli_env, make_jobs, run_cli, write_jsonl
 
 
 def test_summary_and_report_json_are_plain_data(tmp_path: Path) -> None:

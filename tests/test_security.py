@@ -30,9 +30,16 @@ from aiohttp import web
 
 from bulkfetch.manifest.jobs import load_manifest
 from bulkfetch.simulator import SimConfig, render_result, result_content_type, run_in_thread
-
-from .conftest import FAST, FAST_FLAGS, bulkfetch_cli, make_jobs, run_cli, spawn_cli, write_jsonl
-from .test_run import assert_files_match_server
+from tests.conftest import (
+    FAST,
+    FAST_FLAGS,
+    bulkfetch_cli,
+    make_jobs,
+    run_cli,
+    spawn_cli,
+    write_jsonl,
+)
+from tests.test_run import assert_files_match_server
 
 
 def new_key() -> str:

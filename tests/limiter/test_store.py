@@ -24,8 +24,7 @@ from bulkfetch.limiter.store import (
     fingerprint,
     store_name,
 )
-
-from .redis_server import RedisServer
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 INTERVAL = 0.2

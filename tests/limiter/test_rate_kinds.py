@@ -15,8 +15,7 @@ import orjson
 import pytest
 
 from bulkfetch.simulator import SimConfig, run_in_thread
-
-from .conftest import bulkfetch_cli, make_jobs, write_jsonl
+from tests.conftest import bulkfetch_cli, make_jobs, write_jsonl
 
 RATE = 10  # per second per lane, on the server
 JOBS = 20

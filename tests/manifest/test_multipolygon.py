@@ -9,8 +9,7 @@ from typing import Any
 import orjson
 
 from bulkfetch.simulator import SimulatorThread
-
-from .conftest import bulkfetch_cli, run_cli, square, write_jsonl
+from tests.conftest import bulkfetch_cli, run_cli, square, write_jsonl
 
 VIEW = "S2/13/R/EL/2023/7/19/0"
 

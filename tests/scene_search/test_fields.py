@@ -10,10 +10,9 @@ import pytest
 
 from bulkfetch.errors import FieldsError, ManifestError
 from bulkfetch.scene_search.fields import load_fields
+from tests.conftest import square, write_jsonl
 
-from .conftest import square, write_jsonl
-
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def feature(

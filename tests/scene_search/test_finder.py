@@ -20,10 +20,9 @@ from bulkfetch.manifest.jobs import load_manifest
 from bulkfetch.scene_search import finder as search_api
 from bulkfetch.scene_search.fields import Field
 from bulkfetch.simulator import TEST_API_KEY, SimConfig, SimulatorThread, run_in_thread
+from tests.conftest import FAST, bulkfetch_cli, run_cli, spawn_cli, square, write_jsonl
 
-from .conftest import FAST, bulkfetch_cli, run_cli, spawn_cli, square, write_jsonl
-
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FIELDS = REPO / "manifests" / "fields.geojson"
 SEASON = ["--from", "2023-05-01", "--to", "2023-09-30"]
 FAST_SEARCH: dict[str, Any] = {"search_limit": 200, "search_window": 1.0}

@@ -39,7 +39,7 @@ from bulkfetch.report.page import (
 from bulkfetch.report.thumbnails import ThumbnailError, aoi_svg, thumbnail, view_date
 from bulkfetch.simulator.images import render_result
 
-DEMO = Path(__file__).resolve().parents[1] / "manifests" / "demo.jsonl"
+DEMO = Path(__file__).resolve().parents[2] / "manifests" / "demo.jsonl"
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 EVIL = "task failed: <script>alert(1)</script>"
 
@@ -577,8 +577,8 @@ def test_in_a_real_browser(tmp_path: Path) -> None:
     of them: the grid's column count at this window width, equal tile widths, every
     thumbnail decoded, every AOI outline with a non-empty box, no horizontal overflow, the
     sheet below the header at about the reference's height
-    (``tests/screenshots/report-layout.json``); and the screenshot must be the window's size
-    and not blank. ``tests/screenshots/report.png`` is the reference to look at; set
+    (``tests/report/screenshots/report-layout.json``); and the screenshot must be the window's size
+    and not blank. ``tests/report/screenshots/report.png`` is the reference to look at; set
     ``BULKFETCH_UPDATE_SCREENSHOTS=1`` to rewrite both from this run.
     """
     chromium = _chromium()

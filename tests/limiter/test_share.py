@@ -18,9 +18,8 @@ import pytest
 from bulkfetch.ledger import JobState, Ledger
 from bulkfetch.limiter.share import LEASE
 from bulkfetch.simulator import TEST_API_KEY, SimConfig, run_in_thread
-
-from .conftest import bulkfetch_cli, make_jobs, spawn_cli, write_jsonl
-from .redis_server import RedisServer
+from tests.conftest import bulkfetch_cli, make_jobs, spawn_cli, write_jsonl
+from tests.redis_server import RedisServer
 
 RATE = 10  # requests per second per lane, on the server: the key's rate
 JOBS = 10  # per process

@@ -12,8 +12,7 @@ from hypothesis import strategies as st
 
 from bulkfetch.report.failures import NO_REASON, group_failures, reason_group
 from bulkfetch.simulator import SimConfig, run_in_thread
-
-from .conftest import FAST, bulkfetch_cli, make_jobs, run_cli, write_jsonl
+from tests.conftest import FAST, bulkfetch_cli, make_jobs, run_cli, write_jsonl
 
 VIEW_IDS = (
     st.builds(

@@ -22,8 +22,7 @@ from bulkfetch.config import api_root
 from bulkfetch.manifest.jobs import parse_manifest
 from bulkfetch.simulator import SimulatorThread
 from bulkfetch.simulator.colormap_app import CUSTOM_COLORMAPS, DISCRETE, MATPLOTLIB
-
-from .conftest import bulkfetch_cli, make_jobs, run_cli, write_jsonl
+from tests.conftest import bulkfetch_cli, make_jobs, run_cli, write_jsonl
 
 DOC_ID = "a9bc6eceeef2a13bb88a7f641dca3aa0"  # the id in EOS's documented example
 OTHER_ID = "0123456789abcdef0123456789abcdef"

@@ -10,9 +10,8 @@ import pytest
 
 from bulkfetch.simulator import TEST_API_KEY, SimConfig, Simulator, render_result
 from bulkfetch.simulator.app import _url_answer
-
-from .conftest import serve
-from .test_simulator import KEY, PARAMS, create, fast, finished, get
+from tests.conftest import serve
+from tests.simulator.test_simulator import KEY, PARAMS, create, fast, finished, get
 
 
 @pytest.mark.parametrize(

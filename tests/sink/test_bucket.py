@@ -33,9 +33,8 @@ from bulkfetch.sink.bucket import PART_SIZE, StoreSink
 from bulkfetch.sink.destination import StoreUrl, default_ledger, display, store_url
 from bulkfetch.sink.local import Written
 from bulkfetch.sink.object_store import META_KEY, META_SHA256, ObjectStore, describe, store_error
-
-from .conftest import FAST_FLAGS, bulkfetch_cli, make_jobs, run_cli, spawn_cli, write_jsonl
-from .test_sink import JPEG, FakeReady
+from tests.conftest import FAST_FLAGS, bulkfetch_cli, make_jobs, run_cli, spawn_cli, write_jsonl
+from tests.sink.test_local import JPEG, FakeReady
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "AKIABFTESTKEYID00001",

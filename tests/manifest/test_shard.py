@@ -14,8 +14,7 @@ from bulkfetch.config import RunConfig
 from bulkfetch.errors import UsageError
 from bulkfetch.manifest.jobs import parse_manifest
 from bulkfetch.manifest.shard import Shard, part_of
-
-from .conftest import make_jobs
+from tests.conftest import make_jobs
 
 keys = st.lists(st.binary(min_size=1, max_size=16), min_size=1, max_size=200, unique=True)
 

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from bulkfetch.simulator import TEST_API_KEY, SimulatorThread
-
-from .conftest import make_jobs, write_jsonl
+from tests.conftest import make_jobs, write_jsonl
 
 BAR = re.compile(r"\d+/\d+ \|")
 LOG = re.compile(r"\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR) ")

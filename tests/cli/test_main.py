@@ -15,10 +15,9 @@ import orjson
 
 import bulkfetch
 from bulkfetch.cli.demo import demo_fields, demo_manifest
+from tests.conftest import bulkfetch_cli
 
-from .conftest import bulkfetch_cli
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_packaged_demo_manifest_is_the_one_in_manifests() -> None:

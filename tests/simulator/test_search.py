@@ -30,12 +30,11 @@ from bulkfetch.simulator import (
 )
 from bulkfetch.simulator.app import SEARCH_PATH
 from bulkfetch.simulator.catalogue import tiles_for
-
-from .conftest import serve
+from tests.conftest import serve
 
 KEY = {"x-api-key": TEST_API_KEY}
 TODAY = "2024-06-30"
-FIELDS = orjson.loads((Path(__file__).parents[1] / "manifests" / "fields.geojson").read_bytes())
+FIELDS = orjson.loads((Path(__file__).parents[2] / "manifests" / "fields.geojson").read_bytes())
 SHAPES = {f["id"]: f["geometry"] for f in FIELDS["features"]}
 SHAPE = SHAPES["kansas-wheat-01"]
 BBOX = shape_bbox(SHAPE)
@@ -580,7 +579,7 @@ def test_thread_handle_and_cli_name_the_search_url() -> None:
     with run_in_thread(fast()) as handle:
         assert handle.search_url == handle.url + SEARCH_PATH
     command = [sys.executable, "-c", "from bulkfetch.simulator.cli import simulate; simulate()"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     env.pop("EOS_API_KEY", None)
     flags = ["--port", "0", "--search-rate", "1/min", "--catalogue-today", TODAY]
     process = subprocess.Popen(

@@ -1,7 +1,7 @@
 """The STAC catalog: pure pieces, then `bulkfetch run` and `bulkfetch stac` for real.
 
 Every file the catalog holds is validated offline against the STAC 1.1.0 core schemas and
-the extensions' schemas vendored in tests/stac_schemas (see its README for their sources),
+the extensions' schemas vendored in tests/stac/stac_schemas (see its README for their sources),
 and the catalog is loaded back with pystac, every asset opened and checked.
 """
 
@@ -41,8 +41,7 @@ from bulkfetch.stac.items import (
     platform_of,
     scene_time,
 )
-
-from .conftest import bulkfetch_cli, run_cli, square, write_jsonl
+from tests.conftest import bulkfetch_cli, run_cli, square, write_jsonl
 
 SCHEMAS = Path(__file__).resolve().parent / "stac_schemas"
 CORE = "https://schemas.stacspec.org/v1.1.0/"

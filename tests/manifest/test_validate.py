@@ -13,8 +13,7 @@ from typing import Any
 import orjson
 
 from bulkfetch.simulator import SimulatorThread
-
-from .conftest import bulkfetch_cli, run_cli, square, write_jsonl
+from tests.conftest import bulkfetch_cli, run_cli, square, write_jsonl
 
 S2 = "S2/13/R/EL/2023/7/19/0"
 L8 = "L8/LC80260312023202LGN00"

@@ -33,8 +33,7 @@ from bulkfetch.simulator import (
     run_in_thread,
 )
 from bulkfetch.simulator.cli import parse_rate, simulate
-
-from .conftest import serve
+from tests.conftest import serve
 
 KEY = {"x-api-key": TEST_API_KEY}
 PARAMS: dict[str, Any] = {
@@ -537,7 +536,7 @@ def test_cli_refuses_a_bad_rate_before_serving() -> None:
 def test_cli_serves_with_the_key_from_the_environment_until_interrupted() -> None:
     key = "apk." + "c0de" * 16
     command = [sys.executable, "-c", "from bulkfetch.simulator.cli import simulate; simulate()"]
-    env = {**os.environ, "SIM_KEY": key, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "SIM_KEY": key, "PYTHONPATH": str(Path(__file__).parents[2])}
     process = subprocess.Popen(
         [
             *command,

@@ -13,9 +13,8 @@ import pytest
 
 from bulkfetch.scene_search.plan import dataset_of, group_requests, server_filters
 from bulkfetch.simulator import SimConfig, SimulatorThread, run_in_thread
-
-from .conftest import FAST, bulkfetch_cli, run_cli
-from .test_search import FAST_SEARCH, FIELDS, SEASON, jobs_of, search_cli
+from tests.conftest import FAST, bulkfetch_cli, run_cli
+from tests.scene_search.test_finder import FAST_SEARCH, FIELDS, SEASON, jobs_of, search_cli
 
 D = dt.date
 N_FIELDS = len(orjson.loads(FIELDS.read_bytes())["features"])
