@@ -244,16 +244,18 @@ async def _bulkfetch_cli(
     """Run ``bulkfetch run``; its exit code, the tail of its stderr, and its report."""
     rate = f"{RATE * cell.factor:g}/s"
     report = out.parent / "report.json"
+    # BENCH_CLIENT_PATH: another checkout's bulkfetch as the client (an A/B on one server),
+    # run as ``python -m bulkfetch``: this environment's console script names this
+    # checkout's entry point, which another checkout's layout may not have.
+    other = os.environ.get("BENCH_CLIENT_PATH")
     cmd = [
-        *bulkfetch_cmd(),
+        *([sys.executable, "-m", "bulkfetch"] if other else bulkfetch_cmd()),
         *("run", str(manifest), "-o", str(out), "--api-url", api_url),
         *("--create-rate", rate, "--status-rate", rate, "-q", "--report", str(report)),
         *(["--learn-rates"] if cell.learn else []),
         # BENCH_CLIENT_FLAGS: more flags for bulkfetch run (an A/B of an option).
         *os.environ.get("BENCH_CLIENT_FLAGS", "").split(),
     ]
-    # BENCH_CLIENT_PATH: another checkout's bulkfetch as the client (an A/B on one server).
-    other = os.environ.get("BENCH_CLIENT_PATH")
     proc, started = spawn(cmd, env=child_env({"PYTHONPATH": other} if other else None))
     usage, err = await asyncio.to_thread(wait, proc, started)
     try:
