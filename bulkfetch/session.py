@@ -11,7 +11,8 @@ each request to the API needs:
   (``route``), since the session does not trust the environment itself;
 * a server that echoes the key gets it replaced by ``***`` in what is read (``scrub``);
 * ``call``: one request whose (small) answer is read whole, as an ``Answer`` whose
-  ``error`` is what it means when it is not a success (:func:`bulkfetch._http.error_for`);
+  ``error`` is what it means when it is not a success, for the kind of request an
+  ``Asking`` describes (:func:`bulkfetch._http.error_for`, private to this layer);
   connection trouble and timeouts are ``TransientError`` in a user's words (``transient``).
 """
 
@@ -28,7 +29,7 @@ from aiohttp.helpers import basicauth_from_netrc, get_env_proxy_for_url, netrc_f
 from yarl import URL
 
 from bulkfetch import __version__
-from bulkfetch._http import POLLING, Asking, error_for, header
+from bulkfetch._http import POLLING, Asking, error_for, header, server_text
 from bulkfetch.answers import connection_trouble
 from bulkfetch.config import ApiKey
 from bulkfetch.errors import ApiError, TransientError
@@ -38,6 +39,7 @@ __all__ = [
     "MAX_REDIRECTS",
     "Answer",
     "ApiSession",
+    "Asking",
     "given_url",
     "same_origin",
     "transient",
@@ -59,6 +61,11 @@ class Answer:
     @property
     def content_type(self) -> str:
         return header(self.headers, "Content-Type") or ""
+
+    @property
+    def text(self) -> str:
+        """What a message quotes of the body (a JSON error's message, an HTML page's title)."""
+        return server_text(self.body, self.content_type)
 
     def error(self, asking: Asking = POLLING) -> ApiError:
         """What this answer means when it is not the success asked for."""

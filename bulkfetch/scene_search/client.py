@@ -2,12 +2,12 @@
 
 ``SearchClient.page`` POSTs one query for one dataset (to ``{search}/{dataset}``), or for
 the datasets its ``search.satellites`` names (to ``{search}``, dataset None), and returns
-the JSON answer, or raises from :mod:`bulkfetch.errors` as :mod:`bulkfetch._http` reads
-the answer, for a request that searches: ``RateLimited``, ``AuthError``,
-``TransientError``, ``BadRequest`` when EOS refuses the query, ``EndpointError`` when the
-URL or dataset is not a search endpoint (404, 405, 410), and ``NotTheApi`` for an answer
-no Search API gives. The key travels in the ``x-api-key`` header only, to the search
-URL's own origin, through the environment's proxy (see :mod:`bulkfetch.session`).
+the JSON answer, or raises from :mod:`bulkfetch.errors` as ``session.Answer.error`` reads
+an answer to a search: ``RateLimited``, ``AuthError``, ``TransientError``, ``BadRequest``
+when EOS refuses the query, ``EndpointError`` when the URL or dataset is not a search
+endpoint (404, 405, 410), and ``NotTheApi`` for an answer no Search API gives. The key
+travels in the ``x-api-key`` header only, to the search URL's own origin, through the
+environment's proxy (see :mod:`bulkfetch.session`).
 
 ``SearchLane`` spends the search lane of the limiter: a 429 pauses the lane (honouring
 ``Retry-After``) and is retried up to ``MAX_RATE_LIMITED`` times in a row; transient
@@ -31,12 +31,11 @@ from typing import Any
 import anyio
 import orjson
 
-from bulkfetch._http import Asking, server_text
 from bulkfetch.answers import not_the_api
 from bulkfetch.contact import FirstContact
 from bulkfetch.errors import ApiError, BadRequest, NotTheApi, RateLimited
 from bulkfetch.limiter.lane import Limiter
-from bulkfetch.session import MAX_JSON, ApiSession
+from bulkfetch.session import MAX_JSON, ApiSession, Asking
 from bulkfetch.urls import display_url
 
 __all__ = [
@@ -96,7 +95,7 @@ class SearchClient(ApiSession):
         try:
             data = orjson.loads(answer.body)
         except orjson.JSONDecodeError:
-            what = f"not JSON: {server_text(answer.body, answer.content_type)!r}"[:200]
+            what = f"not JSON: {answer.text!r}"[:200]
             raise NotTheApi(f"the search answer is {what}", what=what, at_once=True) from None
         if not isinstance(data, dict) or not isinstance(data.get("results"), list):
             what = "JSON without a 'results' list"
