@@ -5,8 +5,9 @@ search and the colormap clients): an async context manager over one session, wit
 each request to the API needs:
 
 * the key, in the ``x-api-key`` header only (never in a URL: URLs end up in logs and
-  proxies), and only to the API's own scheme, host and port (``headers``): redirects are
-  never followed by aiohttp, which would carry the header to any host;
+  proxies), and only to the API's own scheme, host and port (``headers``). Redirects are
+  followed by hand (``call``: within the origin only; the task client's result: anywhere,
+  without the key), never by aiohttp, which would carry the header to any host;
 * the environment's proxy and ``~/.netrc`` credentials for each origin, looked up once
   (``route``), since the session does not trust the environment itself;
 * a server that echoes the key gets it replaced by ``***`` in what is read (``scrub``);
