@@ -20,7 +20,12 @@ The key travels only in the ``x-api-key`` header, and never to another host
 (:class:`bulkfetch.session.ApiSession`): redirects are followed by hand, and the key is
 sent only while the target has the API's own scheme, host and port.
 
-The decisions (``parse_retry_after``, ``interpret_status``) are pure functions.
+``create()`` reads its answer the same way, as a creation: another 4xx is ``BadRequest``
+(the job's parameters), a 404, 405 or 410 ``EndpointError`` (not the task API's URL).
+
+The decisions are pure functions: ``interpret_status`` and ``_parse_created`` here,
+``error_for`` in :mod:`bulkfetch._http`, ``parse_retry_after`` (re-exported) in
+:mod:`bulkfetch.limiter.retry_after`.
 """
 
 from __future__ import annotations
