@@ -16,18 +16,24 @@
     └── ApiError                    the EOS API answered something other than what we asked for
         ├── AuthError               401/402/403: the key, plan or credit is refused; the run
         │                           stops (fatal)
-        ├── EndpointError           the API URL is not a task API (404/405 on create, or no
-        │                           answer as the task API from it yet) (fatal)
-        ├── RateLimited             429: the lane pauses; never a job's fault (retryable)
-        ├── TaskGone                404 on a task: expired or never existed; create it again
-        ├── TaskFailed              the task itself failed on EOS's side (server's message kept)
+        ├── EndpointError           the API URL is not a task API (404/405/410 on create, or
+        │                           no answer as the task API from it yet) (fatal)
+        ├── RateLimited             429 (or "rate limit" under another code): the lane
+        │                           pauses; never a job's fault (retryable)
+        ├── TaskGone                404/410 on a task: expired or never existed; create it again
         ├── BadRequest              other 4xx on create: this job's parameters are wrong
+        │                           (or a search's query)
         └── TransientError          connection errors, timeouts, 5xx, truncated or wrong
             │                       bodies: retried with back-off within the job's budget
             └── NotTheApi           an answer no task API gives (an HTML page, a 2xx that is
                                     not its JSON): before the API has answered as itself
                                     in a run, it stops the run as an EndpointError
 
+A task that EOS reports as failed is not an error of the call that asked: the status
+call answers ``client.Failed`` (the server's message kept), and the engine records the
+job as failed, not retried (the same parameters fail the same way).
+
+How an HTTP answer maps onto ``ApiError`` is :mod:`bulkfetch._http`'s ``error_for``.
 Retry decisions read ``retryable`` (may succeed later) and ``fatal`` (nothing else in the
 run can succeed either: stop it); nothing compares exact exception types to decide
 whether to try again. Messages never contain the API key or a URL that carries it.
@@ -54,7 +60,6 @@ __all__ = [
     "RateLimited",
     "RateStoreError",
     "StorageError",
-    "TaskFailed",
     "TaskGone",
     "TransientError",
     "UsageError",
@@ -161,12 +166,12 @@ class RateStoreError(BulkfetchError):
 class ApiError(BulkfetchError):
     """Raised when the EOS API answers something other than what was asked for.
 
-    ``status`` is the HTTP status when there was one; ``job`` the job key, if known.
+    ``status`` is the HTTP status when there was one. The job is not part of the error: the
+    engine, which knows it, logs and records the error under the job's key.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, job: str = "") -> None:
+    def __init__(self, message: str, *, status: int | None = None) -> None:
         self.status = status
-        self.job = job
         super().__init__(message)
 
 
@@ -178,7 +183,7 @@ class AuthError(ApiError):
 
 
 class EndpointError(ApiError):
-    """Raised when the API URL is not the task API: it answers creation with 404/405, or
+    """Raised when the API URL is not the task API: it answers creation with 404/405/410, or
     it has not answered as the task API in this run when ``NotTheApi`` answers (or
     failures of any kind, for a grace period) say it will not.
 
@@ -189,7 +194,8 @@ class EndpointError(ApiError):
 
 
 class RateLimited(ApiError):
-    """Raised on 429. ``retry_after`` is the server's wait in seconds, or None if not given.
+    """Raised on 429, or another 4xx/5xx whose text says "rate limit". ``retry_after`` is
+    the server's wait in seconds, or None if not given.
 
     Pauses the whole lane; never counts against a job's attempt budget.
     """
@@ -197,27 +203,22 @@ class RateLimited(ApiError):
     retryable = True
 
     def __init__(
-        self, message: str, *, retry_after: float | None, status: int | None = 429, job: str = ""
+        self, message: str, *, retry_after: float | None, status: int | None = 429
     ) -> None:
         self.retry_after = retry_after
-        super().__init__(message, status=status, job=job)
+        super().__init__(message, status=status)
 
 
 class TaskGone(ApiError):
-    """Raised on 404 for a task: it expired or never existed. The job is created again."""
+    """Raised on 404 or 410 for a task: it expired or never existed. The job is created
+    again."""
 
     retryable = True
 
 
-class TaskFailed(ApiError):
-    """Raised when EOS reports the task failed. The server's message is kept verbatim.
-
-    Not retried within a run: the same parameters will fail the same way.
-    """
-
-
 class BadRequest(ApiError):
-    """Raised on a 4xx other than 401/403/404/429 at creation: the job's parameters are wrong."""
+    """Raised on a 4xx other than 401/402/403/404/405/408/410/425/429 at creation (or a
+    search): the job's parameters (the query) are wrong. Not retried."""
 
 
 class TransientError(ApiError):

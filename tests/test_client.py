@@ -271,9 +271,9 @@ def test_client_session_needs_async_with() -> None:
 
 def test_headers_carry_the_key_only_to_the_apis_own_origin() -> None:
     client = Client("https://api-connect.eos.com/api/gdw/api/", KEY)
-    same = client._headers(URL("https://api-connect.eos.com/api/gdw/api/t1"))
+    same = client.headers(URL("https://api-connect.eos.com/api/gdw/api/t1"))
     assert same == {"x-api-key": TEST_API_KEY}
-    assert client._headers(URL("https://api-connect.eos.com:443/other/path?x=1")) == same
+    assert client.headers(URL("https://api-connect.eos.com:443/other/path?x=1")) == same
     for other in (
         "http://api-connect.eos.com/api/gdw/api/t1",  # downgraded scheme
         "https://api-connect.eos.com:8443/api/gdw/api/t1",  # other port
@@ -281,7 +281,7 @@ def test_headers_carry_the_key_only_to_the_apis_own_origin() -> None:
         "https://api-connect.eos.com.evil.example/api/gdw/api/t1",
         "https://evil.example/?host=api-connect.eos.com",
     ):
-        assert client._headers(URL(other)) == {}, other
+        assert client.headers(URL(other)) == {}, other
 
 
 def test_client_repr_does_not_show_the_key() -> None:
@@ -736,11 +736,11 @@ def test_a_server_echoing_the_key_does_not_leak_it(status: int) -> None:
 def test_route_takes_the_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://user:pw@proxy.example:3128")
     client = Client("https://eos.example/api/gdw/api", KEY)
-    route = client._route(URL("https://eos.example/api/gdw/api/task-1"))
+    route = client.route(URL("https://eos.example/api/gdw/api/task-1"))
     assert route["proxy"] == URL("http://proxy.example:3128")
     assert route["proxy_headers"] == {"Proxy-Authorization": "Basic dXNlcjpwdw=="}
     # NO_PROXY (127.0.0.1 in the tests' environment) is honoured.
-    assert "proxy" not in client._route(URL("https://127.0.0.1:8443/x"))
+    assert "proxy" not in client.route(URL("https://127.0.0.1:8443/x"))
 
 
 def test_route_takes_credentials_from_netrc_once_per_origin(
@@ -751,10 +751,10 @@ def test_route_takes_credentials_from_netrc_once_per_origin(
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
     client = Client("https://eos.example/api", KEY)
-    first = client._route(URL("https://files.example/a.jpg"))
+    first = client.route(URL("https://files.example/a.jpg"))
     assert first["auth"].login == "me"
-    assert "auth" not in client._route(URL("https://eos.example/api/t"))
+    assert "auth" not in client.route(URL("https://eos.example/api/t"))
     netrc.unlink()  # kept from the first look-up: read once per origin, not per request
-    assert client._route(URL("https://files.example/b.jpg")) is first
+    assert client.route(URL("https://files.example/b.jpg")) is first
     # A URL with credentials of its own gets none from .netrc, as with aiohttp.
-    assert "auth" not in client._route(URL("https://u:p@other.example/c.jpg"))
+    assert "auth" not in client.route(URL("https://u:p@other.example/c.jpg"))

@@ -15,7 +15,8 @@ import anyio
 import orjson
 from aiohttp import web
 
-from bulkfetch.client import Created, Failed, Pending, _error_for, _parse_created, interpret_status
+from bulkfetch._http import CREATING, error_for
+from bulkfetch.client import Created, Failed, Pending, _parse_created, interpret_status
 from bulkfetch.config import ApiKey, Rate
 from bulkfetch.errors import AuthError
 from bulkfetch.limiter.lane import Limiter
@@ -54,7 +55,7 @@ def test_the_documented_task_error() -> None:
 
 
 def test_a_plain_text_403_is_a_refused_key_quoting_the_server() -> None:
-    error = _error_for(403, FORBIDDEN, None, creating=True, content_type="text/plain")
+    error = error_for(403, {"Content-Type": "text/plain"}, FORBIDDEN, CREATING)
     assert isinstance(error, AuthError)
     assert error.fatal
     assert str(error).endswith("server said: 403: Forbidden")

@@ -5,7 +5,7 @@ is created.
 ``GET {root}/api/render/colormap/ALL`` (``INCLUDE_TYPE``, ``TYPE``) lists the colormaps;
 ``GET {root}/api/render/colormap/{id}`` fetches a custom one. ``root`` comes from the task
 API URL as the search URL does (:func:`bulkfetch.config.api_root`). The key goes in the
-``x-api-key`` header, to that origin only (:class:`bulkfetch.client.Client`).
+``x-api-key`` header, to that origin only (:class:`bulkfetch.session.ApiSession`).
 
 The requests are paced by their own :class:`~bulkfetch.limiter.lane.Limiter` (10/min unless
 told otherwise: EOS documents no limit for them) and retried within tight bounds: a 429
@@ -32,13 +32,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import orjson
 from yarl import URL
 
 from bulkfetch._cache_file import read_entries, write_entries
-from bulkfetch.client import MAX_JSON, Client, _error_for, _transient
 from bulkfetch.colormaps.listing import (
     Colormap,
     colormap_problems,
@@ -52,6 +50,7 @@ from bulkfetch.errors import ApiError, ManifestError, RateLimited, TransientErro
 from bulkfetch.limiter.lane import Limiter
 from bulkfetch.manifest.jobs import Job
 from bulkfetch.scene_search.cache import default_cache_path as _search_cache_path
+from bulkfetch.session import ApiSession
 
 __all__ = [
     "COLORMAP_PATH",
@@ -120,26 +119,19 @@ class ColormapCache:
             self.changed = False
 
 
-class ColormapClient(Client):
-    """The task API's client, pointed at the API root: GETs of the colormap endpoints."""
+class ColormapClient(ApiSession):
+    """The API root's colormap endpoints: GETs of small JSON answers."""
 
     async def fetch(self, path: str, query: Mapping[str, str]) -> tuple[int, Any]:
         """``(200, JSON)``, or ``(status, None)`` for a not-found answer; raises otherwise."""
         url = URL(str(self.api_url) + path).with_query(dict(query))
+        answer = await self.call("GET", url, doing="asking for colormaps")
+        if answer.status in _NOT_FOUND:
+            return answer.status, None
+        if answer.status != 200:
+            raise answer.error()
         try:
-            async with self.session.get(
-                url, headers=self._headers(url), allow_redirects=False, **self._route(url)
-            ) as resp:
-                raw = self._scrub(await resp.content.read(MAX_JSON))
-                status, retry_after = resp.status, resp.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _transient(exc, "asking for colormaps") from None
-        if status in _NOT_FOUND:
-            return status, None
-        if status != 200:
-            raise _error_for(status, raw, retry_after)
-        try:
-            return status, orjson.loads(raw)
+            return answer.status, orjson.loads(answer.body)
         except orjson.JSONDecodeError:
             raise TransientError("the colormap answer is not JSON") from None
 

@@ -2,11 +2,12 @@
 
 ``SearchClient.page`` POSTs one query for one dataset (to ``{search}/{dataset}``), or for
 the datasets its ``search.satellites`` names (to ``{search}``, dataset None), and returns
-the JSON answer, or
-raises from :mod:`bulkfetch.errors` as the task client does (``RateLimited``,
-``AuthError``, ``TransientError``), plus ``BadRequest`` when EOS refuses the query and
-``EndpointError`` when the URL or dataset is not a search endpoint. The key travels in the
-``x-api-key`` header only, to the search URL's own origin (see :mod:`bulkfetch.client`).
+the JSON answer, or raises from :mod:`bulkfetch.errors` as ``session.Answer.error`` reads
+an answer to a search: ``RateLimited``, ``AuthError``, ``TransientError``, ``BadRequest``
+when EOS refuses the query, ``EndpointError`` when the URL or dataset is not a search
+endpoint (404, 405, 410), and ``NotTheApi`` for an answer no Search API gives. The key
+travels in the ``x-api-key`` header only, to the search URL's own origin, through the
+environment's proxy (see :mod:`bulkfetch.session`).
 
 ``SearchLane`` spends the search lane of the limiter: a 429 pauses the lane (honouring
 ``Retry-After``) and is retried up to ``MAX_RATE_LIMITED`` times in a row; transient
@@ -27,15 +28,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import anyio
 import orjson
 
 from bulkfetch.answers import not_the_api
-from bulkfetch.client import AUTH_CODES, MAX_JSON, Client, _error_for, _server_text, _transient
 from bulkfetch.contact import FirstContact
-from bulkfetch.errors import ApiError, BadRequest, EndpointError, NotTheApi, RateLimited
+from bulkfetch.errors import ApiError, BadRequest, NotTheApi, RateLimited
 from bulkfetch.limiter.lane import Limiter
+from bulkfetch.session import MAX_JSON, ApiSession, Asking
 from bulkfetch.urls import display_url
 
 __all__ = [
@@ -72,41 +72,30 @@ class SearchStats:
     bad_results: int = 0
 
 
-class SearchClient(Client):
-    """The task API's client, pointed at the Search API: one POST per page."""
+class SearchClient(ApiSession):
+    """The Search API's client: one POST per page."""
 
     async def page(self, dataset: str | None, body: Mapping[str, Any]) -> dict[str, Any]:
         url = self.api_url / dataset if dataset is not None else self.api_url
-        headers = self._headers(url) | {"Content-Type": "application/json"}
-        try:
-            async with self.session.post(url, data=orjson.dumps(body), headers=headers) as resp:
-                raw = self._scrub(await resp.content.read(16 * MAX_JSON))
-                status, retry_after = resp.status, resp.headers.get("Retry-After")
-                ctype = resp.headers.get("Content-Type", "")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _transient(exc, "searching") from None
-        wrong = not_the_api(status, ctype, raw)
-        if wrong is not None and status not in AUTH_CODES | {429}:
+        answer = await self.call("POST", url, json=body, doing="searching", limit=16 * MAX_JSON)
+        if answer.status != 200:
+            what = f"dataset {dataset!r}" if dataset else "a multi-dataset search"
+            raise answer.error(
+                Asking(
+                    refused="the search",
+                    url="the search URL",
+                    endpoint=f"for {what}: check the dataset name and --search-url",
+                    answer="the search answer",
+                )
+            )
+        wrong = not_the_api(answer.status, answer.content_type, answer.body)
+        if wrong is not None:
             what = wrong[0]
             raise NotTheApi(f"the search answer is {what}", what=what, at_once=wrong[1])
-        if status != 200:
-            error = _error_for(status, raw, retry_after, content_type=ctype)
-            if 400 <= status < 500 and status not in AUTH_CODES | {408, 425, 429}:
-                if status in (404, 405):
-                    what = f"dataset {dataset!r}" if dataset else "a multi-dataset search"
-                    raise EndpointError(
-                        f"the search URL answered HTTP {status} for {what}: check "
-                        f"the dataset name and --search-url ({_server_text(raw)})",
-                        status=status,
-                    )
-                raise BadRequest(
-                    f"EOS refused the search (HTTP {status}): {_server_text(raw)}", status=status
-                )
-            raise error
         try:
-            data = orjson.loads(raw)
+            data = orjson.loads(answer.body)
         except orjson.JSONDecodeError:
-            what = f"not JSON: {_server_text(raw, ctype)!r}"[:200]
+            what = f"not JSON: {answer.text!r}"[:200]
             raise NotTheApi(f"the search answer is {what}", what=what, at_once=True) from None
         if not isinstance(data, dict) or not isinstance(data.get("results"), list):
             what = "JSON without a 'results' list"
