@@ -38,7 +38,7 @@ class _LazyGroup(click.Group):
     LAZY: ClassVar[dict[str, tuple[str, str]]] = {
         "colormaps": ("bulkfetch.cli.colormaps", "colormaps_command"),
         "demo": ("bulkfetch.cli.demo", "demo_command"),
-        "report": ("bulkfetch.report.page", "report_command"),
+        "report": ("bulkfetch.cli.report", "report_command"),
         "search": ("bulkfetch.cli.search", "search_command"),
         "simulate": ("bulkfetch.simulator.cli", "simulate"),
         "stac": ("bulkfetch.cli.stac", "stac_command"),
