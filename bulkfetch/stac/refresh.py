@@ -1,6 +1,6 @@
 """The STAC catalog of a destination's done jobs, refreshed from the ledger and the manifests.
 
-``bulkfetch stac`` and ``run --stac`` (:mod:`bulkfetch.cli.stac`) call :func:`refresh_catalog`.
+``bulkfetch stac`` and ``run --stac`` call :func:`refresh_catalog` (the commands are the CLI's).
 
 Where each Item's facts come from. The ledger says which jobs are done, with each result's
 path, size and sha256, but not what was asked (AOI, view_id, bm_type, px_size): the
