@@ -52,7 +52,7 @@ from bulkfetch.manifest.jobs import Manifest
 from bulkfetch.manifest.shard import Shard
 from bulkfetch.report.data import build_report, job_rows, lane_figures, write_report
 from bulkfetch.sink.destination import store_url
-from bulkfetch.sink.local import Sink
+from bulkfetch.sink.local import FolderSink
 from bulkfetch.urls import check_service_url
 
 __all__ = ["RunResult", "run", "run_async"]
@@ -184,7 +184,7 @@ async def _run_sharing(
     except OSError as exc:
         raise StorageError(f"cannot create the folder {exc.filename}: {exc.strerror}") from None
     if not store_url(cfg.out):  # (a bucket is checked by the engine, before any creation)
-        Sink(cfg.out).check_writable()
+        FolderSink(cfg.out).check_writable()
     with Ledger.open(cfg.ledger_path) as ledger:
         engine = Run(manifest, cfg, key, ledger, rates=rates)
         stopped_by: list[int] = []

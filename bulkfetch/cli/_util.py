@@ -15,7 +15,7 @@ from bulkfetch.errors import BulkfetchError, ManifestError, UsageError
 from bulkfetch.sink.destination import store_url
 from bulkfetch.units import counted
 
-__all__ = ["apply_config_file", "fail", "rate_option", "short_o_for_report"]
+__all__ = ["SHORT_O_DEPRECATED", "apply_config_file", "fail", "rate_option"]
 
 
 def rate_option(ctx: click.Context, param: click.Parameter, value: str) -> Rate:
@@ -82,19 +82,3 @@ SHORT_O_DEPRECATED = (
     "'{command} -o FILE' is deprecated: -o is the output folder in every command "
     "(as for run); write {flag} FILE"
 )
-
-
-def short_o_for_report(
-    short_o: Path | None, *, out: Path | None, html: Path | None
-) -> tuple[Path | None, Path | None, str]:
-    """``report -o X``: the output folder (as ``-o`` is everywhere), unless it is the old
-    spelling of ``--html`` (given with ``--out``, or naming an ``.html`` file or a file
-    that exists). Returns ``(out, html, deprecation warning or "")``."""
-    if short_o is None:
-        return out, html, ""
-    is_page = short_o.suffix.lower() in (".html", ".htm") or short_o.is_file()
-    if html is None and (out is not None or is_page):
-        return out, short_o, SHORT_O_DEPRECATED.format(command="report", flag="--html")
-    if out is not None:
-        raise UsageError("-o is --out: give one of them")
-    return short_o, html, ""

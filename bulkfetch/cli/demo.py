@@ -13,7 +13,9 @@ of clear Sentinel-2 scenes, writes the manifest, and runs it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -21,13 +23,42 @@ import anyio
 import click
 
 from bulkfetch.api import run_async
+from bulkfetch.cli._util import fail as _fail
+from bulkfetch.cli.options import FOLDER
 from bulkfetch.config import ApiKey, Rate
+from bulkfetch.errors import BulkfetchError
+from bulkfetch.logs import setup_logging
 from bulkfetch.scene_search.finder import search_async, write_manifest
 from bulkfetch.simulator import TEST_API_KEY, SimConfig, Simulator
 
-__all__ = ["demo_fields", "demo_manifest", "run_demo"]
+__all__ = ["demo_command", "demo_fields", "demo_manifest", "run_demo"]
 
 log = logging.getLogger(__name__)
+
+
+@click.command("demo")
+@click.option(
+    "--out",
+    "-o",
+    type=FOLDER,
+    help="Output folder [default: ./demo-output, or ./demo-fields-output with --from-fields].",
+)
+@click.option(
+    "--from-fields",
+    is_flag=True,
+    help="Start from the sample fields: search the scenes, write the manifest, run it.",
+)
+def demo_command(out: Path | None, from_fields: bool) -> None:
+    """Run the sample manifest against a simulator started in this process."""
+    if out is None:  # each demo its own folder: one ledger, one manifest
+        out = Path("demo-fields-output" if from_fields else "demo-output")
+
+    setup_logging()
+    try:
+        code = anyio.run(functools.partial(run_demo, out, from_fields=from_fields))
+    except BulkfetchError as exc:
+        _fail(exc)
+    sys.exit(code)
 
 
 def demo_manifest() -> Path:

@@ -37,8 +37,8 @@ from bulkfetch.errors import StorageError
 from bulkfetch.ledger import JobRecord, JobState
 from bulkfetch.sink._pipe import BlockPipe
 from bulkfetch.sink._s3_uploads import abort_leftover_uploads
+from bulkfetch.sink.base import Part, Sink, drain
 from bulkfetch.sink.destination import relative_key
-from bulkfetch.sink.local import Part, Sink, drain
 from bulkfetch.sink.object_store import (
     ERRORS,
     META_KEY,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from bulkfetch.errors import UsageError
 
 if TYPE_CHECKING:
-    from bulkfetch.sink.local import Sink
+    from bulkfetch.sink.base import Sink
     from bulkfetch.sink.object_store import ObjectStore
     from bulkfetch.stac.catalog import LocalFolder
 
@@ -134,9 +134,9 @@ def open_sink(out: Path) -> Sink:
         from bulkfetch.sink.object_store import ObjectStore
 
         return StoreSink(ObjectStore(url))
-    from bulkfetch.sink.local import Sink
+    from bulkfetch.sink.local import FolderSink
 
-    return Sink(out)
+    return FolderSink(out)
 
 
 def relative_key(relative: str) -> str | None:

@@ -1,149 +1,56 @@
-"""Results to disk: streamed, checked, and only then given their final name.
+"""Results into a local folder: part files, fsynced, renamed into place.
 
-A result is written to a temporary file beside its target (``.NAME.XXXX.bulkfetch-part``),
-hashed (sha256) and counted as it streams, then checked: its length against
-Content-Length, its first bytes against the format the job asked for, and never JSON. Only
-a result that passes is fsynced and renamed into place, and the directory fsynced (and any
-folder created for it, in its parent), so a final name always holds a complete, checked
-file. Anything else is deleted and reported as a ``TransientError`` (the engine fetches it
-again). A crash leaves at most a ``.bulkfetch-part`` file, which ``remove_partials()``
+:class:`FolderSink` is the :class:`~bulkfetch.sink.base.Sink` of a folder. A result is
+written to a temporary file beside its target (``.NAME.XXXX.bulkfetch-part``), hashed
+(sha256) and counted as it streams, then checked (:func:`~bulkfetch.sink.base.check_result`).
+Only a result that passes is fsynced and renamed into place, and the directory fsynced (and
+any folder created for it, in its parent), so a final name always holds a complete, checked
+file. A crash leaves at most a ``.bulkfetch-part`` file, which ``remove_partials()``
 deletes at the next start.
 
-The event loop only receives. A body of at most ``SMALL_BODY`` bytes is checked in memory
-and then written, fsynced and renamed in one worker-thread call. A bigger one goes in blocks
-of about ``WRITE_CHUNK`` through a pipe of ``QUEUE_BLOCKS`` to one worker thread that hashes
-and writes each block (``hashlib`` and ``os.writev`` release the GIL) while the loop
-receives the next: memory per download is bounded whatever the file's size.
+The writer thread appends each block with ``os.writev`` after hashing it (``hashlib`` and
+``os.writev`` release the GIL) while the loop receives the next (see
+:meth:`~bulkfetch.sink.base.Sink.write`).
 
 Names come from the manifest (already checked by ``manifest.safe_name``) or are made by
 bulkfetch; the server's names are never used. ``target()`` still checks that the path
 stays inside the output folder.
-
-``sniff()`` and ``check_result()`` are the pure decisions, tested without files.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import logging
 import os
 import secrets
 import stat
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import anyio
 
-from bulkfetch.client import Ready
 from bulkfetch.durable import fsync_directory, write_all
-from bulkfetch.errors import StorageError, TransientError, first_error
+from bulkfetch.errors import StorageError
 from bulkfetch.sink._pipe import BlockPipe
+from bulkfetch.sink.base import Part, Sink, drain
 
 if TYPE_CHECKING:
     from bulkfetch.ledger import JobRecord
     from bulkfetch.manifest.jobs import Job
 
-__all__ = ["PART_SUFFIX", "Part", "Sink", "Written", "check_result", "drain", "sniff"]
+__all__ = ["PART_SUFFIX", "FolderSink"]
 
 log = logging.getLogger(__name__)
 
 PART_SUFFIX = ".bulkfetch-part"
-#: Bytes gathered before each write: few thread hops per file, bounded memory per download.
-WRITE_CHUNK = 1 << 20
-#: A body up to this size is checked in memory and written in one thread call; a bigger one
-#: is on disk (as a part file) from its first this-many bytes on.
-SMALL_BODY = 1 << 16
-#: Blocks of ``WRITE_CHUNK`` waiting for the writer thread: with the one being written and the
-#: one being received, a download holds at most ``QUEUE_BLOCKS + 2`` blocks in memory.
-QUEUE_BLOCKS = 2
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"II*\x00", "tiff"),
-    (b"MM\x00*", "tiff"),
-    (b"II+\x00", "tiff"),  # BigTIFF, for large GeoTIFFs
-    (b"MM\x00+", "tiff"),
-    (b"PK\x03\x04", "zip"),
-)
 
-
-def sniff(head: bytes) -> str | None:
-    """The kind of a body from its first bytes: jpeg, png, tiff, zip, json, or None."""
-    for magic, kind in _MAGIC:
-        if head.startswith(magic):
-            return kind
-    if head.lstrip()[:1] in (b"{", b"["):
-        return "json"
-    return None
-
-
-def check_result(*, expected: str, head: bytes, size: int, content_length: int | None) -> None:
-    """Raise ``TransientError`` unless the body is a complete result of the expected kind."""
-    if content_length is not None and size != content_length:
-        raise TransientError(f"truncated result: {size} of {content_length} bytes")
-    if size == 0:
-        raise TransientError("the result is empty")
-    kind = sniff(head)
-    if kind == "json":
-        raise TransientError("the result is JSON where an image was expected")
-    if kind != expected:
-        raise TransientError(
-            f"the result is {kind or 'of an unknown format'} where {expected} was expected"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    path: str  # posix, relative to the output folder
-    size: int
-    sha256: str
-    #: Seconds from the first byte received to the last one written (not yet fsynced), and
-    #: to the file fsynced under its final name: the download's own speed, for the log.
-    stream_seconds: float = field(default=0.0, compare=False)
-    seconds: float = field(default=0.0, compare=False)
-
-
-class Part(Protocol):
-    """One result on its way to its final place (a file, an object): see :class:`Sink`.
-
-    ``drain`` and then ``publish`` run in one worker thread after the other; ``discard``
-    runs on the loop once neither runs any more.
-    """
-
-    where: str  # the final place, for messages
-
-    def hexdigest(self) -> str: ...
-
-    def drain(self, pipe: BlockPipe) -> None: ...
-
-    def publish(self, blocks: list[bytes]) -> float: ...
-
-    def discard(self) -> None: ...
-
-
-def drain(pipe: BlockPipe, write: Callable[[list[bytes]], None]) -> None:
-    """``write`` every block ``pipe`` hands over, until it is closed or aborted."""
-    try:
-        while (blocks := pipe.get()) is not None:
-            write(blocks)
-    except BaseException:
-        pipe.abort()  # the loop's next put raises instead of waiting for room
-        raise
-
-
-class Sink:
-    """Writes results under one output folder.
-
-    :meth:`write` streams, checks and publishes through a :class:`Part`;
-    :class:`bulkfetch.sink.object_store.StoreSink` is the same with parts that are uploads.
-    """
+class FolderSink(Sink):
+    """Writes results under one output folder, each through a part file beside it."""
 
     def __init__(self, out: Path) -> None:
         self.out = out
@@ -236,94 +143,6 @@ class Sink:
             except OSError as exc:
                 log.warning("could not remove leftover %s: %s", part, exc.strerror)
         return removed
-
-    async def write(
-        self, relative: PurePosixPath, expected: str, ready: Ready, *, key: str = ""
-    ) -> Written:
-        """Stream ``ready`` into place at ``relative``; raises on a bad or short body.
-
-        ``key`` is the job's (an object's metadata names it; a file does not).
-
-        The event loop only receives. A body of at most ``SMALL_BODY`` is checked, then
-        written, fsynced and renamed into place in one worker-thread call. A bigger one is
-        handed over in blocks of about ``WRITE_CHUNK`` through a :class:`BlockPipe` to one
-        worker thread that hashes and writes each block (``hashlib`` and ``os.writev``
-        release the GIL) while the loop receives the next; at most ``QUEUE_BLOCKS`` blocks
-        wait, so memory stays bounded whatever the file's size. Only a checked, complete
-        body is fsynced and renamed.
-        """
-        part = self.open_part(relative, key)
-        size = 0
-        head = b""
-        pending: list[bytes] = []
-        buffered = 0
-        started = 0.0
-        try:
-            chunks = ready.chunks(WRITE_CHUNK)
-            async for chunk in chunks:
-                if not started:
-                    started = time.monotonic()
-                if len(head) < 16:
-                    head += chunk[: 16 - len(head)]
-                size += len(chunk)
-                pending.append(chunk)
-                buffered += len(chunk)
-                if buffered > min(SMALL_BODY, WRITE_CHUNK):
-                    break
-            else:
-                # The whole body is in memory: check it first, then one thread call.
-                check_result(
-                    expected=expected, head=head, size=size, content_length=ready.content_length
-                )
-                written_at = await anyio.to_thread.run_sync(part.publish, pending)
-                return _written(relative, size, part, started, written_at)
-            pipe = BlockPipe(QUEUE_BLOCKS)
-            try:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(anyio.to_thread.run_sync, part.drain, pipe)
-                    try:
-                        await pipe.put(pending)
-                        pending, buffered = [], 0
-                        async for chunk in chunks:
-                            size += len(chunk)
-                            pending.append(chunk)
-                            buffered += len(chunk)
-                            if buffered >= WRITE_CHUNK:
-                                await pipe.put(pending)
-                                pending, buffered = [], 0
-                        check_result(
-                            expected=expected,
-                            head=head,
-                            size=size,
-                            content_length=ready.content_length,
-                        )
-                    except BaseException:
-                        pipe.abort()  # the writer stops at its next block
-                        raise
-                    pipe.close()
-            except BaseExceptionGroup as group:
-                # One download's own failure (a short body, a full disk), not a group; a
-                # writer that failed leaves the receiver's put broken, which says nothing.
-                _, rest = group.split(anyio.BrokenResourceError)
-                raise first_error(rest or group) from None
-            # The writer has written every block it was sent; the rest goes with the publish.
-            written_at = await anyio.to_thread.run_sync(part.publish, pending)
-        except OSError as exc:
-            part.discard()
-            raise _storage_error(exc, part.where) from None
-        except BaseException:
-            part.discard()
-            raise
-        return _written(relative, size, part, started, written_at)
-
-
-def _written(
-    relative: PurePosixPath, size: int, part: Part, started: float, written_at: float
-) -> Written:
-    now = time.monotonic()
-    start = started or now  # (an empty body never started)
-    path = PurePosixPath(relative).as_posix()
-    return Written(path, size, part.hexdigest(), written_at - start, now - start)
 
 
 def _part_target(part: str) -> str:
@@ -440,9 +259,3 @@ def _mkdirs(path: Path) -> None:
                 raise
             continue
         fsync_directory(folder.parent)
-
-
-def _storage_error(exc: OSError, final: str) -> StorageError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageError(f"disk full while writing {final}: free some space and run again")
-    return StorageError(f"cannot write {final}: {exc.strerror or exc}")

@@ -1,4 +1,5 @@
 """Every downloaded image described as STAC, in a static catalog.
 
 - ``items``: Items from jobs and their ledger records (pure); ``catalog``: the catalog's files.
+- ``refresh``: the catalog brought up to date from the ledger and the manifests.
 """

@@ -202,10 +202,11 @@ def test_resumed_run_reads_the_cache_beside_the_ledger(
 
 def test_the_stamp_covers_every_file_validation_reads() -> None:
     # A changed band table must miss as surely as changed code: cached warnings would lie.
-    # Every module of the manifest package validates, but the cache itself and the sharding.
+    # Every module of the manifest package validates, but the cache itself, the sharding and
+    # the notes (read again for the STAC catalog, after validation).
     package = Path(manifest_cache.__file__).parent
     assert "bands.toml" in manifest_cache._TABLES
-    validating = {p.stem for p in package.glob("*.py")} - {"__init__", "cache", "shard"}
+    validating = {p.stem for p in package.glob("*.py")} - {"__init__", "cache", "shard", "notes"}
     assert validating == {m.__name__.rsplit(".", 1)[1] for m in manifest_cache._RULES}
     # Read from the modules themselves: nothing falls back to a digest that never changes.
     assert manifest_cache._rules_digest() != __version__

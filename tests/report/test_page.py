@@ -26,16 +26,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from bulkfetch.cli.report import report_command
 from bulkfetch.ledger import JobRecord, JobState, Ledger
 from bulkfetch.manifest.jobs import Job, load_manifest
-from bulkfetch.report.page import (
-    ReportData,
-    Tile,
-    collect,
-    render_html,
-    report_command,
-    run_figures,
-)
+from bulkfetch.report.contents import ReportData, Tile, collect, run_figures
+from bulkfetch.report.page import render_html
 from bulkfetch.report.thumbnails import ThumbnailError, aoi_svg, thumbnail, view_date
 from bulkfetch.simulator.images import render_result
 

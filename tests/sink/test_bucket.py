@@ -29,9 +29,9 @@ from bulkfetch.client import Ready
 from bulkfetch.errors import StorageError, TransientError, UsageError
 from bulkfetch.ledger import JobState, Ledger
 from bulkfetch.simulator import SimulatorThread
+from bulkfetch.sink.base import Written
 from bulkfetch.sink.bucket import PART_SIZE, StoreSink
 from bulkfetch.sink.destination import StoreUrl, default_ledger, display, store_url
-from bulkfetch.sink.local import Written
 from bulkfetch.sink.object_store import META_KEY, META_SHA256, ObjectStore, describe, store_error
 from tests.conftest import FAST_FLAGS, bulkfetch_cli, make_jobs, run_cli, spawn_cli, write_jsonl
 from tests.sink.test_local import JPEG, FakeReady

@@ -1,4 +1,5 @@
-"""Tests for bulkfetch.sink.local: results reach their final name whole and checked, or never."""
+"""Tests for bulkfetch.sink.local, and the write every sink shares (bulkfetch.sink.base):
+results reach their final name whole and checked, or never."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+import bulkfetch.sink.base as base_module
 import bulkfetch.sink.local as sink_module
 from bulkfetch.client import Client, Ready
 from bulkfetch.config import ApiKey
 from bulkfetch.durable import fsync_directory
 from bulkfetch.errors import StorageError, TransientError
 from bulkfetch.simulator import TEST_API_KEY, SimConfig, Simulator, render_result
-from bulkfetch.sink.local import PART_SUFFIX, Sink, Written, check_result, sniff
+from bulkfetch.sink.base import Sink, Written, check_result, sniff
+from bulkfetch.sink.local import PART_SUFFIX, FolderSink
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
@@ -134,7 +137,7 @@ def test_check_result_refuses(kwargs: dict[str, Any], message: str) -> None:
 
 
 def test_target_maps_inside_the_output_folder(tmp_path: Path) -> None:
-    sink = Sink(tmp_path)
+    sink = FolderSink(tmp_path)
     assert sink.target("a/b.jpg") == tmp_path / "a" / "b.jpg"
     assert sink.target(PurePosixPath("c.png")) == tmp_path / "c.png"
 
@@ -142,7 +145,7 @@ def test_target_maps_inside_the_output_folder(tmp_path: Path) -> None:
 @pytest.mark.parametrize("relative", ["../x", "a/../../x", "a/../b", "/etc/passwd", "", "."])
 def test_target_refuses_escapes(tmp_path: Path, relative: str) -> None:
     with pytest.raises(StorageError, match="outside the output folder"):
-        Sink(tmp_path / "out").target(relative)
+        FolderSink(tmp_path / "out").target(relative)
 
 
 def test_target_refuses_a_symlinked_directory_pointing_outside(tmp_path: Path) -> None:
@@ -150,7 +153,7 @@ def test_target_refuses_a_symlinked_directory_pointing_outside(tmp_path: Path) -
     out.mkdir()
     elsewhere.mkdir()
     (out / "link").symlink_to(elsewhere, target_is_directory=True)
-    sink = Sink(out)
+    sink = FolderSink(out)
     with pytest.raises(StorageError, match="outside the output folder"):
         sink.target("link/x.jpg")
     with pytest.raises(StorageError):
@@ -165,17 +168,17 @@ def test_target_refuses_a_symlinked_file_pointing_outside(tmp_path: Path) -> Non
     secret.write_text("keep me", encoding="utf-8")
     (out / "x.jpg").symlink_to(secret)
     with pytest.raises(StorageError):
-        Sink(out).target("x.jpg")
+        FolderSink(out).target("x.jpg")
 
 
 def test_target_allows_a_symlink_that_stays_inside(tmp_path: Path) -> None:
     (tmp_path / "real").mkdir()
     (tmp_path / "alias").symlink_to(tmp_path / "real", target_is_directory=True)
-    assert Sink(tmp_path).target("alias/x.jpg") == tmp_path / "alias" / "x.jpg"
+    assert FolderSink(tmp_path).target("alias/x.jpg") == tmp_path / "alias" / "x.jpg"
 
 
 def test_file_ok(tmp_path: Path) -> None:
-    sink = Sink(tmp_path)
+    sink = FolderSink(tmp_path)
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f.jpg").write_bytes(JPEG)
     assert sink.file_ok("d/f.jpg", len(JPEG))
@@ -190,7 +193,7 @@ def test_file_ok(tmp_path: Path) -> None:
 
 def test_write_puts_a_checked_file_in_place(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    sink = Sink(out)
+    sink = FolderSink(out)
     written = write(sink, "S2/13/x.jpg", "jpeg", FakeReady(JPEG, chunk=7))
     target = out / "S2" / "13" / "x.jpg"
     assert target.read_bytes() == JPEG
@@ -202,7 +205,7 @@ def test_write_puts_a_checked_file_in_place(tmp_path: Path) -> None:
 
 def test_write_large_body_in_many_chunks(tmp_path: Path) -> None:
     body = b"II*\x00" + os.urandom(3 * (1 << 20) + 12345)
-    written = write(Sink(tmp_path), "big.tif", "tiff", FakeReady(body, chunk=100_000))
+    written = write(FolderSink(tmp_path), "big.tif", "tiff", FakeReady(body, chunk=100_000))
     assert (tmp_path / "big.tif").read_bytes() == body
     assert written.sha256 == hashlib.sha256(body).hexdigest()
     assert written.size == len(body)
@@ -231,7 +234,7 @@ def test_write_streams_big_bodies_in_bounded_memory(
 ) -> None:
     """A slow disk holds the receiver back: at most QUEUE_BLOCKS + 2 blocks in memory."""
     block = 1000
-    monkeypatch.setattr(sink_module, "WRITE_CHUNK", block)
+    monkeypatch.setattr(base_module, "WRITE_CHUNK", block)
     written: list[int] = []
     real = sink_module._writev_all
 
@@ -243,11 +246,11 @@ def test_write_streams_big_bodies_in_bounded_memory(
     monkeypatch.setattr(sink_module, "_writev_all", slow)
     body = b"II*\x00" + os.urandom(200 * block)
     ready = _CountingReady(body, written, chunk=250)
-    result = write(Sink(tmp_path), "big.tif", "tiff", ready)
+    result = write(FolderSink(tmp_path), "big.tif", "tiff", ready)
     assert (tmp_path / "big.tif").read_bytes() == body
     assert result.sha256 == hashlib.sha256(body).hexdigest()
     assert len(written) > 100  # streamed block by block, not gathered
-    assert max(ready.ahead) <= (sink_module.QUEUE_BLOCKS + 2) * block + 250
+    assert max(ready.ahead) <= (base_module.QUEUE_BLOCKS + 2) * block + 250
 
 
 def test_write_makes_new_folders_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -258,23 +261,23 @@ def test_write_makes_new_folders_durable(tmp_path: Path, monkeypatch: pytest.Mon
         fsync_directory(path)
 
     monkeypatch.setattr(sink_module, "fsync_directory", record)
-    write(Sink(tmp_path), "a/b/x.jpg", "jpeg", FakeReady(JPEG))
+    write(FolderSink(tmp_path), "a/b/x.jpg", "jpeg", FakeReady(JPEG))
     # Each new folder's entry in its parent, then the file's entry in its folder.
     assert synced == [tmp_path, tmp_path / "a", tmp_path / "a" / "b"]
     synced.clear()
-    write(Sink(tmp_path), "a/b/y.jpg", "jpeg", FakeReady(JPEG))
+    write(FolderSink(tmp_path), "a/b/y.jpg", "jpeg", FakeReady(JPEG))
     assert synced == [tmp_path / "a" / "b"]
 
 
 def test_write_without_content_length(tmp_path: Path) -> None:
-    written = write(Sink(tmp_path), "p.png", "png", FakeReady(PNG, content_length=None))
+    written = write(FolderSink(tmp_path), "p.png", "png", FakeReady(PNG, content_length=None))
     assert (tmp_path / "p.png").read_bytes() == PNG
     assert written.size == len(PNG)
 
 
 def test_write_replaces_an_older_file(tmp_path: Path) -> None:
     (tmp_path / "x.jpg").write_bytes(b"old")
-    write(Sink(tmp_path), "x.jpg", "jpeg", FakeReady(JPEG))
+    write(FolderSink(tmp_path), "x.jpg", "jpeg", FakeReady(JPEG))
     assert (tmp_path / "x.jpg").read_bytes() == JPEG
 
 
@@ -295,7 +298,7 @@ def test_write_bad_body_leaves_nothing(
     tmp_path: Path, ready: FakeReady, expected: str, message: str
 ) -> None:
     with pytest.raises(TransientError, match=message):
-        write(Sink(tmp_path), "sub/x.jpg", expected, ready)
+        write(FolderSink(tmp_path), "sub/x.jpg", expected, ready)
     assert not (tmp_path / "sub" / "x.jpg").exists()
     assert leftovers(tmp_path) == []
     assert files(tmp_path) == []
@@ -304,7 +307,9 @@ def test_write_bad_body_leaves_nothing(
 def test_write_bad_body_keeps_the_previous_good_file(tmp_path: Path) -> None:
     (tmp_path / "x.jpg").write_bytes(JPEG)
     with pytest.raises(TransientError):
-        write(Sink(tmp_path), "x.jpg", "jpeg", FakeReady(JPEG[:500], content_length=len(JPEG)))
+        write(
+            FolderSink(tmp_path), "x.jpg", "jpeg", FakeReady(JPEG[:500], content_length=len(JPEG))
+        )
     assert (tmp_path / "x.jpg").read_bytes() == JPEG
     assert leftovers(tmp_path) == []
 
@@ -334,8 +339,8 @@ def _cancel_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, times: int) 
     many left their descriptor open (then closed here, so no other test sees it)."""
     _RecordingPart.fds = []
     monkeypatch.setattr(sink_module, "_PartFile", _RecordingPart)
-    monkeypatch.setattr(sink_module, "WRITE_CHUNK", 64)  # stream: a file is open midway
-    sink = Sink(tmp_path)
+    monkeypatch.setattr(base_module, "WRITE_CHUNK", 64)  # stream: a file is open midway
+    sink = FolderSink(tmp_path)
 
     async def main() -> None:
         with anyio.move_on_after(0.05) as scope:
@@ -376,10 +381,10 @@ def _enospc(*args: Any) -> None:
 def test_write_disk_full_at_fsync_is_a_storage_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_chunk: int
 ) -> None:
-    monkeypatch.setattr(sink_module, "WRITE_CHUNK", write_chunk)
+    monkeypatch.setattr(base_module, "WRITE_CHUNK", write_chunk)
     monkeypatch.setattr(os, "fsync", _enospc)
     with pytest.raises(StorageError, match="disk full") as info:
-        write(Sink(tmp_path), "x.jpg", "jpeg", FakeReady(JPEG))
+        write(FolderSink(tmp_path), "x.jpg", "jpeg", FakeReady(JPEG))
     assert not info.value.retryable
     assert files(tmp_path) == []
 
@@ -397,7 +402,7 @@ def _patch_writes(monkeypatch: pytest.MonkeyPatch, error: int) -> None:
         real(fd, blocks)
 
     monkeypatch.setattr(sink_module, "_writev_all", failing)
-    monkeypatch.setattr(sink_module, "WRITE_CHUNK", 64)  # write every chunk at once
+    monkeypatch.setattr(base_module, "WRITE_CHUNK", 64)  # write every chunk at once
 
 
 def test_write_disk_full_midway_is_a_storage_error(
@@ -405,7 +410,7 @@ def test_write_disk_full_midway_is_a_storage_error(
 ) -> None:
     _patch_writes(monkeypatch, errno.ENOSPC)
     with pytest.raises(StorageError, match="disk full") as info:
-        write(Sink(tmp_path), "d/x.jpg", "jpeg", FakeReady(JPEG))
+        write(FolderSink(tmp_path), "d/x.jpg", "jpeg", FakeReady(JPEG))
     assert str(tmp_path / "d" / "x.jpg") in str(info.value)
     assert files(tmp_path) == []
 
@@ -415,7 +420,7 @@ def test_write_other_os_error_is_a_storage_error(
 ) -> None:
     _patch_writes(monkeypatch, errno.EIO)
     with pytest.raises(StorageError, match="cannot write") as info:
-        write(Sink(tmp_path), "x.jpg", "jpeg", FakeReady(JPEG))
+        write(FolderSink(tmp_path), "x.jpg", "jpeg", FakeReady(JPEG))
     assert "disk full" not in str(info.value)
     assert files(tmp_path) == []
 
@@ -423,7 +428,7 @@ def test_write_other_os_error_is_a_storage_error(
 def test_write_into_unwritable_folder_is_a_storage_error(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_bytes(b"a file where a folder is needed")
     with pytest.raises(StorageError, match="cannot write"):
-        write(Sink(tmp_path), "blocker/x.jpg", "jpeg", FakeReady(JPEG))
+        write(FolderSink(tmp_path), "blocker/x.jpg", "jpeg", FakeReady(JPEG))
 
 
 # -- remove_partials --------------------------------------------------------------------------
@@ -438,10 +443,10 @@ def test_remove_partials_deletes_only_leftovers(tmp_path: Path) -> None:
     keep = [tmp_path / "x.jpg", tmp_path / "a" / "b" / "y.png", tmp_path / "a" / "notes.part"]
     for path in parts + keep:
         path.write_bytes(b"data")
-    assert Sink(tmp_path).remove_partials() == 2
+    assert FolderSink(tmp_path).remove_partials() == 2
     assert all(not p.exists() for p in parts)
     assert all(p.exists() for p in keep)
-    assert Sink(tmp_path).remove_partials() == 0
+    assert FolderSink(tmp_path).remove_partials() == 0
 
 
 def test_a_shard_removes_only_its_own_leftovers(tmp_path: Path) -> None:
@@ -453,13 +458,13 @@ def test_a_shard_removes_only_its_own_leftovers(tmp_path: Path) -> None:
     for path in (mine, theirs):
         path.write_bytes(b"data")
     owned = [PurePosixPath("a/y.v2.png"), PurePosixPath("z.jpg")]
-    assert Sink(tmp_path).remove_own_partials(owned) == 1
+    assert FolderSink(tmp_path).remove_own_partials(owned) == 1
     assert not mine.exists()
     assert theirs.exists()
 
 
 def test_remove_partials_without_output_folder(tmp_path: Path) -> None:
-    assert Sink(tmp_path / "never-made").remove_partials() == 0
+    assert FolderSink(tmp_path / "never-made").remove_partials() == 0
 
 
 def test_remove_partials_does_not_follow_symlinks_outside(tmp_path: Path) -> None:
@@ -469,7 +474,7 @@ def test_remove_partials_does_not_follow_symlinks_outside(tmp_path: Path) -> Non
     foreign = elsewhere / f".z.jpg.00000000{PART_SUFFIX}"
     foreign.write_bytes(b"not ours")
     (out / "link").symlink_to(elsewhere, target_is_directory=True)
-    Sink(out).remove_partials()
+    FolderSink(out).remove_partials()
     assert foreign.exists()
 
 
@@ -497,7 +502,7 @@ def test_write_a_real_result(tmp_path: Path, truncate: bool) -> None:
         status_window=1.0,
         truncate_rate=1.0 if truncate else 0.0,
     )
-    sink = Sink(tmp_path)
+    sink = FolderSink(tmp_path)
 
     async def main() -> Written | None:
         async with Simulator(config) as sim, Client(sim.api_url, ApiKey(TEST_API_KEY)) as client:

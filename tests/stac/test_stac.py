@@ -23,10 +23,10 @@ import pytest
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 
-from bulkfetch.cli.stac import job_notes
 from bulkfetch.durable import FileLock
 from bulkfetch.ledger import JobState, Ledger
 from bulkfetch.manifest.jobs import load_manifest
+from bulkfetch.manifest.notes import job_notes
 from bulkfetch.simulator import SimulatorThread
 from bulkfetch.stac.catalog import Entry, Group, LocalFolder, scan, write_catalog
 from bulkfetch.stac.items import (
