@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from bulkfetch.errors import Problem
+from bulkfetch.manifest.values import describe
 from bulkfetch.units import counted
 
 __all__ = [
@@ -45,22 +46,12 @@ _NUMBER = r"\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*"
 _LEVELS = re.compile(f"({_NUMBER}),({_NUMBER})")
 
 
+# Where a field's value helps the user find it, the message shows it ("got 'NVDI'").
+_shown = functools.partial(describe, show=True)
+
+
 class Invalid(ValueError):
     """A field's value is wrong; the message says what was expected and what came."""
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return repr(value[:40]) + ("..." if len(value) > 40 else "")
-    if isinstance(value, list):
-        return "a list"
-    return "an object" if isinstance(value, dict) else type(value).__name__
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -73,14 +64,14 @@ def _has_control(text: str) -> bool:
 def _view_id(value: object) -> str:
     if not isinstance(value, str) or not _VIEW_ID.fullmatch(value) or _has_control(value):
         raise Invalid(
-            f"expected a scene id like 'S2/13/R/EL/2023/7/19/0' (no spaces), got {_kind(value)}"
+            f"expected a scene id like 'S2/13/R/EL/2023/7/19/0' (no spaces), got {_shown(value)}"
         )
     return sys.intern(value)
 
 
 def _text(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise Invalid(f"expected a non-empty string, got {_kind(value)}")
+        raise Invalid(f"expected a non-empty string, got {_shown(value)}")
     if _has_control(value):
         raise Invalid("contains a control character")
     return sys.intern(value) if len(value) < 100 else value
@@ -91,26 +82,26 @@ def _choice(options: tuple[str, ...]) -> Callable[[object], str]:
         if isinstance(value, str) and value in options:
             return value
         hint = did_you_mean(value.lower(), options) if isinstance(value, str) else ""
-        raise Invalid(f"expected one of {', '.join(options)}, got {_kind(value)}{hint}")
+        raise Invalid(f"expected one of {', '.join(options)}, got {_shown(value)}{hint}")
 
     return check
 
 
 def _px_size(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise Invalid(f"expected a number of metres, got {_kind(value)}")
+        raise Invalid(f"expected a number of metres, got {_shown(value)}")
     if not math.isfinite(value) or value <= 0:
-        raise Invalid(f"expected a finite number > 0, got {_kind(value)}")
+        raise Invalid(f"expected a finite number > 0, got {_shown(value)}")
     return float(value)
 
 
 def _levels(value: object) -> str:
     mt = _LEVELS.fullmatch(value) if isinstance(value, str) else None
     if mt is None or not isinstance(value, str):
-        raise Invalid(f"expected two numbers as 'low,high' like '-1,1', got {_kind(value)}")
+        raise Invalid(f"expected two numbers as 'low,high' like '-1,1', got {_shown(value)}")
     low, high = float(mt.group(1)), float(mt.group(2))
     if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
-        raise Invalid(f"expected finite low < high, got {_kind(value)}")
+        raise Invalid(f"expected finite low < high, got {_shown(value)}")
     return sys.intern(value)
 
 
@@ -118,7 +109,7 @@ def _int_in(low: int, high: int) -> Callable[[object], int]:
     def check(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             want = f"{low} or {high}" if high == low + 1 else f"a whole number >= {low}"
-            raise Invalid(f"expected {want}, got {_kind(value)}")
+            raise Invalid(f"expected {want}, got {_shown(value)}")
         return value
 
     return check
@@ -126,13 +117,13 @@ def _int_in(low: int, high: int) -> Callable[[object], int]:
 
 def _bool(value: object) -> bool:
     if not isinstance(value, bool):
-        raise Invalid(f"expected true or false, got {_kind(value)}")
+        raise Invalid(f"expected true or false, got {_shown(value)}")
     return value
 
 
 def _colors(value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(c, str) and c for c in value):
-        raise Invalid(f"expected a list of non-empty strings, got {_kind(value)}")
+        raise Invalid(f"expected a list of non-empty strings, got {_shown(value)}")
     return value
 
 
@@ -140,13 +131,13 @@ def _thresholds(value: object) -> list[float]:
     if not isinstance(value, list) or not all(
         isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t) for t in value
     ):
-        raise Invalid(f"expected a list of finite numbers, got {_kind(value)}")
+        raise Invalid(f"expected a list of finite numbers, got {_shown(value)}")
     return [float(t) + 0.0 for t in value]  # -0.0 -> 0.0, as job_key does
 
 
 def _name(value: object) -> str:
     if not isinstance(value, str):
-        raise Invalid(f"expected a relative file path, got {_kind(value)}")
+        raise Invalid(f"expected a relative file path, got {_shown(value)}")
     check_name(value)
     return value
 

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import orjson
 
-from bulkfetch.manifest.geometry import _kind
+from bulkfetch.manifest.values import describe
 from bulkfetch.units import counted
 
 __all__ = [
@@ -71,7 +71,7 @@ def read_jsonl(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
             seen_job = True
             continue
         if not isinstance(obj, dict):
-            problems.append((where, "", f"expected a JSON object, got {_kind(obj)}"))
+            problems.append((where, "", f"expected a JSON object, got {describe(obj)}"))
             seen_job = True
             continue
         if "defaults" in obj:
@@ -89,7 +89,7 @@ def read_jsonl(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
 
 def _defaults(where: str, value: object, problems: list[Issue]) -> Raw:
     if not isinstance(value, dict):
-        problems.append((where, "defaults", f"expected an object, got {_kind(value)}"))
+        problems.append((where, "defaults", f"expected an object, got {describe(value)}"))
         value = {}
     return Raw(where, value, is_defaults=True)
 
@@ -218,13 +218,13 @@ def read_json(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
             return
         jobs = doc["jobs"]
     if not isinstance(jobs, list):
-        problems.append(("top level", "", f"expected a list of jobs, got {_kind(jobs)}"))
+        problems.append(("top level", "", f"expected a list of jobs, got {describe(jobs)}"))
         return
     for n, obj in enumerate(jobs, 1):
         if isinstance(obj, dict):
             yield Raw(f"job {n}", obj)
         else:
-            problems.append((f"job {n}", "", f"expected a JSON object, got {_kind(obj)}"))
+            problems.append((f"job {n}", "", f"expected a JSON object, got {describe(obj)}"))
 
 
 def read_geojson(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
@@ -233,14 +233,14 @@ def read_geojson(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
     if doc is None and problems:
         return
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
-        got = repr(doc.get("type"))[:40] if isinstance(doc, dict) else _kind(doc)
+        got = repr(doc.get("type"))[:40] if isinstance(doc, dict) else describe(doc)
         problems.append(("top level", "type", f"expected a GeoJSON FeatureCollection, got {got}"))
         return
     if "defaults" in doc:
         yield _defaults("defaults", doc["defaults"], problems)
     features = doc.get("features")
     if not isinstance(features, list):
-        problems.append(("top level", "features", f"expected a list, got {_kind(features)}"))
+        problems.append(("top level", "features", f"expected a list, got {describe(features)}"))
         return
     for n, feat in enumerate(features, 1):
         where = f"feature {n}"
@@ -251,7 +251,7 @@ def read_geojson(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
         if props is None:
             props = {}
         if not isinstance(props, dict):
-            problems.append((where, "properties", f"expected an object, got {_kind(props)}"))
+            problems.append((where, "properties", f"expected an object, got {describe(props)}"))
             continue
         raw = Raw(where, dict(props))
         if "geometry" in props:
