@@ -45,9 +45,9 @@ from bulkfetch.config import RunConfig
 from bulkfetch.durable import FileLock
 from bulkfetch.errors import BulkfetchError, LedgerLocked, ManifestError, UsageError
 from bulkfetch.ledger import JobRecord, JobState, Ledger
-from bulkfetch.manifest._readers import READERS
 from bulkfetch.manifest.cache import cache_path, load_manifest_cached
 from bulkfetch.manifest.jobs import Manifest
+from bulkfetch.manifest.readers import READERS
 from bulkfetch.sink.destination import display, open_destination, store_url
 from bulkfetch.stac.catalog import (
     ASSET_PREFIX,
@@ -125,7 +125,7 @@ def job_notes(manifest: Manifest) -> dict[str, dict[str, Any]]:
     try:
         with manifest.path.open("rb") as stream:
             for raw in reader(stream, []):
-                notes = {k: v for k, v in raw.fields.items() if k.startswith("_")}
+                notes = {k: v for k, v in raw.members.items() if k.startswith("_")}
                 if raw.is_defaults:
                     defaults = notes
                 else:

@@ -1,8 +1,12 @@
-"""Check and normalise one manifest field at a time; private to :mod:`bulkfetch.manifest.jobs`.
+"""Check and normalise one job parameter at a time; private to the manifest's validation.
 
-Each checker in :data:`CHECKS` takes a JSON value and returns the value to send, or raises
-:class:`Invalid` (a ValueError) whose message says what was expected and what came. ``geometry`` is
-checked by :mod:`bulkfetch.manifest.geometry`; ``reference`` is never checked (it is ignored).
+A parameter is a member of a manifest record (a JSON key, a GeoJSON property, a CSV
+column): what the manifest's formats and messages call a *field* ("unknown field"), not
+the farm fields a search reads (:mod:`bulkfetch.scene_search.fields`). Each checker in
+:data:`CHECKS` takes a JSON value and returns the value to send, or raises a ValueError
+(:class:`Invalid`, or the name rules' own, :mod:`bulkfetch.manifest.names`) whose message
+says what was expected and what came. ``geometry`` is checked by
+:mod:`bulkfetch.manifest.geometry`; ``reference`` is never checked (it is ignored).
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ import math
 import re
 import sys
 from collections.abc import Callable, Iterable
-from pathlib import PurePosixPath
 from typing import Any
 
 from bulkfetch.errors import Problem
+from bulkfetch.manifest.names import check_name, has_control
 from bulkfetch.manifest.values import describe
 from bulkfetch.units import counted
 
@@ -28,7 +32,6 @@ __all__ = [
     "WarnOnce",
     "costly_typo",
     "did_you_mean",
-    "safe_name",
     "suggest",
 ]
 
@@ -36,10 +39,6 @@ REQUIRED = ("view_id", "bm_type", "geometry", "px_size")
 
 _RESAMPLE: tuple[str, ...] = ("near", "bilinear", "cubic", "cubicspline", "lanczos")
 _RESAMPLE += ("average", "mode", "max", "min", "med", "q1", "q3")
-# Windows refuses these as file names with any extension, in any case ("con.jpg" too).
-_RESERVED = frozenset(
-    {"CON", "PRN", "AUX", "NUL"} | {f"{d}{n}" for d in ("COM", "LPT") for n in range(1, 10)}
-)
 # sensor, then one or more non-empty slash-separated parts; no whitespace anywhere.
 _VIEW_ID = re.compile(r"[A-Za-z0-9][^/\s]*(?:/[^/\s]+)+")
 _NUMBER = r"\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*"
@@ -54,15 +53,8 @@ class Invalid(ValueError):
     """A field's value is wrong; the message says what was expected and what came."""
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _has_control(text: str) -> bool:
-    return _CONTROL.search(text) is not None
-
-
 def _view_id(value: object) -> str:
-    if not isinstance(value, str) or not _VIEW_ID.fullmatch(value) or _has_control(value):
+    if not isinstance(value, str) or not _VIEW_ID.fullmatch(value) or has_control(value):
         raise Invalid(
             f"expected a scene id like 'S2/13/R/EL/2023/7/19/0' (no spaces), got {_shown(value)}"
         )
@@ -72,7 +64,7 @@ def _view_id(value: object) -> str:
 def _text(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise Invalid(f"expected a non-empty string, got {_shown(value)}")
-    if _has_control(value):
+    if has_control(value):
         raise Invalid("contains a control character")
     return sys.intern(value) if len(value) < 100 else value
 
@@ -140,48 +132,6 @@ def _name(value: object) -> str:
         raise Invalid(f"expected a relative file path, got {_shown(value)}")
     check_name(value)
     return value
-
-
-def safe_name(name: str) -> PurePosixPath:
-    """Return ``name`` as a path that stays inside the output folder on any system.
-
-    Relative, ``/`` between folders, no ``..``, ``.`` or empty parts, no control
-    characters, backslash or ``:`` (drive letters, Windows streams), no part named as a
-    Windows device (``CON``, ``nul.txt``, ``LPT1``...) or ending in ``.`` or a space
-    (which Windows drops), each part at most 255 bytes of UTF-8. Raises
-    :class:`ValueError` saying why.
-    """
-    check_name(name)
-    return PurePosixPath(name)
-
-
-def check_name(name: str) -> None:
-    """Raise :class:`Invalid` unless ``name`` passes :func:`safe_name` (without a Path)."""
-    if not name:
-        raise Invalid("is empty")
-    if "\x00" in name or _has_control(name):
-        raise Invalid("contains a control character")
-    if "\\" in name:
-        raise Invalid("contains a backslash; use '/' between folders")
-    if name.startswith("/"):
-        raise Invalid("must be relative to the output folder, not absolute")
-    if ":" in name:
-        raise Invalid("contains ':' (a drive letter or Windows stream name)")
-    for part in name.split("/"):
-        if part in ("", "."):
-            raise Invalid("has an empty or '.' part ('//', './' or a trailing '/')")
-        if part == "..":
-            raise Invalid("contains '..', which would leave the output folder")
-        if part.split(".")[0].rstrip(" ").upper() in _RESERVED:
-            raise Invalid(f"{part!r} is a reserved device name on Windows")
-        if part.endswith((".", " ")):
-            raise Invalid(f"{part!r} ends with '.' or a space, which Windows drops")
-        try:
-            size = len(part.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise Invalid("is not valid Unicode") from None
-        if size > 255:
-            raise Invalid(f"has a part of {size} bytes; the limit is 255")
 
 
 CHECKS: dict[str, Callable[[Any], Any]] = {

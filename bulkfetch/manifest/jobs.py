@@ -93,12 +93,12 @@ from bulkfetch.manifest._checks import (
     WarnOnce,
     costly_typo,
     did_you_mean,
-    safe_name,
     suggest,
 )
-from bulkfetch.manifest._readers import READERS, Raw, Reader, job_lines, read_geojson, read_json
 from bulkfetch.manifest._sizes import size_warnings
 from bulkfetch.manifest.geometry import check_geometry, multipolygon_parts
+from bulkfetch.manifest.names import safe_name
+from bulkfetch.manifest.readers import READERS, Raw, Reader, job_lines, read_geojson, read_json
 
 __all__ = [
     "PARAMS",
@@ -465,7 +465,7 @@ def _check_record(
     for f, message in raw.problems:
         problems.append(Problem(file, raw.where, f, message))
     values: dict[str, Any] = {}
-    for k, v in raw.fields.items():
+    for k, v in raw.members.items():
         if v is None or k.startswith("_"):
             continue
         if k == "reference":

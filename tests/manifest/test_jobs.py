@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from bulkfetch.errors import ManifestError, Problem
 from bulkfetch.manifest._checks import costly_typo
-from bulkfetch.manifest._readers import item_lines
 from bulkfetch.manifest.jobs import (
     PARAMS,
     Job,
@@ -23,8 +22,8 @@ from bulkfetch.manifest.jobs import (
     job_key,
     load_manifest,
     parse_manifest,
-    safe_name,
 )
+from bulkfetch.manifest.readers import item_lines
 
 VIEW = "S2/13/R/EL/2023/7/19/0"
 RING = [[-104.879, 27.166], [-104.870, 27.166], [-104.870, 27.172], [-104.879, 27.166]]
@@ -243,25 +242,6 @@ def test_api_body() -> None:
     assert body["params"]["calibrate"] == 1 and body["params"]["reference"] == j.reference
     assert set(body["params"]) <= PARAMS
     orjson.dumps(body)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        *("../x", "/etc/passwd", "a/../../b", "CON.jpg", "con", "lpt9.tar.gz", "a\x00b"),
-        *("a\\b", "C:x", "", "a//b", "./a", "a/", "a\x1fb", "x" * 256, "a./b", "a /b"),
-    ],
-)
-def test_safe_name_rejects(name: str) -> None:
-    with pytest.raises(ValueError, match=r".") as info:
-        safe_name(name)
-    assert str(info.value)
-
-
-def test_safe_name_accepts() -> None:
-    assert safe_name("field 1/july.jpg") == PurePosixPath("field 1/july.jpg")
-    assert safe_name("CONSOLE/x") == PurePosixPath("CONSOLE/x")
-    assert safe_name("é" * 127) == PurePosixPath("é" * 127)
 
 
 # --- validation ------------------------------------------------------------------------

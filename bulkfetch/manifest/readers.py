@@ -1,7 +1,10 @@
 """Turn manifest bytes into raw records, one reader per format; no validation of values.
 
-Private to :mod:`bulkfetch.manifest.jobs`, which documents the formats. Each reader is a
-generator of :class:`Raw` records in file order: at most one ``defaults`` record, always
+:mod:`bulkfetch.manifest.jobs` documents the formats and validates what is read; the
+readers are public because other files share them: a fields file for a search
+(:mod:`bulkfetch.scene_search.fields`) is GeoJSON or JSON Lines read the same way, and the
+STAC command reads the user's notes back from a manifest. Each reader is a generator of
+:class:`Raw` records in file order: at most one ``defaults`` record, always
 first, then the jobs. Problems with the file as a whole (bad JSON, wrong top-level shape,
 bad UTF-8) are appended to the ``problems`` list given, as ``(where, field, message)``;
 a reader stops at such a problem only when nothing after it can be trusted.
@@ -42,10 +45,12 @@ _BOM = b"\xef\xbb\xbf"
 
 @dataclass(slots=True)
 class Raw:
-    """One record as read: ``fields`` hold JSON values; ``problems`` are (field, message)."""
+    """One record as read: its ``members`` (name to JSON value: a job's parameters, a
+    GeoJSON feature's properties and geometry, a CSV row's cells by column), and
+    ``problems`` found reading it, as (member, message)."""
 
     where: str
-    fields: dict[str, Any]
+    members: dict[str, Any]
     is_defaults: bool = False
     problems: list[tuple[str, str]] = field(default_factory=list)
 
@@ -228,7 +233,7 @@ def read_json(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
 
 
 def read_geojson(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
-    """GeoJSON: a FeatureCollection; geometry is the AOI, properties the other fields."""
+    """GeoJSON: a FeatureCollection; geometry is the AOI, properties the other members."""
     doc = _load_whole(stream.read(), problems)
     if doc is None and problems:
         return
@@ -258,11 +263,11 @@ def read_geojson(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
             raw.problems.append(
                 ("properties.geometry", "the area goes in the feature's geometry, not a property")
             )
-        raw.fields["geometry"] = feat.get("geometry")
+        raw.members["geometry"] = feat.get("geometry")
         yield raw
 
 
-# CSV cells are text: each field's cell is coerced to the JSON type validation expects.
+# CSV cells are text: each column's cell is coerced to the JSON type validation expects.
 _CSV_NUMBERS = frozenset({"px_size", "calibrate", "colors_limit"})
 _CSV_LISTS = frozenset({"colors", "thresholds"})
 _CSV_TRUE = frozenset({"true", "1"})
@@ -344,7 +349,7 @@ def _read_csv_rows(text: Iterable[str], problems: list[Issue]) -> Iterator[Raw]:
                     raw.problems.append(("", "a value under a column with no name"))
                     continue
                 try:
-                    raw.fields[name] = _coerce(name, cell)
+                    raw.members[name] = _coerce(name, cell)
                 except ValueError as exc:
                     raw.problems.append((name, str(exc)))
             yield raw
