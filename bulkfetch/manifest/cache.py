@@ -33,7 +33,19 @@ from bulkfetch import __version__
 from bulkfetch._gc import gc_paused
 from bulkfetch.durable import atomic_write, remove_stale_temps
 from bulkfetch.errors import Problem, StorageError
-from bulkfetch.manifest import _bands, _checks, _sizes, geometry, jobs, names, readers, values, wkt
+from bulkfetch.manifest import (
+    _bands,
+    _build,
+    _checks,
+    _sizes,
+    geometry,
+    job,
+    jobs,
+    names,
+    readers,
+    values,
+    wkt,
+)
 from bulkfetch.manifest.jobs import Job, Manifest, parse_manifest, read_manifest_bytes
 
 __all__ = ["MIN_JOBS", "cache_path", "load_manifest_cached"]
@@ -50,7 +62,7 @@ MIN_JOBS = 1000
 # objects, not file names, so a module that moves or is renamed fails here at import
 # instead of silently leaving the digest unable to change.
 _RULES: tuple[ModuleType, ...] = (
-    jobs, _checks, readers, names, values, geometry, wkt, _bands, _sizes,
+    jobs, job, _build, _checks, readers, names, values, geometry, wkt, _bands, _sizes,
 )  # fmt: skip
 _TABLES = ("bands.toml",)
 
