@@ -10,9 +10,12 @@ Pure; no I/O.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 __all__ = ["parse_wkt"]
+
+_T = TypeVar("_T")
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(?P<word>[A-Za-z]+)|(?P<punct>[(),;=]))"
@@ -61,23 +64,21 @@ class _Wkt:
             raise ValueError(f"at character {tok[2]}: {why}, got {len(nums)}")
         return nums
 
-    def ring(self) -> list[list[float]]:
+    def group(self, item: Callable[[], _T]) -> list[_T]:
+        """``(item, item, ...)``: one or more items, comma-separated, in parentheses."""
         self.take("(")
-        pts = [self.position()]
+        items = [item()]
         while self.peek()[1] == ",":
             self.take(",")
-            pts.append(self.position())
+            items.append(item())
         self.take(")")
-        return pts
+        return items
+
+    def ring(self) -> list[list[float]]:
+        return self.group(self.position)
 
     def polygon(self) -> list[list[list[float]]]:
-        self.take("(")
-        rings = [self.ring()]
-        while self.peek()[1] == ",":
-            self.take(",")
-            rings.append(self.ring())
-        self.take(")")
-        return rings
+        return self.group(self.ring)
 
 
 def parse_wkt(text: str) -> dict[str, Any]:
@@ -119,13 +120,7 @@ def parse_wkt(text: str) -> dict[str, Any]:
     if name == "POLYGON":
         geom: dict[str, Any] = {"type": "Polygon", "coordinates": p.polygon()}
     else:
-        p.take("(")
-        polys = [p.polygon()]
-        while p.peek()[1] == ",":
-            p.take(",")
-            polys.append(p.polygon())
-        p.take(")")
-        geom = {"type": "MultiPolygon", "coordinates": polys}
+        geom = {"type": "MultiPolygon", "coordinates": p.group(p.polygon)}
     tail = p.peek()
     if tail[0] != "end":
         raise ValueError(f"at character {tail[2]}: unexpected {tail[1]!r} after the geometry")
