@@ -44,10 +44,11 @@ physical line (the header is line 1)::
     view_id,bm_type,px_size,geometry,name
     S2/13/R/EL/2023/7/19/0,NDVI,10,"POLYGON ((-104.879 27.166, ...))",north
 
-Fields (the EOS Download visual parameters, :data:`PARAMS`, plus ``name``): ``view_id``,
-``bm_type``, ``geometry``, ``px_size`` are required, the rest optional with the value sets
-EOS documents; ``geometry`` is a GeoJSON Polygon/MultiPolygon, or text holding one or 2D
-WKT (see :mod:`bulkfetch.manifest.geometry`): a one-part MultiPolygon is sent as its Polygon, and
+Fields, a job's members (the EOS Download visual parameters, :data:`PARAMS`, plus
+``name``; not the farm fields a search reads): ``view_id``, ``bm_type``, ``geometry``,
+``px_size`` are required, the rest optional with the value sets EOS documents;
+``geometry`` is a GeoJSON Polygon/MultiPolygon, or text holding one or 2D WKT (see
+:mod:`bulkfetch.manifest.geometry`): a one-part MultiPolygon is sent as its Polygon, and
 one of several parts gets a warning, as EOS's current documentation lists Polygon only.
 ``name`` is the output file, relative to the output
 folder (see :func:`safe_name`); the extension is added unless it is already there
