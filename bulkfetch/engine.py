@@ -45,10 +45,10 @@ from bulkfetch.limiter.share import RateSession
 from bulkfetch.logs import JobTag
 from bulkfetch.manifest.geometry import multipolygon_advice
 from bulkfetch.manifest.jobs import Job, Manifest
+from bulkfetch.processing import ProcessingModel
 from bulkfetch.scheduler import (
     Action,
     Poller,
-    ProcessingModel,
     resume_action,
     retry_backoff,
     safety_margin,

@@ -19,7 +19,8 @@ from typing import Any
 from bulkfetch.config import RunConfig
 from bulkfetch.ledger import JobRecord, JobState, Ledger
 from bulkfetch.manifest.jobs import Manifest
-from bulkfetch.scheduler import Action, ProcessingModel, resume_action, safety_margin
+from bulkfetch.processing import ProcessingModel
+from bulkfetch.scheduler import Action, resume_action, safety_margin
 
 __all__ = ["ACTION_TEXT", "FETCH_AGAIN", "Plan", "make_plan"]
 

@@ -33,7 +33,19 @@ from bulkfetch import __version__
 from bulkfetch._gc import gc_paused
 from bulkfetch.durable import atomic_write, remove_stale_temps
 from bulkfetch.errors import Problem, StorageError
-from bulkfetch.manifest import _bands, _checks, _readers, _sizes, geometry, jobs
+from bulkfetch.manifest import (
+    _bands,
+    _build,
+    _checks,
+    _sizes,
+    geometry,
+    job,
+    jobs,
+    names,
+    readers,
+    values,
+    wkt,
+)
 from bulkfetch.manifest.jobs import Job, Manifest, parse_manifest, read_manifest_bytes
 
 __all__ = ["MIN_JOBS", "cache_path", "load_manifest_cached"]
@@ -49,7 +61,9 @@ MIN_JOBS = 1000
 # about (cached warnings included): a change to any of them must miss. Named as module
 # objects, not file names, so a module that moves or is renamed fails here at import
 # instead of silently leaving the digest unable to change.
-_RULES: tuple[ModuleType, ...] = (jobs, _checks, _readers, _bands, _sizes, geometry)
+_RULES: tuple[ModuleType, ...] = (
+    jobs, job, _build, _checks, readers, names, values, geometry, wkt, _bands, _sizes,
+)  # fmt: skip
 _TABLES = ("bands.toml",)
 
 

@@ -22,8 +22,7 @@ Contract:
   (``bbox``, ``crs``, ...) dropped, a one-part MultiPolygon made a Polygon, positions as
   ``(lon, lat)`` tuples of floats and ``-0.0`` as ``0.0``, so equal areas give equal job
   keys whatever their spelling.
-* :func:`parse_wkt` turns 2D WKT ``POLYGON ((...))`` / ``MULTIPOLYGON (((...)))`` text into
-  the GeoJSON dict; it raises :class:`ValueError` naming the character position.
+* WKT text is read by :func:`bulkfetch.manifest.wkt.parse_wkt` first.
 
 Self-intersection is O(n²) pairs for rings up to 500 vertices (the usual case, and the
 fastest in Python there); longer rings use a sweep over edges sorted by their west end,
@@ -35,11 +34,12 @@ without the pairwise test.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import orjson
 
+from bulkfetch.manifest.values import describe
+from bulkfetch.manifest.wkt import parse_wkt
 from bulkfetch.units import counted
 
 __all__ = [
@@ -47,7 +47,6 @@ __all__ = [
     "multipolygon_advice",
     "multipolygon_parts",
     "normalise",
-    "parse_wkt",
     "ring_self_intersection",
 ]
 
@@ -73,7 +72,10 @@ def check_geometry(
             return None, [(field, f"not valid {kind}: {exc}")]
     if not isinstance(value, dict):
         return None, [
-            (field, f"expected a GeoJSON Polygon or MultiPolygon object, got {_kind(value)}")
+            (
+                field,
+                f"expected a GeoJSON Polygon or MultiPolygon object, got {describe(value)}",
+            )
         ]
     gtype = value.get("type")
     coords = value.get("coordinates")
@@ -90,7 +92,7 @@ def check_geometry(
                 for p, poly in enumerate(coords)
             )
     else:
-        got = repr(gtype) if isinstance(gtype, str) else _kind(gtype)
+        got = repr(gtype) if isinstance(gtype, str) else describe(gtype)
         issues.append((f"{field}.type", f"expected 'Polygon' or 'MultiPolygon', got {got[:60]}"))
     if issues:
         if len(issues) > _MAX_ISSUES:
@@ -140,26 +142,9 @@ def _norm_polygon(rings: list[Any]) -> tuple[tuple[Position, ...], ...]:
     return tuple(tuple((float(p[0]) + 0.0, float(p[1]) + 0.0) for p in ring) for ring in rings)
 
 
-def _kind(value: object) -> str:
-    """Name a JSON value's type for a message ("a list", "null"); shared with the readers."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
 def _check_polygon(rings: object, field: str, issues: list[Issue]) -> tuple[Any, ...]:
     if not isinstance(rings, list | tuple) or not rings:
-        issues.append((field, f"expected a non-empty list of rings, got {_kind(rings)}"))
+        issues.append((field, f"expected a non-empty list of rings, got {describe(rings)}"))
         return ()
     return tuple(_check_ring(ring, f"{field}[{r}]", issues) for r, ring in enumerate(rings))
 
@@ -167,7 +152,7 @@ def _check_polygon(rings: object, field: str, issues: list[Issue]) -> tuple[Any,
 def _check_ring(ring: object, field: str, issues: list[Issue]) -> tuple[Position, ...]:
     """Check one ring; return its normalised positions (meaningless if issues were added)."""
     if not isinstance(ring, list | tuple):
-        issues.append((field, f"expected a ring (a list of positions), got {_kind(ring)}"))
+        issues.append((field, f"expected a ring (a list of positions), got {describe(ring)}"))
         return ()
     pts = _fast_ring(ring)
     nbad = 0
@@ -224,12 +209,12 @@ def _fast_ring(ring: list[Any] | tuple[Any, ...]) -> list[Position] | None:
 
 def _position_problem(pos: object) -> str:
     if not isinstance(pos, list | tuple) or len(pos) not in (2, 3):
-        return f"expected a position [lon, lat], got {_kind(pos)}" + (
+        return f"expected a position [lon, lat], got {describe(pos)}" + (
             f" of {len(pos)} items" if isinstance(pos, list | tuple) else ""
         )
     for v in pos:
         if isinstance(v, bool) or not isinstance(v, int | float):
-            return f"coordinates must be numbers, got {_kind(v)}"
+            return f"coordinates must be numbers, got {describe(v)}"
         if not math.isfinite(v):
             return "coordinates must be finite"
     lon, lat = pos[0], pos[1]
@@ -358,123 +343,3 @@ def _edges_meet(a: Position, b: Position, c: Position, d: Position) -> bool:
         or (d3 == 0 and _within(a, b, c))
         or (d4 == 0 and _within(a, b, d))
     )
-
-
-# --- WKT -------------------------------------------------------------------------------
-
-_TOKEN = re.compile(
-    r"\s*(?:(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(?P<word>[A-Za-z]+)|(?P<punct>[(),;=]))"
-)
-
-
-class _Wkt:
-    """A tiny recursive-descent reader; nesting is fixed by the grammar, so no deep recursion."""
-
-    def __init__(self, text: str) -> None:
-        self.toks: list[tuple[str, str, int]] = []
-        pos = 0
-        while pos < len(text):
-            mt = _TOKEN.match(text, pos)
-            if mt is None:
-                if text[pos:].strip() == "":
-                    break
-                bad = text[pos:].lstrip()[:1]
-                raise ValueError(
-                    f"at character {len(text) - len(text[pos:].lstrip()) + 1}: unexpected {bad!r}"
-                )
-            kind = mt.lastgroup
-            assert kind is not None
-            self.toks.append((kind, mt.group(kind), mt.start(kind) + 1))
-            pos = mt.end()
-        self.i = 0
-        self.end = len(text) + 1
-
-    def peek(self) -> tuple[str, str, int]:
-        return self.toks[self.i] if self.i < len(self.toks) else ("end", "end of text", self.end)
-
-    def take(self, want: str) -> tuple[str, str, int]:
-        tok = self.peek()
-        if tok[1].upper() != want and tok[0] != want:
-            raise ValueError(f"at character {tok[2]}: expected {want!r}, got {tok[1]!r}")
-        self.i += 1
-        return tok
-
-    def position(self) -> list[float]:
-        nums = []
-        while self.peek()[0] == "num":
-            nums.append(float(self.take("num")[1]))
-        if len(nums) != 2:
-            tok = self.peek()
-            why = "only 2D coordinates are supported" if len(nums) > 2 else "expected 2 numbers"
-            raise ValueError(f"at character {tok[2]}: {why}, got {len(nums)}")
-        return nums
-
-    def ring(self) -> list[list[float]]:
-        self.take("(")
-        pts = [self.position()]
-        while self.peek()[1] == ",":
-            self.take(",")
-            pts.append(self.position())
-        self.take(")")
-        return pts
-
-    def polygon(self) -> list[list[list[float]]]:
-        self.take("(")
-        rings = [self.ring()]
-        while self.peek()[1] == ",":
-            self.take(",")
-            rings.append(self.ring())
-        self.take(")")
-        return rings
-
-
-def parse_wkt(text: str) -> dict[str, Any]:
-    """Parse 2D WKT ``POLYGON`` or ``MULTIPOLYGON`` (any case) into a GeoJSON dict.
-
-    An EWKT ``SRID=4326;`` prefix is accepted; any other SRID, ``Z``/``M`` dimensions and
-    ``EMPTY`` are refused with a :class:`ValueError` naming the 1-based character position.
-    """
-    p = _Wkt(text)
-    if p.peek()[1].upper() == "SRID":
-        p.take("SRID")
-        p.take("=")
-        kind, srid, at = p.peek()
-        if srid != "4326":
-            raise ValueError(f"at character {at}: only SRID=4326 (WGS 84 degrees) is supported")
-        p.take("num")
-        p.take(";")
-    kind, word, at = p.peek()
-    name = word.upper()
-    if kind != "word" or name not in (
-        "POLYGON",
-        "MULTIPOLYGON",
-        "POLYGONZ",
-        "POLYGONM",
-        "POLYGONZM",
-        "MULTIPOLYGONZ",
-        "MULTIPOLYGONM",
-        "MULTIPOLYGONZM",
-    ):
-        raise ValueError(f"at character {at}: expected POLYGON or MULTIPOLYGON, got {word[:40]!r}")
-    p.take(name)
-    dim = p.peek()
-    if name.endswith(("Z", "M")):
-        raise ValueError(f"at character {at}: only 2D WKT is supported (no Z or M)")
-    if dim[0] == "word" and dim[1].upper() in ("Z", "M", "ZM"):
-        raise ValueError(f"at character {dim[2]}: only 2D WKT is supported (no Z or M)")
-    if dim[1].upper() == "EMPTY":
-        raise ValueError(f"at character {dim[2]}: an EMPTY geometry has no area")
-    if name == "POLYGON":
-        geom: dict[str, Any] = {"type": "Polygon", "coordinates": p.polygon()}
-    else:
-        p.take("(")
-        polys = [p.polygon()]
-        while p.peek()[1] == ",":
-            p.take(",")
-            polys.append(p.polygon())
-        p.take(")")
-        geom = {"type": "MultiPolygon", "coordinates": polys}
-    tail = p.peek()
-    if tail[0] != "end":
-        raise ValueError(f"at character {tail[2]}: unexpected {tail[1]!r} after the geometry")
-    return geom

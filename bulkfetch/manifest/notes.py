@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bulkfetch.manifest._readers import READERS
 from bulkfetch.manifest.jobs import Manifest
+from bulkfetch.manifest.readers import READERS
 
 __all__ = ["job_notes"]
 
@@ -29,7 +29,7 @@ def job_notes(manifest: Manifest) -> dict[str, dict[str, Any]]:
     try:
         with manifest.path.open("rb") as stream:
             for raw in reader(stream, []):
-                notes = {k: v for k, v in raw.fields.items() if k.startswith("_")}
+                notes = {k: v for k, v in raw.members.items() if k.startswith("_")}
                 if raw.is_defaults:
                     defaults = notes
                 else:

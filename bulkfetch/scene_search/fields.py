@@ -27,9 +27,9 @@ from typing import Any
 import orjson
 
 from bulkfetch.errors import FieldsError, Problem
-from bulkfetch.manifest._checks import Invalid, check_name
-from bulkfetch.manifest._readers import Raw, read_geojson, read_jsonl
 from bulkfetch.manifest.geometry import check_geometry
+from bulkfetch.manifest.names import check_name
+from bulkfetch.manifest.readers import Raw, read_geojson, read_jsonl
 
 __all__ = ["ID_MEMBERS", "Field", "load_fields"]
 
@@ -68,18 +68,18 @@ def _geojson_with_ids(data: bytes, problems: list[tuple[str, str, str]]) -> Iter
     for n, raw in enumerate(read_geojson(io.BytesIO(data), problems)):
         feature = features[n] if isinstance(features, list) and n < len(features) else None
         if isinstance(feature, dict) and "id" in feature:
-            raw.fields["\0feature id"] = feature["id"]
+            raw.members["\0feature id"] = feature["id"]
         yield raw
 
 
 def _field_id(raw: Raw, id_property: str | None) -> tuple[str, object]:
     if id_property is not None:
-        return id_property, raw.fields.get(id_property)
-    if raw.fields.get("\0feature id") is not None:
-        return "id", raw.fields["\0feature id"]
+        return id_property, raw.members.get(id_property)
+    if raw.members.get("\0feature id") is not None:
+        return "id", raw.members["\0feature id"]
     for name in ID_MEMBERS:
-        if raw.fields.get(name) is not None:
-            return name, raw.fields[name]
+        if raw.members.get(name) is not None:
+            return name, raw.members[name]
     return "id", None
 
 
@@ -114,10 +114,10 @@ def load_fields(path: Path | str, *, id_property: str | None = None) -> list[Fie
         field_id = str(value).strip()
         try:
             check_name(field_id)
-        except Invalid as exc:
+        except ValueError as exc:
             problems.append(Problem(file, raw.where, member, f"{field_id[:40]!r} {exc}"))
             continue
-        geometry, geometry_issues = check_geometry(raw.fields.get("geometry"))
+        geometry, geometry_issues = check_geometry(raw.members.get("geometry"))
         for place, message in geometry_issues:
             problems.append(Problem(file, raw.where, place, message))
         if geometry is None:

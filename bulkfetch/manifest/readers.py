@@ -1,7 +1,10 @@
 """Turn manifest bytes into raw records, one reader per format; no validation of values.
 
-Private to :mod:`bulkfetch.manifest.jobs`, which documents the formats. Each reader is a
-generator of :class:`Raw` records in file order: at most one ``defaults`` record, always
+:mod:`bulkfetch.manifest.jobs` documents the formats and validates what is read; the
+readers are public because other files share them: a fields file for a search
+(:mod:`bulkfetch.scene_search.fields`) is GeoJSON or JSON Lines read the same way, and the
+STAC command reads the user's notes back from a manifest. Each reader is a generator of
+:class:`Raw` records in file order: at most one ``defaults`` record, always
 first, then the jobs. Problems with the file as a whole (bad JSON, wrong top-level shape,
 bad UTF-8) are appended to the ``problems`` list given, as ``(where, field, message)``;
 a reader stops at such a problem only when nothing after it can be trusted.
@@ -20,7 +23,7 @@ from typing import IO, Any
 
 import orjson
 
-from bulkfetch.manifest.geometry import _kind
+from bulkfetch.manifest.values import describe
 from bulkfetch.units import counted
 
 __all__ = [
@@ -42,10 +45,12 @@ _BOM = b"\xef\xbb\xbf"
 
 @dataclass(slots=True)
 class Raw:
-    """One record as read: ``fields`` hold JSON values; ``problems`` are (field, message)."""
+    """One record as read: its ``members`` (name to JSON value: a job's parameters, a
+    GeoJSON feature's properties and geometry, a CSV row's cells by column), and
+    ``problems`` found reading it, as (member, message)."""
 
     where: str
-    fields: dict[str, Any]
+    members: dict[str, Any]
     is_defaults: bool = False
     problems: list[tuple[str, str]] = field(default_factory=list)
 
@@ -71,7 +76,7 @@ def read_jsonl(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
             seen_job = True
             continue
         if not isinstance(obj, dict):
-            problems.append((where, "", f"expected a JSON object, got {_kind(obj)}"))
+            problems.append((where, "", f"expected a JSON object, got {describe(obj)}"))
             seen_job = True
             continue
         if "defaults" in obj:
@@ -89,7 +94,7 @@ def read_jsonl(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
 
 def _defaults(where: str, value: object, problems: list[Issue]) -> Raw:
     if not isinstance(value, dict):
-        problems.append((where, "defaults", f"expected an object, got {_kind(value)}"))
+        problems.append((where, "defaults", f"expected an object, got {describe(value)}"))
         value = {}
     return Raw(where, value, is_defaults=True)
 
@@ -218,29 +223,29 @@ def read_json(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
             return
         jobs = doc["jobs"]
     if not isinstance(jobs, list):
-        problems.append(("top level", "", f"expected a list of jobs, got {_kind(jobs)}"))
+        problems.append(("top level", "", f"expected a list of jobs, got {describe(jobs)}"))
         return
     for n, obj in enumerate(jobs, 1):
         if isinstance(obj, dict):
             yield Raw(f"job {n}", obj)
         else:
-            problems.append((f"job {n}", "", f"expected a JSON object, got {_kind(obj)}"))
+            problems.append((f"job {n}", "", f"expected a JSON object, got {describe(obj)}"))
 
 
 def read_geojson(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
-    """GeoJSON: a FeatureCollection; geometry is the AOI, properties the other fields."""
+    """GeoJSON: a FeatureCollection; geometry is the AOI, properties the other members."""
     doc = _load_whole(stream.read(), problems)
     if doc is None and problems:
         return
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
-        got = repr(doc.get("type"))[:40] if isinstance(doc, dict) else _kind(doc)
+        got = repr(doc.get("type"))[:40] if isinstance(doc, dict) else describe(doc)
         problems.append(("top level", "type", f"expected a GeoJSON FeatureCollection, got {got}"))
         return
     if "defaults" in doc:
         yield _defaults("defaults", doc["defaults"], problems)
     features = doc.get("features")
     if not isinstance(features, list):
-        problems.append(("top level", "features", f"expected a list, got {_kind(features)}"))
+        problems.append(("top level", "features", f"expected a list, got {describe(features)}"))
         return
     for n, feat in enumerate(features, 1):
         where = f"feature {n}"
@@ -251,18 +256,18 @@ def read_geojson(stream: IO[bytes], problems: list[Issue]) -> Iterator[Raw]:
         if props is None:
             props = {}
         if not isinstance(props, dict):
-            problems.append((where, "properties", f"expected an object, got {_kind(props)}"))
+            problems.append((where, "properties", f"expected an object, got {describe(props)}"))
             continue
         raw = Raw(where, dict(props))
         if "geometry" in props:
             raw.problems.append(
                 ("properties.geometry", "the area goes in the feature's geometry, not a property")
             )
-        raw.fields["geometry"] = feat.get("geometry")
+        raw.members["geometry"] = feat.get("geometry")
         yield raw
 
 
-# CSV cells are text: each field's cell is coerced to the JSON type validation expects.
+# CSV cells are text: each column's cell is coerced to the JSON type validation expects.
 _CSV_NUMBERS = frozenset({"px_size", "calibrate", "colors_limit"})
 _CSV_LISTS = frozenset({"colors", "thresholds"})
 _CSV_TRUE = frozenset({"true", "1"})
@@ -344,7 +349,7 @@ def _read_csv_rows(text: Iterable[str], problems: list[Issue]) -> Iterator[Raw]:
                     raw.problems.append(("", "a value under a column with no name"))
                     continue
                 try:
-                    raw.fields[name] = _coerce(name, cell)
+                    raw.members[name] = _coerce(name, cell)
                 except ValueError as exc:
                     raw.problems.append((name, str(exc)))
             yield raw
