@@ -47,6 +47,7 @@ from bulkfetch.errors import (
     TaskGone,
     TransientError,
 )
+from bulkfetch.ledger_meta import DEFAULT_TASK_TIMEOUT
 from bulkfetch.limiter.retry_after import parse_retry_after
 
 __all__ = [
@@ -396,9 +397,9 @@ def _parse_created(raw: bytes, status: int = 202, content_type: str = "") -> Cre
     task_id = data.get("task_id", data.get("taskId"))
     if not isinstance(task_id, str) or not task_id or "/" in task_id or len(task_id) > 200:
         raise not_api("JSON without a usable task_id")
-    timeout = data.get("task_timeout", 172800)
+    timeout = data.get("task_timeout", DEFAULT_TASK_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        timeout = 172800
+        timeout = DEFAULT_TASK_TIMEOUT
     req_id = data.get("req_id")
     return Created(task_id, req_id if isinstance(req_id, str) else "", float(timeout))
 

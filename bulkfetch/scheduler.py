@@ -34,7 +34,8 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from bulkfetch.ledger import JobRecord, JobState
+from bulkfetch.policy import backoff
+from bulkfetch.records import JobRecord, JobState
 
 __all__ = [
     "Action",
@@ -105,7 +106,7 @@ def resume_action(
 def retry_backoff(failures: int, *, base: float = 3600.0, cap: float = 7 * 86400.0) -> float:
     """Seconds before a job that failed ``failures`` times (for a reason that may pass) is
     tried again by a later run: an hour, then 2, 4, 8 ... hours, at most a week."""
-    return min(cap, base * 2.0 ** max(0, min(failures, 30) - 1))
+    return backoff(failures, base=base, cap=cap)
 
 
 def safety_margin(configured: float, task_timeout: float) -> float:

@@ -45,6 +45,7 @@ from bulkfetch.config import RunConfig
 from bulkfetch.durable import FileLock
 from bulkfetch.errors import BulkfetchError, LedgerLocked, ManifestError, UsageError
 from bulkfetch.ledger import JobRecord, JobState, Ledger
+from bulkfetch.ledger_meta import LedgerMeta
 from bulkfetch.manifest._readers import READERS
 from bulkfetch.manifest.cache import cache_path, load_manifest_cached
 from bulkfetch.manifest.jobs import Manifest
@@ -141,15 +142,9 @@ def job_notes(manifest: Manifest) -> dict[str, dict[str, Any]]:
     }
 
 
-def _recorded_manifests(meta: Mapping[str, Any]) -> list[str]:
+def _recorded_manifests(meta: LedgerMeta) -> list[str]:
     """The manifests the ledger remembers runs of, newest first, each once."""
-    paths: list[str] = []
-    runs = meta.get("runs")
-    for run in reversed(runs if isinstance(runs, list) else []):
-        if isinstance(run, dict) and isinstance(run.get("manifest"), str):
-            paths.append(run["manifest"])
-    if isinstance(meta.get("manifest"), str):
-        paths.insert(0, meta["manifest"])
+    paths = [meta.manifest, *(run.manifest for run in reversed(meta.runs))]
     return list(dict.fromkeys(p for p in paths if p))
 
 

@@ -11,7 +11,7 @@ view_id or a failure reason holding markup shows as text. Nothing secret is show
 ledger holds no API key, and URLs are never written.
 
 The page: a header (title, ledger, manifest, time, version); jobs by state as big numbers;
-the last run's and all runs' figures (from the ledger's ``meta["runs"]``); failures grouped
+the last run's and all runs' figures (from the ledger's ``meta.runs``); failures grouped
 by reason, each a ``<details>`` listing its jobs; and a contact sheet of every done image
 (sorted by path; at most ``max_thumbs`` thumbnails, made one file at a time), each tile
 captioned with view_id, bm_type, date, file name and the area's outline. A file that is
@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import html
-import math
 import re
 import sys
 import time
@@ -44,6 +43,7 @@ from bulkfetch.config import RunConfig
 from bulkfetch.durable import atomic_write
 from bulkfetch.errors import BulkfetchError, ManifestError, UsageError
 from bulkfetch.ledger import JobState, Ledger
+from bulkfetch.ledger_meta import RunSummary
 from bulkfetch.manifest.jobs import Manifest
 from bulkfetch.report.data import ledger_manifest
 from bulkfetch.report.failures import group_failures
@@ -124,39 +124,22 @@ class ReportData:
 # -- collecting ----------------------------------------------------------------------------
 
 
-def _number(value: Any) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else 0.0
-
-
-def _lanes(value: Any) -> dict[str, int]:
-    if not isinstance(value, Mapping):
-        return {}
-    return {str(k): int(_number(v)) for k, v in value.items()}
-
-
-def run_figures(runs: Any) -> tuple[RunFigures | None, RunFigures | None]:
-    """The last run's figures and the sum over all runs, from ``meta["runs"]`` (or None)."""
-    if not isinstance(runs, list):
-        return None, None
-    figures = []
-    for run in runs:
-        if not isinstance(run, Mapping):
-            continue
-        started, finished = _number(run.get("started")), _number(run.get("finished"))
-        figures.append(
-            RunFigures(
-                runs=1,
-                started=started,
-                elapsed=max(0.0, finished - started) if finished else 0.0,
-                outcome=str(run.get("outcome", "")),
-                requests=_lanes(run.get("requests")),
-                rate_limited=_lanes(run.get("rate_limited")),
-                bytes=int(_number(run.get("bytes"))),
-                done=int(_number(run.get("done"))),
-                failed=int(_number(run.get("failed"))),
-            )
+def run_figures(runs: Sequence[RunSummary]) -> tuple[RunFigures | None, RunFigures | None]:
+    """The last run's figures and the sum over all runs, from the ledger's ``runs`` (or None)."""
+    figures = [
+        RunFigures(
+            runs=1,
+            started=run.started,
+            elapsed=max(0.0, run.finished - run.started) if run.finished else 0.0,
+            outcome=run.outcome,
+            requests=dict(run.requests),
+            rate_limited=dict(run.rate_limited),
+            bytes=run.bytes,
+            done=run.done,
+            failed=run.failed,
         )
+        for run in runs
+    ]
     if not figures:
         return None, None
 
@@ -264,7 +247,7 @@ def collect(
                 note=note,
             )
         )
-    last, overall = run_figures(ledger.meta.get("runs"))
+    last, overall = run_figures(ledger.meta.runs)
     stamp = (now or datetime.now().astimezone()).isoformat(sep=" ", timespec="seconds")
     return ReportData(
         title=title or f"bulkfetch report: {ledger.path.parent.name or ledger.path.name}",

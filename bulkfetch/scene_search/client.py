@@ -36,6 +36,7 @@ from bulkfetch.client import AUTH_CODES, MAX_JSON, Client, _error_for, _server_t
 from bulkfetch.contact import FirstContact
 from bulkfetch.errors import ApiError, BadRequest, EndpointError, NotTheApi, RateLimited
 from bulkfetch.limiter.lane import Limiter
+from bulkfetch.policy import backoff
 from bulkfetch.urls import display_url
 
 __all__ = [
@@ -159,7 +160,7 @@ class SearchLane:
                 if not exc.retryable or failures >= self.max_attempts:
                     raise
                 self.stats.retried += 1
-                delay = min(60.0, 2.0 * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+                delay = backoff(failures, base=2.0, cap=60.0, draw=random.random())
                 due = self.contact.due()
                 if due is not None:  # look again when the grace runs out, not later
                     delay = min(delay, max(0.0, due - time.monotonic()))

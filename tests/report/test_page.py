@@ -27,9 +27,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from bulkfetch.ledger import JobRecord, JobState, Ledger
+from bulkfetch.ledger_meta import LedgerMeta
 from bulkfetch.manifest.jobs import Job, load_manifest
 from bulkfetch.report.page import (
     ReportData,
+    RunFigures,
     Tile,
     collect,
     render_html,
@@ -469,9 +471,12 @@ def test_thumbnail_says_why_it_cannot(tmp_path: Path, content: Any, reason: str)
 
 
 def test_run_figures_tolerates_junk() -> None:
-    assert run_figures(None) == (None, None)
-    assert run_figures([1, "x"]) == (None, None)
-    last, overall = run_figures(
+    def figures(runs: Any) -> tuple[RunFigures | None, RunFigures | None]:
+        return run_figures(LedgerMeta.from_json({"runs": runs}).runs)  # as the ledger reads them
+
+    assert figures(None) == (None, None)
+    assert figures([1, "x"]) == (None, None)
+    last, overall = figures(
         [{"started": "yesterday", "requests": {"create": True}}, {"started": 10, "finished": 15}]
     )
     assert last is not None and overall is not None
