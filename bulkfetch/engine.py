@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -34,13 +33,13 @@ from bulkfetch import policy, records
 from bulkfetch.client import Client
 from bulkfetch.config import ApiKey, RunConfig
 from bulkfetch.contact import FirstContact
-from bulkfetch.errors import ApiError, BulkfetchError, first_error
+from bulkfetch.errors import BulkfetchError, first_error
 from bulkfetch.lanes import CreateLane, StatusLane, job_tag
 from bulkfetch.ledger import Ledger
 from bulkfetch.limiter.lane import Limiter
 from bulkfetch.limiter.share import RateSession
-from bulkfetch.manifest.geometry import multipolygon_advice
 from bulkfetch.manifest.jobs import Job, Manifest
+from bulkfetch.outcomes import Outcomes
 from bulkfetch.records import JobRecord, JobState
 from bulkfetch.scheduler import (
     Action,
@@ -129,8 +128,7 @@ class Run:
         self._waiting = 0  # lanes in wait()
         self._unflushed = anyio.Event()  # set when put_soon left records to write
         self._scope: anyio.CancelScope | None = None
-        self._health = {"create": policy.LaneHealth(), "status": policy.LaneHealth()}
-        self._contact_failing = anyio.Event()  # set at the first failure before contact
+        self.outcomes = Outcomes(self)
 
     def _limiter(self, lane: str) -> Limiter:
         cfg = self.config
@@ -226,7 +224,7 @@ class Run:
                     if self.rates is not None:
                         tg.start_soon(self.rates.serve)
                     tg.start_soon(self._flush_ledger)
-                    tg.start_soon(self._watch_first_contact)
+                    tg.start_soon(self.outcomes.watch_first_contact)
                     tg.start_soon(self.create.loop, tg)
                     tg.start_soon(self.status.loop, tg)
         except BaseExceptionGroup as group:
@@ -249,8 +247,7 @@ class Run:
         a server that seems down: since when, and until when its failures do not count
         against jobs. None when the lane's last request was answered. Read-only, for the
         progress display."""
-        since = self._health[lane].since
-        return None if since is None else (since, since + self.config.max_outage)
+        return self.outcomes.outage(lane)
 
     def _finished(self) -> bool:
         nothing_to_create = not self.create.queue or bool(self.counters.held_back)
@@ -288,92 +285,7 @@ class Run:
             margin=self.poller.margin,
         )
 
-    # -- outcomes ----------------------------------------------------------------
-
-    async def _watch_first_contact(self) -> None:
-        """Stop the run when the grace of a URL that never answered as the API runs out,
-        even while the lanes wait out their back-off (see ``contact``)."""
-        await self._contact_failing.wait()
-        while (due := self.contact.due()) is not None:
-            await anyio.sleep(max(0.0, due - self.clock()))
-            stop = self.contact.expired(self.clock())
-            if stop is not None:
-                self._stop_for(stop)
-
-    def _stop_for(self, exc: ApiError) -> NoReturn:
-        """Stop the run with ``exc``: creations on their way get the grace of a stop."""
-        self.create.stop()
-        raise exc
-
-    def api_failure(self, record: JobRecord, exc: ApiError, *, creating: bool) -> None:
-        """A request for ``record``'s job failed with ``exc``: stop the run, fail the job,
-        pause the lane (an outage), or retry the job after its back-off (``policy``)."""
-        now = self.clock()
-        stop = exc if exc.fatal else self.contact.failed(exc, now)
-        if stop is not None:
-            if creating:  # refused, or never reached the API: no task was made
-                self.save(records.requeue(record, now=now, reason=str(stop)))
-            self._stop_for(stop)
-        if self.contact.since is not None:
-            self._contact_failing.set()
-        key = record.key
-        if not exc.retryable:
-            if creating:
-                advice = multipolygon_advice(self.jobs[key].params.get("geometry"))
-                self.fail(record, str(exc) + advice, retryable=False)
-            else:
-                self.poller.remove(key)
-                self.fail(record, str(exc), retryable=False)
-            return
-        self.counters.transient_errors += 1
-        lane = "create" if creating else "status"
-        limiter = self.create_limiter if creating else self.status_limiter
-        interval = limiter.configured.interval
-        health, pause = self._health[lane].failed(
-            key, now=now, max_outage=self.config.max_outage, interval=interval, draw=random.random()
-        )
-        self._health[lane] = health
-        if pause is not None:  # the server seems down: the job keeps its retry budget
-            limiter.pause(pause)
-            if health.streak == policy.OUTAGE_STREAK:
-                log.warning(
-                    "%s lane: %d failures in a row (%s); the API seems down, pausing",
-                    lane,
-                    health.streak,
-                    exc,
-                )
-            if creating:
-                self.save(records.requeue(record, now=now, reason=str(exc)))
-                self.enqueue(key, now)
-            else:
-                self.poller.retry_later(key, at=now)
-            return
-        errors = record.run_errors + 1
-        delay = policy.retry_in(
-            errors,
-            max_errors=self.config.max_errors,
-            base=self.config.backoff_base or 2 * interval,
-            cap=self.config.backoff_cap,
-            draw=random.random(),
-        )
-        if delay is None:
-            self.poller.remove(key)
-            self.fail(record, f"{errors - 1} retries failed; last: {exc}", retryable=True)
-            return
-        log.info("%s: %s; retrying in %.3gs", job_tag(self.jobs[key]), exc, delay)
-        self.save(records.transient_failure(record, now=now, reason=str(exc)))
-        if creating:
-            self.enqueue(key, now + delay)
-        else:
-            self.poller.retry_later(key, at=now + delay)
-
-    def lane_answered(self, *, creating: bool) -> None:
-        """The API answered a request of this lane: no outage (any more)."""
-        self.contact.answered()
-        lane = "create" if creating else "status"
-        if self._health[lane].was_down:
-            log.info("%s lane: the API answers again", lane)
-        self._health[lane] = self._health[lane].answered()
+    # -- bookkeeping -------------------------------------------------------------
 
     def learn_task_timeout(self, task_timeout: float) -> None:
         """The API said how long tasks live: keep the deadline margin and the ledger in step."""
@@ -381,40 +293,6 @@ class Run:
             self.task_timeout = task_timeout
             self.poller.margin = safety_margin(self.config.deadline_margin, task_timeout)
             self.ledger.save_meta(self.ledger.meta.replace(task_timeout=task_timeout))
-
-    def expired(
-        self,
-        key: str,
-        why: str = "the task expired before it could be fetched",
-        gone_at: float | None = None,
-    ) -> None:
-        """``key``'s task expired (or EOS forgot it at ``gone_at``): create it again, or
-        fail it once it was created as often as a job may be (``policy.expiry``)."""
-        record = self.record(key)
-        self.counters.expired += 1
-        now = self.clock()
-        decision = policy.expiry(
-            why,
-            creates=record.run_creates,
-            max_creates_per_job=self.config.max_creates_per_job,
-            now=now,
-            deadline=record.deadline,
-            gone_at=gone_at,
-        )
-        if decision.give_up:
-            self.fail(record, decision.reason, retryable=True)
-            return
-        log.info("%s: %s; creating again", job_tag(self.jobs[key]), why)
-        self.save(records.requeue(record, now=now, reason=why))
-        self.enqueue(key, decision.not_before)
-
-    def fail(self, record: JobRecord, reason: str, *, retryable: bool) -> None:
-        self.counters.failed += 1
-        self.save(records.fail(record, now=self.clock(), reason=reason, retryable=retryable))
-        log.warning("%s: failed: %s", job_tag(self.jobs[record.key]), reason)
-        self.notify()
-
-    # -- bookkeeping -------------------------------------------------------------
 
     def enqueue(self, key: str, not_before: float) -> None:
         """Create ``key``'s task from ``not_before`` (clock time) on."""

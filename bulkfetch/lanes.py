@@ -9,7 +9,7 @@
   answer is the file, hands it to the sink (``records.file_written``).
 
 Each lane has its own ``Limiter``. What a failure means (retry, outage, give up) is the
-run's (``Run.api_failure``), decided by ``policy``; a job's state is its ledger record.
+run's (``Outcomes.api_failure``), decided by ``policy``; a job's state is its ledger record.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ class CreateLane:
             run.enqueue(key, run.clock())
             return
         except ApiError as exc:
-            run.api_failure(record, exc, creating=True)
+            run.outcomes.api_failure(record, exc, creating=True)
             return
         finally:
             self.scopes.discard(scope)
@@ -172,7 +172,7 @@ class CreateLane:
             log.warning("%s: no answer to a creation; the next run creates it again", job_tag(job))
             return
         self.limiter.succeeded(sent)
-        run.lane_answered(creating=True)
+        run.outcomes.lane_answered(creating=True)
         run.learn_task_timeout(created.task_timeout)
         record = records.task_created(
             record,
@@ -198,7 +198,7 @@ class StatusLane:
         run, poller = self.run, self.run.poller
         while True:
             for key in poller.take_expired():
-                run.expired(key)
+                run.outcomes.expired(key)
             poller.set_draining(not run.create.queue and not run.counters.creating)
             due = poller.wants_slot(run.clock())
             if due > run.clock():
@@ -207,7 +207,7 @@ class StatusLane:
             due = await self.limiter.acquire()
             chosen = poller.next_for_slot(run.clock())
             for expired in poller.take_expired():
-                run.expired(expired)
+                run.outcomes.expired(expired)
             if chosen is None:
                 self.limiter.release_unused()
                 continue
@@ -232,7 +232,7 @@ class StatusLane:
         try:
             async with run.client.status(record.task_id) as answer:
                 self.limiter.succeeded(sent)
-                run.lane_answered(creating=False)
+                run.outcomes.lane_answered(creating=False)
                 now = run.clock()
                 if isinstance(answer, Pending):
                     run.counters.not_ready += 1
@@ -241,7 +241,7 @@ class StatusLane:
                     return
                 if isinstance(answer, Failed):
                     run.poller.remove(key)
-                    run.fail(record, f"EOS task failed: {answer.message}", retryable=False)
+                    run.outcomes.fail(record, f"EOS task failed: {answer.message}", retryable=False)
                     return
                 written = await run.sink.write(
                     job.relative_path(), job.expected_kind, answer, key=job.key
@@ -254,10 +254,10 @@ class StatusLane:
             return
         except TaskGone:
             run.poller.remove(key)
-            run.expired(key, why="EOS no longer knows the task (404)", gone_at=run.clock())
+            run.outcomes.expired(key, why="EOS no longer knows the task (404)", gone_at=run.clock())
             return
         except ApiError as exc:
-            run.api_failure(record, exc, creating=False)
+            run.outcomes.api_failure(record, exc, creating=False)
             return
         # Learns from when the answer came (``now``), not from after the download.
         run.poller.found_ready(key, now=now)
