@@ -48,7 +48,8 @@ import orjson
 
 from bulkfetch import durable
 from bulkfetch._gc import gc_paused
-from bulkfetch.errors import LedgerCorrupt, LedgerError, LedgerVersionError, StorageError
+from bulkfetch.errors import LedgerCorrupt, LedgerError, StorageError
+from bulkfetch.ledger_format import FORMAT, VERSION, apply_change, parse_snapshot
 from bulkfetch.ledger_meta import LedgerMeta
 from bulkfetch.records import JobRecord, JobState, check_json
 
@@ -74,8 +75,8 @@ class Ledger:
     Synchronous and not thread-safe: the async shell calls it from one thread.
     """
 
-    FORMAT: ClassVar[str] = "bulkfetch-ledger"
-    VERSION: ClassVar[int] = 1
+    FORMAT: ClassVar[str] = FORMAT
+    VERSION: ClassVar[int] = VERSION
     # Compact when the journal holds more than max(MIN, RATIO * jobs) records: O(1) amortised.
     COMPACT_MIN_RECORDS: ClassVar[int] = 1024
     COMPACT_RATIO: ClassVar[int] = 2
@@ -161,74 +162,31 @@ class Ledger:
         self._read_snapshot()
         snapshot_seq = self._seq
         self._scan = durable.Journal.scan(self.journal_path)
-        where = self.journal_path
+        where = f"the ledger journal at {self.journal_path}"
         for number, seq, payload in self._scan.entries:
             if seq <= snapshot_seq:
                 continue  # already in the snapshot: a compaction crashed before truncating
             if seq != self._seq + 1:
                 raise LedgerCorrupt(
-                    f"the ledger journal at {where} is corrupt at line {number}: seq {seq} "
+                    f"{where} is corrupt at line {number}: seq {seq} "
                     f"follows {self._seq}, so changes are missing (snapshot seq {snapshot_seq})"
                 )
-            self._apply(payload, number)
+            problem = apply_change(payload, self._json, self._meta)
+            if problem:
+                raise LedgerCorrupt(f"{where} is corrupt at line {number}: {problem}")
             self._seq = seq
         # Records are checked as read, but built once per key: the journal may repeat keys.
         self._jobs = {key: JobRecord.from_checked(rec) for key, rec in self._json.items()}
 
     def _read_snapshot(self) -> None:
-        path = self.path
         try:
-            raw = path.read_bytes()
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise LedgerError(f"cannot read the ledger at {path}: {exc}") from exc
-        not_ours = f"{path} is not a bulkfetch ledger"
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise LedgerCorrupt(f"{not_ours} (not JSON); move it away or choose another") from None
-        if not isinstance(data, dict) or data.get("format") != self.FORMAT:
-            raise LedgerCorrupt(f'{not_ours} (no "format": {self.FORMAT!r})')
-        version = data.get("version")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise LedgerCorrupt(f"{not_ours} (bad version {version!r})")
-        if version > self.VERSION:
-            raise LedgerVersionError(
-                f"the ledger at {path} was written by a newer bulkfetch "
-                f"(format version {version}); upgrade bulkfetch"
-            )
-        seq, meta, jobs = data.get("seq"), data.get("meta"), data.get("jobs")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise LedgerCorrupt(f"the ledger at {path} is corrupt: bad seq {seq!r}")
-        if not isinstance(meta, dict) or not isinstance(jobs, dict):
-            raise LedgerCorrupt(f'the ledger at {path} is corrupt: "meta" or "jobs" missing')
-        for key, rec in jobs.items():
-            problem = check_json(rec) or (rec["key"] != key and f"holds the key {rec['key']!r}")
-            if problem:
-                raise LedgerCorrupt(f"{path}: job {key!r}: bad job record: {problem}")
-        self._json = jobs
-        self._meta = meta
-        self._seq = seq
+            raise LedgerError(f"cannot read the ledger at {self.path}: {exc}") from exc
+        self._seq, self._meta, self._json = parse_snapshot(raw, self.path)
         self._snapshot_exists = True
-
-    def _apply(self, payload: Any, number: int) -> None:
-        if type(payload) is dict and len(payload) == 1:
-            if type(jobs := payload.get("jobs")) is list:
-                for rec in jobs:
-                    if problem := check_json(rec):
-                        raise self._bad_line(number, f"bad job record: {problem}")
-                    self._json[rec["key"]] = rec
-                return
-            meta = payload.get("meta")
-            if type(meta) is list and len(meta) == 2 and type(meta[0]) is str:
-                self._meta[meta[0]] = meta[1]
-                return
-        raise self._bad_line(number, f"not a ledger change: {str(payload)[:200]}")
-
-    def _bad_line(self, number: int, problem: str) -> LedgerCorrupt:
-        where = f"the ledger journal at {self.journal_path} is corrupt at line {number}"
-        return LedgerCorrupt(f"{where}: {problem}")
 
     # -- reading -------------------------------------------------------------------------
 
