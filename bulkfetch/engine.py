@@ -185,7 +185,9 @@ class Run:
             case _:
                 if record is None:
                     path = job.relative_path().as_posix()
-                    self.save(JobRecord(job.key, path=path, slot=job.slot, updated_at=now), True)
+                    self.save(
+                        JobRecord(job.key, path=path, slot=job.slot, updated_at=now), soon=True
+                    )
                 elif record.state is JobState.FAILED:  # --retry-failed, or its back-off is over
                     log.info("%s: failed before (%s); trying again", job_tag(job), record.reason)
                     self.save(records.retry(record, now=now))
@@ -307,7 +309,7 @@ class Run:
             record = JobRecord(key=key, path=job.relative_path().as_posix(), slot=job.slot)
         return record
 
-    def save(self, record: JobRecord, soon: bool = False) -> JobRecord:
+    def save(self, record: JobRecord, *, soon: bool = False) -> JobRecord:
         """Record a change durably, or with ``soon`` in the ledger's next group commit:
         for changes no request depends on (``_flush_ledger`` writes them within one turn of
         the event loop, a durable change before that takes them along)."""
