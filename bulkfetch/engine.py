@@ -186,7 +186,7 @@ class Run:
                 if record is None:
                     path = job.relative_path().as_posix()
                     self.save(
-                        JobRecord(job.key, path=path, slot=job.slot, updated_at=now), soon=True
+                        records.new_job(job.key, path=path, slot=job.slot, now=now), soon=True
                     )
                 elif record.state is JobState.FAILED:  # --retry-failed, or its back-off is over
                     log.info("%s: failed before (%s); trying again", job_tag(job), record.reason)
@@ -306,7 +306,7 @@ class Run:
         record = self.ledger.get(key)
         if record is None:
             job = self.jobs[key]
-            record = JobRecord(key=key, path=job.relative_path().as_posix(), slot=job.slot)
+            record = records.new_job(key, path=job.relative_path().as_posix(), slot=job.slot)
         return record
 
     def save(self, record: JobRecord, *, soon: bool = False) -> JobRecord:

@@ -6,13 +6,17 @@ functions that take the record, what happened and ``now`` and return the new rec
 Each says which states it leaves from; any other is a bug in the caller
 (:class:`BadTransition`). The states::
 
-    PENDING --begin_create--> CREATING --task_created--> CREATED --file_written--> DONE
-       ^                         |                          |                       |
-       +------ undo_create ------+                          |        (refetch: its  |
-       +------ requeue (outage, stopped, expired, gone) ----+--------- task polled) +
-       +------ recover_lost (CREATING found on load)
-       +------ retry (FAILED, when retried)
-    any --fail--> FAILED;   transient_failure: counted, back in PENDING if creating
+    new_job -> PENDING -begin_create-> CREATING -task_created-> CREATED -file_written-> DONE
+
+    back to PENDING:  undo_create (CREATING: a 429, not counted)
+                      recover_lost (CREATING found on load: the answer was lost)
+                      requeue (CREATING cut off by an outage or a stop; CREATED or DONE
+                               whose task expired or is gone)
+                      retry (FAILED, when tried again)
+    begin_create also leaves CREATED and DONE (a task found expired, a file and task gone);
+    file_written also leaves DONE (its file gone, its task polled again);
+    transient_failure counts a failure (CREATING goes back to PENDING, a poll keeps its task);
+    fail leaves any state for FAILED.
 
 Two counters exist only for the run (not persisted, not compared): ``run_creates``, the
 creations this run (the per-job creation cap), and ``run_errors``, the transient failures
@@ -38,6 +42,7 @@ __all__ = [
     "check_json",
     "fail",
     "file_written",
+    "new_job",
     "recover_lost",
     "requeue",
     "retry",
@@ -169,6 +174,11 @@ def _move(record: JobRecord, name: str, sources: frozenset[JobState], **changes:
     if record.state not in sources:
         raise BadTransition(f"job {record.key!r}: {name} from {record.state}")
     return dataclasses.replace(record, **changes)
+
+
+def new_job(key: str, *, path: str, slot: str, now: float = 0.0) -> JobRecord:
+    """A job the ledger does not know yet: PENDING, nothing sent."""
+    return JobRecord(key, path=path, slot=slot, updated_at=now)
 
 
 def begin_create(record: JobRecord, *, now: float) -> JobRecord:

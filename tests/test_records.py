@@ -135,7 +135,7 @@ class RecordMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.record = JobRecord("k", path="k.tif", slot="slot")
+        self.record = records.new_job("k", path="k.tif", slot="slot", now=NOW)
         self.now = NOW
         self.creates = self.run_creates = self.errors = self.run_errors = 0
         self.failures = self.lost = 0
