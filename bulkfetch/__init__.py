@@ -5,7 +5,9 @@ The package is the data flow, one module per stage, each depending only on those
     fields -> scene_search -> search_client, scenes  (before a run, if wanted: fields and
               dates to a manifest via EOS's Search API; search_cache remembers answers)
     manifest  (jobs in: read, validate, key)
-        -> scheduler  (pure decisions: what to create, which task to poll next, when)
+        -> scheduler  (pure decisions: what to create, which task to poll next, when;
+                       records: a job's state and transitions; policy: retries,
+                       outages, quotas, expiry, back-off)
         -> client     (the EOS task API: create, status/result)
         -> sink       (bytes to disk: streamed, checked, renamed into place)
     ledger    beside them (each job's state, crash-safe, via durable)

@@ -45,6 +45,7 @@ from bulkfetch.errors import (
     first_error,
 )
 from bulkfetch.ledger import Ledger
+from bulkfetch.ledger_meta import RunSummary
 from bulkfetch.limiter.share import RateSession, open_rates
 from bulkfetch.limiter.store import check_store_url
 from bulkfetch.manifest.cache import cache_path, load_manifest_cached
@@ -247,25 +248,24 @@ def _remember_run(
     ledger: Ledger, manifest: Manifest, counters: Counters, outcome: str, code: int
 ) -> None:
     """Keep a short history of runs in the ledger, for ``plan`` estimates and the report."""
-    summary = {
-        "started": counters.started,
-        "finished": counters.finished,
-        "outcome": outcome,
-        "exit_code": code,
-        "requests": {"create": counters.create_calls, "status": counters.status_calls},
-        "rate_limited": {"create": counters.create_429, "status": counters.status_429},
-        "bytes": counters.bytes,
-        "downloaded": counters.done - counters.skipped_done,
-        "done": counters.done,
-        "failed": counters.failed,
-        "jobs": counters.jobs,
-        # Which manifest: `bulkfetch stac` describes each done job from the manifest it came from.
-        "manifest": str(manifest.path.resolve()),
-    }
-    runs = list(ledger.meta.get("runs", []))[-(RUN_HISTORY - 1) :]
+    summary = RunSummary(
+        started=counters.started,
+        finished=counters.finished,
+        outcome=outcome,
+        exit_code=code,
+        requests={"create": counters.create_calls, "status": counters.status_calls},
+        rate_limited={"create": counters.create_429, "status": counters.status_429},
+        bytes=counters.bytes,
+        downloaded=counters.done - counters.skipped_done,
+        done=counters.done,
+        failed=counters.failed,
+        jobs=counters.jobs,
+        manifest=str(manifest.path.resolve()),
+    )
+    meta = ledger.meta
+    runs = (*meta.runs[-(RUN_HISTORY - 1) :], summary)
     try:
-        ledger.set_meta("runs", [*runs, summary])
-        ledger.set_meta("manifest", str(manifest.path.resolve()))
+        ledger.save_meta(meta.replace(runs=runs, manifest=summary.manifest))
     except BulkfetchError as exc:  # a full disk must not hide the run's own outcome
         log.warning("could not record the run in the ledger: %s", exc)
 

@@ -43,6 +43,7 @@ from yarl import URL
 from bulkfetch._http import AUTH_CODES, CREATING, POLLING, error_message
 from bulkfetch.answers import body_text, find_result_url, not_the_api
 from bulkfetch.errors import ApiError, BadRequest, NotTheApi, TransientError
+from bulkfetch.ledger_meta import DEFAULT_TASK_TIMEOUT
 from bulkfetch.limiter.retry_after import parse_retry_after
 from bulkfetch.session import MAX_JSON, MAX_REDIRECTS, Answer, ApiSession, given_url, transient
 
@@ -264,8 +265,8 @@ def _parse_created(raw: bytes, status: int = 202, content_type: str = "") -> Cre
     task_id = data.get("task_id", data.get("taskId"))
     if not isinstance(task_id, str) or not task_id or "/" in task_id or len(task_id) > 200:
         raise not_api("JSON without a usable task_id")
-    timeout = data.get("task_timeout", 172800)
+    timeout = data.get("task_timeout", DEFAULT_TASK_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        timeout = 172800
+        timeout = DEFAULT_TASK_TIMEOUT
     req_id = data.get("req_id")
     return Created(task_id, req_id if isinstance(req_id, str) else "", float(timeout))

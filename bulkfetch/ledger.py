@@ -38,12 +38,8 @@ recovers from the files.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import logging
-import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, ClassVar
@@ -52,106 +48,14 @@ import orjson
 
 from bulkfetch import durable
 from bulkfetch._gc import gc_paused
-from bulkfetch.errors import LedgerCorrupt, LedgerError, LedgerVersionError, StorageError
+from bulkfetch.errors import LedgerCorrupt, LedgerError, StorageError
+from bulkfetch.ledger_format import FORMAT, VERSION, apply_change, parse_snapshot
+from bulkfetch.ledger_meta import LedgerMeta
+from bulkfetch.records import JobRecord, JobState, check_json
 
-__all__ = ["JobRecord", "JobState", "Ledger"]
+__all__ = ["JobRecord", "JobState", "Ledger", "LedgerMeta"]
 
 log = logging.getLogger(__name__)
-
-
-class JobState(enum.StrEnum):
-    PENDING = "pending"  # known, nothing sent (or to be created again)
-    CREATING = "creating"  # intent recorded before the POST; it may or may not have reached EOS
-    CREATED = "created"  # a task exists: task_id, req_id, created_at, deadline
-    DONE = "done"  # the file is complete: path, size, sha256
-    FAILED = "failed"  # reason, retryable
-
-
-@dataclass(frozen=True, slots=True)
-class JobRecord:
-    """One job's state. Immutable: derive new states with :meth:`replace`."""
-
-    key: str
-    state: JobState = JobState.PENDING
-    path: str = ""  # result path, posix, relative to the output dir
-    slot: str = ""  # the job's identity (view_id, bm_type, AOI): a changed job keeps it
-    task_id: str = ""
-    req_id: str = ""
-    created_at: float = 0.0  # unix time the task was created
-    deadline: float = 0.0  # unix time: created_at + task_timeout
-    size: int = 0
-    sha256: str = ""
-    reason: str = ""  # why it failed (or the last transient error)
-    retryable: bool = False  # whether the failure may pass if tried again later
-    creates: int = 0  # POSTs sent for this job, over all runs
-    lost_creates: int = 0  # POSTs whose answer never arrived (found CREATING on load)
-    errors: int = 0  # transient failures counted against the job
-    failures: int = 0  # times the job ended failed, over all runs
-    retry_at: float = 0.0  # unix time from which a retryable failure is tried again
-    updated_at: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        """The fields that differ from their defaults (``key`` always), as JSON values."""
-        out: dict[str, Any] = {"key": self.key}
-        for name, default in _DEFAULTS:
-            value = getattr(self, name)
-            if value != default:
-                out[name] = value
-        if "state" in out:
-            out["state"] = str(out["state"])  # a plain str, as a reload gives
-        return out
-
-    @classmethod
-    def from_json(cls, data: Any, *, where: str) -> JobRecord:
-        """Build a record from :meth:`to_json` output; :class:`LedgerCorrupt` names ``where``."""
-        problem = _check(data)
-        if problem:
-            raise LedgerCorrupt(f"{where}: bad job record: {problem}")
-        return _build(data)
-
-    def replace(self, **changes: Any) -> JobRecord:
-        """A copy with ``changes``; ``updated_at`` is left as it is unless given."""
-        return dataclasses.replace(self, **changes)
-
-
-_DEFAULTS = tuple((f.name, f.default) for f in dataclasses.fields(JobRecord) if f.name != "key")
-_STATES = {str(s): s for s in JobState}
-_KINDS: dict[str, type] = typing.get_type_hints(JobRecord)  # field name -> str, float, ...
-
-
-def _check(data: Any) -> str:
-    """Why ``data`` is not a valid record in JSON form, or "" if it is.
-
-    Hot when loading 100,000 records, hence exact ``type() is`` tests (no bool for int).
-    """
-    if type(data) is not dict:
-        return f"expected an object, got {type(data).__name__}"
-    key = data.get("key")
-    if type(key) is not str or not key:
-        return "missing or empty key"
-    for name, value in data.items():
-        kind = _KINDS.get(name)
-        if kind is str or kind is bool:
-            ok = type(value) is kind
-        elif kind is float:
-            # JSON has no NaN or infinity (orjson would write null): x - x is 0 only if finite.
-            ok = type(value) in (float, int) and value - value == 0
-        elif kind is int:
-            ok = type(value) is int and value >= 0
-        elif kind is JobState:
-            ok = isinstance(value, str) and value in _STATES
-        else:
-            return f"unknown field {name!r}"
-        if not ok:
-            return f"bad value for {name!r}: {value!r}"
-    return ""
-
-
-def _build(data: dict[str, Any]) -> JobRecord:
-    """The record for ``data``, which :func:`_check` passed."""
-    if "state" in data:
-        data = {**data, "state": _STATES[data["state"]]}
-    return JobRecord(**data)
 
 
 def _record_json(record: JobRecord) -> dict[str, Any]:
@@ -159,7 +63,7 @@ def _record_json(record: JobRecord) -> dict[str, Any]:
     if not isinstance(record, JobRecord):
         raise TypeError(f"expected a JobRecord, got {type(record).__name__}")
     data = record.to_json()
-    problem = _check(data)
+    problem = check_json(data)
     if problem:
         raise ValueError(f"job {record.key!r}: {problem}")
     return data
@@ -171,8 +75,8 @@ class Ledger:
     Synchronous and not thread-safe: the async shell calls it from one thread.
     """
 
-    FORMAT: ClassVar[str] = "bulkfetch-ledger"
-    VERSION: ClassVar[int] = 1
+    FORMAT: ClassVar[str] = FORMAT
+    VERSION: ClassVar[int] = VERSION
     # Compact when the journal holds more than max(MIN, RATIO * jobs) records: O(1) amortised.
     COMPACT_MIN_RECORDS: ClassVar[int] = 1024
     COMPACT_RATIO: ClassVar[int] = 2
@@ -186,6 +90,7 @@ class Ledger:
         self._jobs: dict[str, JobRecord] = {}
         self._json: dict[str, dict[str, Any]] = {}  # the records as written: compaction reuses
         self._meta: dict[str, Any] = {}
+        self._typed_meta: LedgerMeta | None = None  # built from _meta on first read
         self._seq = 0
         self._snapshot_exists = False
         self._scan = durable.JournalScan()
@@ -252,78 +157,36 @@ class Ledger:
 
     def _load_files(self) -> None:
         self._jobs, self._json, self._meta, self._seq = {}, {}, {}, 0
+        self._typed_meta = None
         self._snapshot_exists = False
         self._read_snapshot()
         snapshot_seq = self._seq
         self._scan = durable.Journal.scan(self.journal_path)
-        where = self.journal_path
+        where = f"the ledger journal at {self.journal_path}"
         for number, seq, payload in self._scan.entries:
             if seq <= snapshot_seq:
                 continue  # already in the snapshot: a compaction crashed before truncating
             if seq != self._seq + 1:
                 raise LedgerCorrupt(
-                    f"the ledger journal at {where} is corrupt at line {number}: seq {seq} "
+                    f"{where} is corrupt at line {number}: seq {seq} "
                     f"follows {self._seq}, so changes are missing (snapshot seq {snapshot_seq})"
                 )
-            self._apply(payload, number)
+            problem = apply_change(payload, self._json, self._meta)
+            if problem:
+                raise LedgerCorrupt(f"{where} is corrupt at line {number}: {problem}")
             self._seq = seq
         # Records are checked as read, but built once per key: the journal may repeat keys.
-        self._jobs = {key: _build(rec) for key, rec in self._json.items()}
+        self._jobs = {key: JobRecord.from_checked(rec) for key, rec in self._json.items()}
 
     def _read_snapshot(self) -> None:
-        path = self.path
         try:
-            raw = path.read_bytes()
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise LedgerError(f"cannot read the ledger at {path}: {exc}") from exc
-        not_ours = f"{path} is not a bulkfetch ledger"
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise LedgerCorrupt(f"{not_ours} (not JSON); move it away or choose another") from None
-        if not isinstance(data, dict) or data.get("format") != self.FORMAT:
-            raise LedgerCorrupt(f'{not_ours} (no "format": {self.FORMAT!r})')
-        version = data.get("version")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise LedgerCorrupt(f"{not_ours} (bad version {version!r})")
-        if version > self.VERSION:
-            raise LedgerVersionError(
-                f"the ledger at {path} was written by a newer bulkfetch "
-                f"(format version {version}); upgrade bulkfetch"
-            )
-        seq, meta, jobs = data.get("seq"), data.get("meta"), data.get("jobs")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise LedgerCorrupt(f"the ledger at {path} is corrupt: bad seq {seq!r}")
-        if not isinstance(meta, dict) or not isinstance(jobs, dict):
-            raise LedgerCorrupt(f'the ledger at {path} is corrupt: "meta" or "jobs" missing')
-        for key, rec in jobs.items():
-            problem = _check(rec) or (rec["key"] != key and f"holds the key {rec['key']!r}")
-            if problem:
-                raise LedgerCorrupt(f"{path}: job {key!r}: bad job record: {problem}")
-        self._json = jobs
-        self._meta = meta
-        self._seq = seq
+            raise LedgerError(f"cannot read the ledger at {self.path}: {exc}") from exc
+        self._seq, self._meta, self._json = parse_snapshot(raw, self.path)
         self._snapshot_exists = True
-
-    def _apply(self, payload: Any, number: int) -> None:
-        if type(payload) is dict and len(payload) == 1:
-            if type(jobs := payload.get("jobs")) is list:
-                for rec in jobs:
-                    if problem := _check(rec):
-                        raise self._bad_line(number, f"bad job record: {problem}")
-                    self._json[rec["key"]] = rec
-                return
-            meta = payload.get("meta")
-            if type(meta) is list and len(meta) == 2 and type(meta[0]) is str:
-                self._meta[meta[0]] = meta[1]
-                return
-        raise self._bad_line(number, f"not a ledger change: {str(payload)[:200]}")
-
-    def _bad_line(self, number: int, problem: str) -> LedgerCorrupt:
-        where = f"the ledger journal at {self.journal_path} is corrupt at line {number}"
-        return LedgerCorrupt(f"{where}: {problem}")
 
     # -- reading -------------------------------------------------------------------------
 
@@ -335,8 +198,16 @@ class Ledger:
         return MappingProxyType(self._jobs)
 
     @property
-    def meta(self) -> Mapping[str, Any]:
-        """Ledger-level data (run history, counters, learned stats); a read-only view."""
+    def meta(self) -> LedgerMeta:
+        """Ledger-level data (run history, quota counts, learned stats), typed."""
+        if self._typed_meta is None:
+            self._typed_meta = LedgerMeta.from_json(self._meta)
+        return self._typed_meta
+
+    @property
+    def raw_meta(self) -> Mapping[str, Any]:
+        """Every ledger-level key as stored, those this version does not know too (they are
+        kept through compactions); a read-only view. Code reads :attr:`meta`."""
         return MappingProxyType(self._meta)
 
     @property
@@ -357,12 +228,11 @@ class Ledger:
             )
         return self._journal
 
-    def _append(self, payload: Any | None) -> None:
-        """Write the staged records, then ``payload`` (if any), with one write and fsync."""
+    def _append(self, *changes: Any) -> None:
+        """Write the staged records, then ``changes``, with one write and fsync."""
         journal = self._writer()
         payloads = [{"jobs": self._staged}] if self._staged else []
-        if payload is not None:
-            payloads.append(payload)
+        payloads.extend(changes)
         if not payloads:
             return
         try:
@@ -405,21 +275,32 @@ class Ledger:
     def flush(self) -> None:
         """Write the records :meth:`put_soon` stored (one write, one fsync); durable on return."""
         if self._staged:
-            self._append(None)
+            self._append()
             self._maybe_compact()
 
     def _remember(self, record: JobRecord, rec: dict[str, Any]) -> None:
-        if not isinstance(record.state, JobState):  # a caller passed state="done"
-            record = record.replace(state=_STATES[record.state])
+        if not isinstance(record.state, JobState):  # a caller built one with state="done"
+            record = record.replace(state=record.state)
         self._json[record.key] = rec
         self._jobs[record.key] = record
 
+    def save_meta(self, meta: LedgerMeta) -> None:
+        """Store ``meta`` (its fields that changed, with one fsync); durable on return."""
+        self._set_meta(meta.changes(self.meta))
+
     def set_meta(self, key: str, value: Any) -> None:
-        """Store a ledger-level value (JSON-able); durable when this returns."""
+        """Store one ledger-level key (JSON-able); durable when this returns. The storage
+        primitive under :meth:`save_meta`, which code uses."""
+        self._set_meta({key: value})
+
+    def _set_meta(self, changes: Mapping[str, Any]) -> None:
+        if not changes:
+            return
         # The round trip stores exactly what a reload will see (tuples become lists...).
-        value = orjson.loads(orjson.dumps(value))
-        self._append({"meta": [key, value]})
-        self._meta[key] = value
+        values = orjson.loads(orjson.dumps(changes))
+        self._append(*({"meta": [key, value]} for key, value in values.items()))
+        self._meta.update(values)
+        self._typed_meta = None
         self._maybe_compact()
 
     def _maybe_compact(self) -> None:

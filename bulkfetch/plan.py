@@ -83,8 +83,7 @@ def make_plan(
     ``found``: done jobs the destination holds that the ledger does not know of (a bucket
     after a lost ledger), as the run's start would record them."""
     now = time.time() if now is None else now
-    task_timeout = float(ledger.meta.get("task_timeout", 172800.0))
-    margin = safety_margin(config.deadline_margin, task_timeout)
+    margin = safety_margin(config.deadline_margin, ledger.meta.task_timeout)
     records = {**ledger.records(), **{record.key: record for record in found}}
     actions: dict[str, int] = {}
     wanted = {job.key for job in manifest.jobs}
@@ -124,13 +123,13 @@ def make_plan(
 
 
 def _estimate(plan: Plan, ledger: Ledger, config: RunConfig) -> None:
-    runs = [r for r in ledger.meta.get("runs", []) if isinstance(r, dict)]
-    status = sum(_num(r.get("requests", {}).get("status")) for r in runs)
-    downloaded = sum(_num(r.get("downloaded")) for r in runs)
+    runs = ledger.meta.runs
+    status = sum(r.requests.get("status", 0) for r in runs)
+    downloaded = sum(r.downloaded for r in runs)
     if downloaded >= 10:
         plan.polls_per_job = max(1.0, status / downloaded)
     model = ProcessingModel()
-    model.load(ledger.meta.get("processing"))
+    model.load(ledger.meta.processing)
     if model.n:
         plan.median_processing = round(model.quantile(0.5), 3)
     creates = plan.creates
@@ -147,7 +146,3 @@ def _estimate(plan: Plan, ledger: Ledger, config: RunConfig) -> None:
     if config.max_duration is not None and plan.seconds > config.max_duration:
         plan.limited_by = plan.limited_by or f"--max-duration {config.max_duration:g}s"
         plan.seconds = config.max_duration
-
-
-def _num(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0

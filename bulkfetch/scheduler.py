@@ -33,15 +33,14 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from bulkfetch.ledger import JobRecord, JobState
 from bulkfetch.processing import ProcessingModel
+from bulkfetch.records import JobRecord, JobState
 
 __all__ = [
     "Action",
     "Poller",
     "TaskTiming",
     "resume_action",
-    "retry_backoff",
     "safety_margin",
     "window_size",
 ]
@@ -75,7 +74,7 @@ def resume_action(
     A done job whose file is gone is fetched again from its task while the task is alive
     (a status call is cheaper than a creation), and created again otherwise. A failed job
     is retried when asked, or by itself when its failure may pass (server errors, expiry)
-    and its back-off across runs (``retry_backoff``) is over; a failure that will not pass
+    and its back-off across runs (``policy.retry_delay``) is over; a failure that will not pass
     (EOS refused the parameters, the task errored) waits for ``--retry-failed``.
     """
     if record is None:
@@ -98,12 +97,6 @@ def resume_action(
             if not record.retryable:
                 return Action.SKIP_FAILED
             return Action.RETRY if now >= record.retry_at else Action.WAIT_RETRY
-
-
-def retry_backoff(failures: int, *, base: float = 3600.0, cap: float = 7 * 86400.0) -> float:
-    """Seconds before a job that failed ``failures`` times (for a reason that may pass) is
-    tried again by a later run: an hour, then 2, 4, 8 ... hours, at most a week."""
-    return min(cap, base * 2.0 ** max(0, min(failures, 30) - 1))
 
 
 def safety_margin(configured: float, task_timeout: float) -> float:

@@ -45,7 +45,7 @@ def crash(ledger: Ledger) -> None:
 
 
 def state(ledger: Ledger) -> State:
-    return dict(ledger.records()), dict(ledger.meta)
+    return dict(ledger.records()), dict(ledger.raw_meta)
 
 
 def files(path: Path) -> dict[str, bytes]:
@@ -134,7 +134,7 @@ def test_create_put_close_reopen(path: Path) -> None:
         ledger.set_meta("runs", (1, {"x": 2.5}))
         assert ledger.get("a") == JobRecord("a", size=2)
         assert ledger.get("zzz") is None
-        assert ledger.meta["runs"] == [1, {"x": 2.5}]
+        assert ledger.raw_meta["runs"] == [1, {"x": 2.5}]
         expected = state(ledger)
         with pytest.raises(TypeError):
             ledger.records()["c"] = JobRecord("c")  # type: ignore[index]
@@ -502,7 +502,7 @@ from pathlib import Path
 from bulkfetch.ledger import JobRecord, JobState, Ledger
 Ledger.COMPACT_MIN_RECORDS = 40
 ledger = Ledger.open(Path(sys.argv[1]))
-n = ledger.meta.get("n", 0)
+n = ledger.raw_meta.get("n", 0)
 while True:
     n += 1
     if n % 5 == 0:
@@ -548,7 +548,7 @@ def test_sigkill_at_random_times_keeps_every_acknowledged_put(path: Path) -> Non
         assert lines, "the child never reported a put"
         acknowledged = int(lines[-1])
         with Ledger.open(path, readonly=True) as ledger:
-            n = ledger.meta["n"]
+            n = ledger.raw_meta["n"]
             assert n >= acknowledged
             # set_meta follows each put: the put of n + 1 may be there without its counter.
             assert dict(ledger.records()) in (_child_jobs(n), _child_jobs(n + 1))

@@ -10,7 +10,6 @@ why. A bucket destination's objects are copied one at a time for as long as one 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from bulkfetch import __version__
 from bulkfetch.ledger import JobState, Ledger
+from bulkfetch.ledger_meta import RunSummary
 from bulkfetch.manifest.jobs import Manifest
 from bulkfetch.report.failures import group_failures
 from bulkfetch.report.thumbnails import ThumbnailError, thumbnail
@@ -86,39 +86,22 @@ class ReportData:
     thumb_size: int = 160
 
 
-def _number(value: Any) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else 0.0
-
-
-def _lanes(value: Any) -> dict[str, int]:
-    if not isinstance(value, Mapping):
-        return {}
-    return {str(k): int(_number(v)) for k, v in value.items()}
-
-
-def run_figures(runs: Any) -> tuple[RunFigures | None, RunFigures | None]:
-    """The last run's figures and the sum over all runs, from ``meta["runs"]`` (or None)."""
-    if not isinstance(runs, list):
-        return None, None
-    figures = []
-    for run in runs:
-        if not isinstance(run, Mapping):
-            continue
-        started, finished = _number(run.get("started")), _number(run.get("finished"))
-        figures.append(
-            RunFigures(
-                runs=1,
-                started=started,
-                elapsed=max(0.0, finished - started) if finished else 0.0,
-                outcome=str(run.get("outcome", "")),
-                requests=_lanes(run.get("requests")),
-                rate_limited=_lanes(run.get("rate_limited")),
-                bytes=int(_number(run.get("bytes"))),
-                done=int(_number(run.get("done"))),
-                failed=int(_number(run.get("failed"))),
-            )
+def run_figures(runs: Sequence[RunSummary]) -> tuple[RunFigures | None, RunFigures | None]:
+    """The last run's figures and the sum over all runs, from the ledger's ``runs`` (or None)."""
+    figures = [
+        RunFigures(
+            runs=1,
+            started=run.started,
+            elapsed=max(0.0, run.finished - run.started) if run.finished else 0.0,
+            outcome=run.outcome,
+            requests=dict(run.requests),
+            rate_limited=dict(run.rate_limited),
+            bytes=run.bytes,
+            done=run.done,
+            failed=run.failed,
         )
+        for run in runs
+    ]
     if not figures:
         return None, None
 
@@ -226,7 +209,7 @@ def collect(
                 note=note,
             )
         )
-    last, overall = run_figures(ledger.meta.get("runs"))
+    last, overall = run_figures(ledger.meta.runs)
     stamp = (now or datetime.now().astimezone()).isoformat(sep=" ", timespec="seconds")
     return ReportData(
         title=title or f"bulkfetch report: {ledger.path.parent.name or ledger.path.name}",

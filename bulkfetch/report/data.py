@@ -49,8 +49,8 @@ def ledger_manifest(ledger: Ledger, given: Path | None = None) -> tuple[Manifest
     cache = cache_path(ledger.path)
     if given is not None:
         return load_manifest_cached(given, cache, write=False), ""
-    recorded = ledger.meta.get("manifest")
-    if not isinstance(recorded, str) or not recorded:
+    recorded = ledger.meta.manifest
+    if not recorded:
         return None, ""
     try:
         return load_manifest_cached(recorded, cache, write=False), ""

@@ -12,7 +12,7 @@ view_id or a failure reason holding markup shows as text. Nothing secret is show
 ledger holds no API key, and URLs are never written.
 
 The page: a header (title, ledger, manifest, time, version); jobs by state as big numbers;
-the last run's and all runs' figures (from the ledger's ``meta["runs"]``); failures grouped
+the last run's and all runs' figures (from the ledger's ``meta.runs``); failures grouped
 by reason, each a ``<details>`` listing its jobs; and a contact sheet of every done image,
 each tile captioned with view_id, bm_type, date, file name and the area's outline.
 """

@@ -35,6 +35,7 @@ from bulkfetch.answers import not_the_api
 from bulkfetch.contact import FirstContact
 from bulkfetch.errors import ApiError, BadRequest, NotTheApi, RateLimited
 from bulkfetch.limiter.lane import Limiter
+from bulkfetch.policy import backoff
 from bulkfetch.session import MAX_JSON, ApiSession, Asking
 from bulkfetch.urls import display_url
 
@@ -148,7 +149,7 @@ class SearchLane:
                 if not exc.retryable or failures >= self.max_attempts:
                     raise
                 self.stats.retried += 1
-                delay = min(60.0, 2.0 * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+                delay = backoff(failures, base=2.0, cap=60.0, draw=random.random())
                 due = self.contact.due()
                 if due is not None:  # look again when the grace runs out, not later
                     delay = min(delay, max(0.0, due - time.monotonic()))

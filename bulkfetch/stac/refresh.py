@@ -44,6 +44,7 @@ from PIL import Image
 from bulkfetch.durable import FileLock
 from bulkfetch.errors import LedgerLocked, ManifestError, UsageError
 from bulkfetch.ledger import JobRecord, JobState, Ledger
+from bulkfetch.ledger_meta import LedgerMeta
 from bulkfetch.manifest.cache import cache_path, load_manifest_cached
 from bulkfetch.manifest.jobs import Manifest
 from bulkfetch.manifest.notes import job_notes
@@ -106,15 +107,9 @@ def collection_id(manifest: Path, taken: Iterable[str]) -> str:
     return name
 
 
-def _recorded_manifests(meta: Mapping[str, Any]) -> list[str]:
+def _recorded_manifests(meta: LedgerMeta) -> list[str]:
     """The manifests the ledger remembers runs of, newest first, each once."""
-    paths: list[str] = []
-    runs = meta.get("runs")
-    for run in reversed(runs if isinstance(runs, list) else []):
-        if isinstance(run, dict) and isinstance(run.get("manifest"), str):
-            paths.append(run["manifest"])
-    if isinstance(meta.get("manifest"), str):
-        paths.insert(0, meta["manifest"])
+    paths = [meta.manifest, *(run.manifest for run in reversed(meta.runs))]
     return list(dict.fromkeys(p for p in paths if p))
 
 

@@ -28,8 +28,9 @@ from PIL import Image
 
 from bulkfetch.cli.report import report_command
 from bulkfetch.ledger import JobRecord, JobState, Ledger
+from bulkfetch.ledger_meta import LedgerMeta
 from bulkfetch.manifest.jobs import Job, load_manifest
-from bulkfetch.report.contents import ReportData, Tile, collect, run_figures
+from bulkfetch.report.contents import ReportData, RunFigures, Tile, collect, run_figures
 from bulkfetch.report.page import render_html
 from bulkfetch.report.thumbnails import ThumbnailError, aoi_svg, thumbnail, view_date
 from bulkfetch.simulator.images import render_result
@@ -464,9 +465,12 @@ def test_thumbnail_says_why_it_cannot(tmp_path: Path, content: Any, reason: str)
 
 
 def test_run_figures_tolerates_junk() -> None:
-    assert run_figures(None) == (None, None)
-    assert run_figures([1, "x"]) == (None, None)
-    last, overall = run_figures(
+    def figures(runs: Any) -> tuple[RunFigures | None, RunFigures | None]:
+        return run_figures(LedgerMeta.from_json({"runs": runs}).runs)  # as the ledger reads them
+
+    assert figures(None) == (None, None)
+    assert figures([1, "x"]) == (None, None)
+    last, overall = figures(
         [{"started": "yesterday", "requests": {"create": True}}, {"started": 10, "finished": 15}]
     )
     assert last is not None and overall is not None
