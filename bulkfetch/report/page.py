@@ -199,7 +199,7 @@ def write_html_report(
 
     Raises :class:`UsageError` when there is no ledger, :class:`ManifestError` for a bad
     ``manifest_path``, :class:`LedgerError`/:class:`StorageError` as reading and writing do.
-    A manifest only named by the ledger (``meta["manifest"]``) that is gone or invalid is
+    A manifest only named by the ledger (``meta.manifest``) that is gone or invalid is
     left out, with a note on the page.
     """
     if not ledger_path.is_file():
