@@ -57,6 +57,9 @@ class CreateLane:
         self.stopping = False
         self.scopes: set[anyio.CancelScope] = set()  # of the creations on their way
         self.launched = 0  # creations started by this run (for the run quota)
+        # Set once the first creation is over: until then, nothing else is sent, so a
+        # refused key or a wrong URL costs one request, not a burst of them.
+        self.first_over = anyio.Event()
         self._day, self._day_base, self._launched_today = "", 0, 0  # (for the day quota)
 
     def __len__(self) -> int:
@@ -112,6 +115,11 @@ class CreateLane:
                 continue
             if not self.may_create(now):
                 return
+            if self.launched and not self.first_over.is_set():
+                await self.first_over.wait()
+                if self.stopping:
+                    return
+                continue
             due = await self.limiter.acquire()
             if not self.queue or self.queue[0][0] > run.clock():
                 self.limiter.release_unused()
@@ -130,6 +138,7 @@ class CreateLane:
             # Only now, with the task in the poller or the job re-queued or failed, may
             # the run see "nothing creating" and conclude that it is finished.
             self.run.counters.creating -= 1
+            self.first_over.set()
             self.run.notify()
 
     async def _create(self, key: str, due: float) -> None:
