@@ -17,8 +17,7 @@ The package is the data flow, one module per stage, each depending only on those
     simulator apart: a local EOS for the demo, the tests and users' own tests.
 """
 
-__version__ = "0.1.0"
-
+from bulkfetch._version import __version__
 from bulkfetch.api import RunResult, run, run_async
 from bulkfetch.config import ApiKey, Rate, RunConfig
 from bulkfetch.errors import (

@@ -49,7 +49,7 @@ from bulkfetch.scheduler import (
     safety_margin,
     window_size,
 )
-from bulkfetch.sink.destination import open_sink
+from bulkfetch.sink.factory import open_sink
 from bulkfetch.urls import display_url
 
 __all__ = ["Counters", "Run"]

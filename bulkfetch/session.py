@@ -29,8 +29,8 @@ import orjson
 from aiohttp.helpers import basicauth_from_netrc, get_env_proxy_for_url, netrc_from_env
 from yarl import URL
 
-from bulkfetch import __version__
 from bulkfetch._http import POLLING, Asking, error_for, header, server_text
+from bulkfetch._version import __version__
 from bulkfetch.answers import connection_trouble
 from bulkfetch.config import ApiKey
 from bulkfetch.errors import ApiError, TransientError

@@ -17,8 +17,8 @@ from typing import ClassVar, NoReturn
 
 import click
 
-from bulkfetch import __version__
 from bulkfetch._malloc import tune_malloc
+from bulkfetch._version import __version__
 from bulkfetch.api import EXIT_OK
 from bulkfetch.cli.plan import plan_command, validate_command
 from bulkfetch.cli.run import run_command

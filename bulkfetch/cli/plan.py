@@ -28,7 +28,8 @@ from bulkfetch.ledger import Ledger
 from bulkfetch.manifest.cache import cache_path, load_manifest_cached
 from bulkfetch.manifest.jobs import Job, Manifest, load_manifest
 from bulkfetch.plan import ACTION_TEXT, make_plan
-from bulkfetch.sink.destination import open_sink, store_url
+from bulkfetch.sink.destination import store_url
+from bulkfetch.sink.factory import open_sink
 from bulkfetch.units import counted, duration_text
 
 __all__ = ["check_colormaps", "plan_command", "print_plan", "validate_command"]

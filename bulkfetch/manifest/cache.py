@@ -29,8 +29,8 @@ from typing import Any
 
 import orjson
 
-from bulkfetch import __version__
 from bulkfetch._gc import gc_paused
+from bulkfetch._version import __version__
 from bulkfetch.durable import atomic_write, remove_stale_temps
 from bulkfetch.errors import Problem, StorageError
 from bulkfetch.manifest import (

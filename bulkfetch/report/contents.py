@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from bulkfetch import __version__
+from bulkfetch._version import __version__
 from bulkfetch.ledger import JobState, Ledger
 from bulkfetch.ledger_meta import RunSummary
 from bulkfetch.manifest.jobs import Manifest

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from bulkfetch import __version__
+from bulkfetch._version import __version__
 from bulkfetch.durable import atomic_write
 from bulkfetch.errors import ManifestError
 from bulkfetch.ledger import JobState, Ledger

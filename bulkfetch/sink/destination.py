@@ -7,14 +7,14 @@ scheme is a usage error rather than a local folder named ``ftp:``.
 The run's options keep ``out`` as a :class:`~pathlib.Path`, as every command has so far:
 ``Path("s3://b/p")`` reads ``s3:/b/p`` and :func:`store_url` recognises both spellings, so
 a URL goes through the options, the config file and the Python API unchanged, and only
-the places that touch storage ask which kind it is (:func:`open_destination`,
-:func:`open_sink`, :func:`display`).
+the places that touch storage ask which kind it is (:func:`display`, and
+:func:`bulkfetch.sink.factory.open_sink`, which builds the sink).
 
 With a URL, there is no folder to put the ledger in: it defaults to a file under the
 user's state directory named after the destination (:func:`default_ledger`), or
 ``--ledger PATH``.
 
-Pure but for :func:`open_destination` and :func:`open_sink`, which build the storage.
+Pure: nothing here touches storage (what does is in :mod:`bulkfetch.sink.factory`).
 """
 
 from __future__ import annotations
@@ -23,22 +23,14 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
 from bulkfetch.errors import UsageError
-
-if TYPE_CHECKING:
-    from bulkfetch.sink.base import Sink
-    from bulkfetch.sink.object_store import ObjectStore
-    from bulkfetch.stac.catalog import LocalFolder
 
 __all__ = [
     "SCHEMES",
     "StoreUrl",
     "default_ledger",
     "display",
-    "open_destination",
-    "open_sink",
     "store_url",
 ]
 
@@ -112,31 +104,6 @@ def default_ledger(url: StoreUrl, state_dir: Path | None = None) -> Path:
     slug = _SLUG.sub("-", f"{url.scheme}-{url.bucket}-{url.prefix}").strip("-")[:80]
     tag = hashlib.sha256(str(url).encode()).hexdigest()[:10]
     return state_dir / "ledgers" / f"{slug}-{tag}.json"
-
-
-def open_destination(out: Path) -> LocalFolder | ObjectStore:
-    """The :class:`~bulkfetch.stac.catalog.Destination` ``out`` names."""
-    url = store_url(out)
-    if url is not None:
-        from bulkfetch.sink.object_store import ObjectStore
-
-        return ObjectStore(url)
-    from bulkfetch.stac.catalog import LocalFolder
-
-    return LocalFolder(out)
-
-
-def open_sink(out: Path) -> Sink:
-    """The sink results are written through: a folder's, or a bucket's."""
-    url = store_url(out)
-    if url is not None:
-        from bulkfetch.sink.bucket import StoreSink
-        from bulkfetch.sink.object_store import ObjectStore
-
-        return StoreSink(ObjectStore(url))
-    from bulkfetch.sink.local import FolderSink
-
-    return FolderSink(out)
 
 
 def relative_key(relative: str) -> str | None:

@@ -48,13 +48,14 @@ from bulkfetch.ledger_meta import LedgerMeta
 from bulkfetch.manifest.cache import cache_path, load_manifest_cached
 from bulkfetch.manifest.jobs import Manifest
 from bulkfetch.manifest.notes import job_notes
-from bulkfetch.sink.destination import display, open_destination, store_url
+from bulkfetch.sink.destination import display, store_url
 from bulkfetch.stac.catalog import (
     ASSET_PREFIX,
     CATALOG,
     Destination,
     Entry,
     Group,
+    LocalFolder,
     Published,
     collection_path,
     scan,
@@ -74,6 +75,16 @@ __all__ = ["Refreshed", "collection_id", "refresh_catalog"]
 
 _UNSAFE = re.compile(r"[^\w.-]+")
 _FALLBACK_COLLECTION = "bulkfetch"
+
+
+def open_destination(out: Path) -> Destination:
+    """The :class:`~bulkfetch.stac.catalog.Destination` ``out`` names."""
+    url = store_url(out)
+    if url is not None:
+        from bulkfetch.sink.object_store import ObjectStore
+
+        return ObjectStore(url)
+    return LocalFolder(out)
 
 
 @dataclass(slots=True)
