@@ -1,20 +1,17 @@
 """bulkfetch: EOS "Download visual" images in bulk, at the API's rate limit, resumably.
 
-The package is the data flow, one module per stage, each depending only on those before:
+The package is the data flow (docs/architecture.md draws it, module by module):
 
-    fields -> scene_search -> search_client, scenes  (before a run, if wanted: fields and
-              dates to a manifest via EOS's Search API; search_cache remembers answers)
-    manifest  (jobs in: read, validate, key)
-        -> scheduler  (pure decisions: what to create, which task to poll next, when;
-                       records: a job's state and transitions; policy: retries,
-                       outages, quotas, expiry, back-off)
-        -> client     (the EOS task API: create, status/result)
-        -> sink       (bytes to disk: streamed, checked, renamed into place)
-    ledger    beside them (each job's state, crash-safe, via durable)
-    limiter   the shared per-lane pacing (shared with other processes on the key through
-              rate_share: shared_pace's decisions, rate_store's file or Redis); shard
-              splits a manifest; engine wires it all; api/cli on top.
-    simulator apart: a local EOS for the demo, the tests and users' own tests.
+    manifest/  (jobs in: read, validate, key)
+      -> scheduler  (pure: what to create, which task to poll next, when; with records,
+                     a job's state and transitions, policy, processing)
+      -> client     (the EOS task API: create, status/result; over session)
+      -> sink/      (bytes out: streamed, checked, then put in place: a folder or a bucket)
+    ledger     beside them (each job's state, crash-safe, over durable)
+    limiter/   each lane's pace, shared with other processes on the key
+    engine     the shell whose lanes carry the decisions out; api and cli/ on top
+    scene_search/ and colormaps/ before a run; report/ and stac/ after it
+    simulator/ apart: a local EOS for the demo, the tests and users' own tests.
 """
 
 from bulkfetch._version import __version__

@@ -1,7 +1,7 @@
 """Where results go: bytes streamed, checked, and only then put in place.
 
-- ``destination``: what ``--out`` names (a folder or a bucket prefix).
-- ``base``: the interface every sink has (``Sink``), and the streaming write they share.
-- ``local``: a local folder's sink.
-- ``bucket``, ``object_store``: a bucket prefix through obstore (S3, GCS, Azure).
+- ``base``: ``Sink``, the interface every destination implements, and the streaming write.
+- ``local``: ``FolderSink``, a local folder; ``bucket`` and ``object_store``: ``StoreSink``,
+  a bucket prefix through obstore (S3, GCS, Azure).
+- ``destination``: what ``--out`` names (pure); ``factory``: the sink it names.
 """

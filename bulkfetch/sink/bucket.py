@@ -1,4 +1,4 @@
-"""Results streamed into a bucket: :class:`StoreSink`, the :class:`~bulkfetch.sink.local.Sink`
+"""Results streamed into a bucket: :class:`StoreSink`, the :class:`~bulkfetch.sink.base.Sink`
 of a bucket destination.
 
 **Done means complete.** The sink's own loop receives, its own ``check_result`` judges the
@@ -67,7 +67,7 @@ HEAD_CONCURRENCY = 16
 
 
 class _Upload:
-    """One result on its way into the bucket (a :class:`~bulkfetch.sink.local.Part`).
+    """One result on its way into the bucket (a :class:`~bulkfetch.sink.base.Part`).
 
     Blocks are hashed and held until :data:`PART_SIZE` has come; then a multipart upload
     starts and takes them, and every later block, a part at a time. ``publish`` PUTs a
@@ -146,7 +146,7 @@ class _Upload:
 
 
 class StoreSink(Sink):
-    """A :class:`~bulkfetch.sink.local.Sink` whose results are objects under a bucket prefix."""
+    """A :class:`~bulkfetch.sink.base.Sink` whose results are objects under a bucket prefix."""
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
