@@ -96,7 +96,7 @@ class _Upload:
         kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
         self._attributes: dict[str, str] = {"Content-Type": kind}
         if key:
-            self._attributes[META_KEY] = key
+            self._attributes[store.meta_name(META_KEY)] = key
         self._digest = hashlib.sha256()
         self._size = 0
         self._held: list[bytes] = []
@@ -138,7 +138,8 @@ class _Upload:
         written_at = time.monotonic()
         try:
             if self._writer is None:
-                attributes = self._attributes | {META_SHA256: self.hexdigest()}
+                sha = {self._store.meta_name(META_SHA256): self.hexdigest()}
+                attributes = self._attributes | sha
                 body, self._held = b"".join(self._held), []
                 obstore.put(self._store.store, self._path, body, attributes=attributes)
             else:
