@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -127,6 +128,7 @@ def add_metadata(url: StoreUrl, relative: str, size: int, metadata: Mapping[str,
             "CopySourceIfMatch": head["ETag"],
         }
         source = {"Bucket": url.bucket, "Key": key}
+        started = time.monotonic()
         if size <= _COPY_MAX:
             client.copy_object(CopySource=source, Bucket=url.bucket, Key=key, **extra)
         else:
@@ -134,6 +136,12 @@ def add_metadata(url: StoreUrl, relative: str, size: int, metadata: Mapping[str,
 
             config = TransferConfig(multipart_threshold=_COPY_MAX, multipart_chunksize=_COPY_PART)
             client.copy(source, url.bucket, key, ExtraArgs=extra, Config=config)
+        took = time.monotonic() - started
+        log.debug(
+            "added the metadata of %s/%s by a copy onto itself in %.2fs",
+            *(url, relative, took),
+            extra={"fields": {"path": relative, "copy_seconds": round(took, 6)}},
+        )
     except Exception as exc:  # noqa: BLE001 - best effort: botocore's errors are many
         log.warning(
             "could not add the metadata of %s/%s (it is in the ledger): %s",
