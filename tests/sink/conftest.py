@@ -18,7 +18,9 @@ import boto3
 import pytest
 
 from bulkfetch.ledger import JobState, Ledger
+from bulkfetch.simulator import SimulatorThread
 from bulkfetch.sink.destination import default_ledger, store_url
+from tests.conftest import make_jobs, run_cli, write_jsonl
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "AKIABFTESTKEYID00001",
@@ -107,3 +109,15 @@ def bucket_ledger(tmp_path: Path, url: str) -> Path:
 def done_records(ledger: Path) -> dict[str, Any]:
     with Ledger.open(ledger, readonly=True) as book:
         return {k: r for k, r in book.records().items() if r.state is JobState.DONE}
+
+
+def run_cut_midway(sim: SimulatorThread, url: str, env: dict[str, str], tmp_path: Path) -> str:
+    """One tiff job into ``url`` whose 20 MiB body is cut at half (two parts uploaded
+    before it falls short), with no second creation: the run's stderr, once it has
+    failed as it must."""
+    manifest = write_jsonl(tmp_path / "m.jsonl", make_jobs(1, formats=("tiff",)))
+    sim.configure(big_result_bytes=20 << 20, truncate_rate=1.0)
+    result = run_cli(sim, manifest, url, "--max-creates-per-job", "1", env=env, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "content length" in result.stderr  # the body fell short of its Content-Length
+    return result.stderr
