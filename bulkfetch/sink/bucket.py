@@ -40,7 +40,7 @@ from obstore.store import S3Store
 from bulkfetch.errors import StorageError
 from bulkfetch.ledger import JobRecord, JobState
 from bulkfetch.sink._pipe import BlockPipe
-from bulkfetch.sink._s3_uploads import abort_leftover_uploads, add_metadata
+from bulkfetch.sink._s3_uploads import abort_leftover_uploads
 from bulkfetch.sink.destination import relative_key
 from bulkfetch.sink.local import Part, Sink, drain
 from bulkfetch.sink.object_store import (
@@ -155,6 +155,8 @@ class _Upload:
         module docstring). Best effort: the ledger has it anyway."""
         if not isinstance(self._store.store, S3Store):
             return
+        from bulkfetch.sink._s3_uploads import add_metadata
+
         metadata = {k: v for k, v in self._attributes.items() if k != "Content-Type"}
         metadata[META_SHA256] = self.hexdigest()
         add_metadata(self._store.url, self._path, self._size, metadata)
