@@ -1,47 +1,84 @@
-"""Incomplete S3 multipart uploads a killed run left, aborted by the next run.
+"""What S3 needs that ``object_store`` (obstore) cannot do, asked through boto3.
 
-A run aborts its own failed or interrupted uploads; only a process killed outright
-(``kill -9``, a lost node) leaves one behind, invisible as an object but billed as
-storage. ``object_store`` (obstore) has no call that lists them, so this asks S3 through
-boto3 when it is installed (``pip install bulkfetch[s3]``), with the same credential
-chain the AWS CLI uses. Without boto3, a bucket lifecycle rule
+Both are optional (``pip install bulkfetch[s3]``) and best effort: without boto3, or on a
+failure, the run goes on and says so in the log. boto3 uses the same credential chain as
+the AWS CLI (and obstore, through the environment), and ``AWS_ENDPOINT_URL``.
+
+**Leftover uploads.** A run aborts its own failed or interrupted uploads; only a process
+killed outright (``kill -9``, a lost node) leaves one behind, invisible as an object but
+billed as storage. obstore has no call that lists them. Only uploads begun before this run
+started, to the key of one of this run's jobs, are aborted: never another tool's upload,
+nor one a run on another ledger has under way now. Without boto3, a bucket lifecycle rule
 (``AbortIncompleteMultipartUpload``) does the same; the README says so.
 
-Only uploads begun before this run started, to the key of one of this run's jobs, are
-aborted: never another tool's upload, nor one a run on another ledger has under way now.
-Best effort: a failure to list or abort is logged and the run goes on.
+**Metadata known only at the end.** S3 fixes an object's metadata when a multipart upload
+is created, and a result's sha256 is known only once its last byte has been streamed.
+:func:`add_metadata` gives the completed object the rest of its metadata by a server-side
+copy onto itself (``MetadataDirective=REPLACE``, a multipart copy above 5 GiB), on the
+condition that it is still the object just completed (its size and metadata, then its
+ETag): the object is whole under its key from the completion on, only its metadata grows.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Collection
+import time
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from bulkfetch.sink.destination import StoreUrl
 
-__all__ = ["abort_leftover_uploads"]
+__all__ = ["abort_leftover_uploads", "add_metadata"]
 
 log = logging.getLogger(__name__)
+
+#: CopyObject copies up to 5 GiB in one call; above, s3transfer copies in parts.
+_COPY_MAX = 5 << 30
+#: Part size of such a copy (at most 10,000 parts: 10 TB, over S3's 5 TB objects).
+_COPY_PART = 1 << 30
+#: Head fields a copy keeps only when asked to (REPLACE starts from nothing).
+_KEPT = (
+    "ContentType",
+    "ContentEncoding",
+    "ContentDisposition",
+    "ContentLanguage",
+    "CacheControl",
+    "ServerSideEncryption",
+    "SSEKMSKeyId",
+    "StorageClass",
+)
+
+
+@functools.cache
+def _client(endpoint: str | None) -> Any:
+    """A boto3 S3 client (thread-safe; made once per endpoint), or None without boto3."""
+    try:
+        import boto3
+    except ImportError:
+        return None
+    # botocore's debug log shows each request's headers (the access key id, signatures):
+    # never, even with --verbose.
+    for name in ("boto3", "botocore", "s3transfer", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return boto3.client("s3", endpoint_url=endpoint)
+
+
+def _s3(url: StoreUrl) -> tuple[Any, str]:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return _client(endpoint or None), f"{url.prefix}/" if url.prefix else ""
 
 
 def abort_leftover_uploads(url: StoreUrl, paths: Collection[str], before: float) -> int:
     """Abort ``url``'s incomplete multipart uploads to ``paths`` (relative to the prefix)
     begun before ``before`` (unix time). Returns how many; -1 if S3 could not be asked."""
-    try:
-        import boto3
-    except ImportError:
-        log.debug("boto3 is not installed: incomplete multipart uploads are not looked for")
-        return -1
-    # botocore's debug log shows each request's headers (the access key id, signatures):
-    # never, even with --verbose.
-    for name in ("boto3", "botocore", "s3transfer", "urllib3"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    base = f"{url.prefix}/" if url.prefix else ""
     aborted = 0
     try:
-        client = boto3.client("s3", endpoint_url=endpoint or None)
+        client, base = _s3(url)
+        if client is None:
+            log.debug("boto3 is not installed: incomplete multipart uploads are not looked for")
+            return -1
         pages = client.get_paginator("list_multipart_uploads").paginate(
             Bucket=url.bucket, Prefix=base
         )
@@ -58,3 +95,59 @@ def abort_leftover_uploads(url: StoreUrl, paths: Collection[str], before: float)
         log.warning("could not look for incomplete uploads in %s: %s", url, type(exc).__name__)
         return -1
     return aborted
+
+
+def add_metadata(url: StoreUrl, relative: str, size: int, metadata: Mapping[str, str]) -> bool:
+    """Give the object at ``relative`` (``size`` bytes, just completed with some of
+    ``metadata``) all of ``metadata``, by a server-side copy onto itself.
+
+    Nothing is copied unless the object still has ``size`` bytes and carries no value
+    ``metadata`` contradicts (someone else's object there is left alone), and the copy
+    is conditional on its ETag. Returns whether the metadata is now there; a failure is
+    logged, never raised (the ledger holds the values anyway).
+    """
+    try:
+        client, base = _s3(url)
+        if client is None:
+            log.debug("boto3 is not installed: %s keeps the metadata it was created with", url)
+            return False
+        key = base + relative
+        head = client.head_object(Bucket=url.bucket, Key=key)
+        had = {str(k).lower(): str(v) for k, v in head.get("Metadata", {}).items()}
+        if int(head["ContentLength"]) != size or any(
+            metadata.get(k, v) != v for k, v in had.items()
+        ):
+            log.warning("%s/%s changed before its metadata was added: left as it is", url, relative)
+            return False
+        if all(had.get(k) == v for k, v in metadata.items()):
+            return True
+        extra = {name: head[name] for name in _KEPT if head.get(name)}
+        extra |= {
+            "Metadata": had | dict(metadata),
+            "MetadataDirective": "REPLACE",
+            "CopySourceIfMatch": head["ETag"],
+        }
+        source = {"Bucket": url.bucket, "Key": key}
+        started = time.monotonic()
+        if size <= _COPY_MAX:
+            client.copy_object(CopySource=source, Bucket=url.bucket, Key=key, **extra)
+        else:
+            from boto3.s3.transfer import TransferConfig
+
+            config = TransferConfig(multipart_threshold=_COPY_MAX, multipart_chunksize=_COPY_PART)
+            client.copy(source, url.bucket, key, ExtraArgs=extra, Config=config)
+        took = time.monotonic() - started
+        log.debug(
+            "added the metadata of %s/%s by a copy onto itself in %.2fs",
+            *(url, relative, took),
+            extra={"fields": {"path": relative, "copy_seconds": round(took, 6)}},
+        )
+    except Exception as exc:  # noqa: BLE001 - best effort: botocore's errors are many
+        log.warning(
+            "could not add the metadata of %s/%s (it is in the ledger): %s",
+            url,
+            relative,
+            type(exc).__name__,
+        )
+        return False
+    return True

@@ -9,8 +9,11 @@ streams into a multipart upload (memory bounded by ``PART_SIZE`` times
 :data:`UPLOAD_CONCURRENCY`, whatever the size) that is completed only after the check;
 anything else (a short body, a failure, SIGINT/SIGTERM) aborts it, so no object appears
 under its final key unless it is whole. S3 fixes an object's metadata when a multipart
-upload starts, before the sha256 is known: such an object carries its job key (and the
-ledger its sha256); a run that lost its ledger hashes it once by reading it.
+upload is created, before the sha256 is known: the upload is created with the job key,
+and once completed, the object is copied onto itself server-side with its sha256 added
+(:func:`~bulkfetch.sink._s3_uploads.add_metadata`, with boto3). Where that cannot be done
+(no boto3, Google Cloud Storage, Azure, a failed copy) the object carries its job key
+and the ledger its sha256; a run that lost its ledger hashes it once by reading it.
 
 **Resume without a local disk.** :meth:`StoreSink.prepare` checks access (exit 4 before
 any creation), lists the prefix once, deletes probe objects a killed run left, HEADs every
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import obstore
+from obstore.store import S3Store
 
 from bulkfetch.errors import StorageError
 from bulkfetch.ledger import JobRecord, JobState
@@ -74,7 +78,16 @@ class _Upload:
     small result whole with its sha256, or completes the upload; ``discard`` aborts it.
     """
 
-    __slots__ = ("_attributes", "_digest", "_held", "_path", "_store", "_writer", "where")
+    __slots__ = (
+        "_attributes",
+        "_digest",
+        "_held",
+        "_path",
+        "_size",
+        "_store",
+        "_writer",
+        "where",
+    )
 
     def __init__(self, store: ObjectStore, path: str, key: str) -> None:
         self._store = store
@@ -83,8 +96,9 @@ class _Upload:
         kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
         self._attributes: dict[str, str] = {"Content-Type": kind}
         if key:
-            self._attributes[META_KEY] = key
+            self._attributes[store.meta_name(META_KEY)] = key
         self._digest = hashlib.sha256()
+        self._size = 0
         self._held: list[bytes] = []
         self._writer: Any = None  # obstore's WritableFile, once the upload has started
 
@@ -100,6 +114,7 @@ class _Upload:
     def _send(self, blocks: list[bytes]) -> None:
         for block in blocks:
             self._digest.update(block)
+            self._size += len(block)
         if self._writer is None:
             self._held.extend(blocks)
             if sum(map(len, self._held)) < PART_SIZE:
@@ -123,15 +138,28 @@ class _Upload:
         written_at = time.monotonic()
         try:
             if self._writer is None:
-                attributes = self._attributes | {META_SHA256: self.hexdigest()}
+                sha = {self._store.meta_name(META_SHA256): self.hexdigest()}
+                attributes = self._attributes | sha
                 body, self._held = b"".join(self._held), []
                 obstore.put(self._store.store, self._path, body, attributes=attributes)
             else:
                 self._writer.close()  # completes the upload: only now does the object appear
                 self._writer = None
+                self._add_sha256()
         except ERRORS as exc:
             raise store_error(self._store.url, exc, f"uploading {self._path}") from None
         return written_at
+
+    def _add_sha256(self) -> None:
+        """The completed multipart object's sha256, into its metadata (S3 only: see the
+        module docstring). Best effort: the ledger has it anyway."""
+        if not isinstance(self._store.store, S3Store):
+            return
+        from bulkfetch.sink._s3_uploads import add_metadata
+
+        metadata = {k: v for k, v in self._attributes.items() if k != "Content-Type"}
+        metadata[META_SHA256] = self.hexdigest()
+        add_metadata(self._store.url, self._path, self._size, metadata)
 
     def discard(self) -> None:
         self._held = []

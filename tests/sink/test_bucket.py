@@ -10,16 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
 import anyio
-import boto3
 import obstore
 import orjson
 import pytest
@@ -27,103 +22,24 @@ from obstore.store import MemoryStore
 
 from bulkfetch.client import Ready
 from bulkfetch.errors import StorageError, TransientError, UsageError
-from bulkfetch.ledger import JobState, Ledger
 from bulkfetch.simulator import SimulatorThread
 from bulkfetch.sink.base import Written
 from bulkfetch.sink.bucket import PART_SIZE, StoreSink
 from bulkfetch.sink.destination import StoreUrl, default_ledger, display, store_url
 from bulkfetch.sink.object_store import META_KEY, META_SHA256, ObjectStore, describe, store_error
 from tests.conftest import FAST_FLAGS, bulkfetch_cli, make_jobs, run_cli, spawn_cli, write_jsonl
+from tests.sink.conftest import (
+    CREDENTIALS,
+    bucket_ledger,
+    done_records,
+    free_port,
+    list_objects,
+    run_cut_midway,
+    s3_client,
+    s3_env,
+    start_moto,
+)
 from tests.sink.test_local import JPEG, FakeReady
-
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "AKIABFTESTKEYID00001",
-    "AWS_SECRET_ACCESS_KEY": "testing-secret",
-    "AWS_REGION": "us-east-1",
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()} | (extra_env or {})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    pytest.fail("moto's S3 server did not start")
-
-
-@pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    proc, url = _start_moto()
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _s3(endpoint: str) -> Any:
-    return boto3.client("s3", endpoint_url=endpoint, **_boto_credentials())
-
-
-def _boto_credentials() -> dict[str, str]:
-    return {
-        "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        "region_name": CREDENTIALS["AWS_REGION"],
-    }
-
-
-@pytest.fixture
-def bucket(moto_url: str, request: pytest.FixtureRequest) -> str:
-    name = "bf-" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:20]
-    _s3(moto_url).create_bucket(Bucket=name)
-    return name
-
-
-def _env(moto_url: str, tmp_path: Path) -> dict[str, str]:
-    return CREDENTIALS | {
-        "AWS_ENDPOINT_URL": moto_url,
-        "XDG_STATE_HOME": str(tmp_path / "state"),
-    }
-
-
-def _objects(s3: Any, bucket: str, prefix: str = "") -> dict[str, dict[str, Any]]:
-    """Every object under ``prefix``: its bytes and metadata, read with boto3."""
-    found: dict[str, dict[str, Any]] = {}
-    for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
-        got = s3.get_object(Bucket=bucket, Key=item["Key"])
-        found[item["Key"]] = {"body": got["Body"].read(), "meta": got["Metadata"]}
-    return found
-
-
-def _ledger(tmp_path: Path, url: str) -> Path:
-    parsed = store_url(url)
-    assert parsed is not None
-    return default_ledger(parsed, tmp_path / "state" / "bulkfetch")
-
-
-def _done(ledger: Path) -> dict[str, Any]:
-    with Ledger.open(ledger, readonly=True) as book:
-        return {k: r for k, r in book.records().items() if r.state is JobState.DONE}
-
 
 # -- pure pieces -------------------------------------------------------------------------------
 
@@ -228,15 +144,15 @@ def test_run_into_a_bucket_then_resume_with_heads(
 ) -> None:
     manifest = write_jsonl(tmp_path / "m.jsonl", make_jobs(4))
     url = f"s3://{bucket}/runs/one"
-    env = _env(moto_url, tmp_path)
+    env = s3_env(moto_url, tmp_path)
     result = run_cli(sim, manifest, url, env=env)
     assert result.returncode == 0, result.stderr
     assert f"files in {url}" in result.stderr
     assert not (Path.cwd() / "s3:").exists()
-    s3 = _s3(moto_url)
-    objects = _objects(s3, bucket)
+    s3 = s3_client(moto_url)
+    objects = list_objects(s3, bucket)
     assert len(objects) == 4 and all(k.startswith("runs/one/") for k in objects)
-    done = _done(_ledger(tmp_path, url))
+    done = done_records(bucket_ledger(tmp_path, url))
     assert len(done) == 4
     for record in done.values():
         obj = objects[f"runs/one/{record.path}"]
@@ -268,11 +184,11 @@ def test_a_deleted_or_replaced_object_is_fetched_again(
 ) -> None:
     manifest = write_jsonl(tmp_path / "m.jsonl", make_jobs(3))
     url = f"s3://{bucket}/p"
-    env = _env(moto_url, tmp_path)
+    env = s3_env(moto_url, tmp_path)
     assert run_cli(sim, manifest, url, env=env).returncode == 0
-    s3 = _s3(moto_url)
-    keys = sorted(_objects(s3, bucket))
-    before = _objects(s3, bucket)
+    s3 = s3_client(moto_url)
+    keys = sorted(list_objects(s3, bucket))
+    before = list_objects(s3, bucket)
     s3.delete_object(Bucket=bucket, Key=keys[0])
     # Same size, no job key: not ours any more (someone else's upload to that name).
     s3.put_object(Bucket=bucket, Key=keys[1], Body=before[keys[1]]["body"])
@@ -281,7 +197,7 @@ def test_a_deleted_or_replaced_object_is_fetched_again(
     # Their tasks are still alive on EOS: fetched from them again, nothing created.
     assert "2 poll, 1 skip-done" in result.stderr
     assert sim.counters()["tasks_created"] == 3
-    after = _objects(s3, bucket)
+    after = list_objects(s3, bucket)
     assert sorted(after) == keys
     assert after[keys[0]]["body"] == before[keys[0]]["body"]
     assert after[keys[1]]["meta"][META_KEY] == before[keys[1]]["meta"][META_KEY]
@@ -294,14 +210,25 @@ def test_a_lost_ledger_creates_nothing_again(
     jobs[2]["format"] = "tiff"
     manifest = write_jsonl(tmp_path / "m.jsonl", jobs)
     url = f"s3://{bucket}/lost"
-    env = _env(moto_url, tmp_path)
-    # One result big enough for a multipart upload, whose metadata cannot hold its sha256.
+    env = s3_env(moto_url, tmp_path)
+    # One result big enough for a multipart upload, created with its key only.
     sim.configure(big_result_bytes=9 << 20)
     assert run_cli(sim, manifest, url, env=env).returncode == 0
-    ledger = _ledger(tmp_path, url)
-    first = {k: (r.path, r.size, r.sha256) for k, r in _done(ledger).items()}
-    metas = [o["meta"] for o in _objects(_s3(moto_url), bucket).values()]
-    assert sum(META_SHA256 in m for m in metas) == 2  # the multipart one carries its key only
+    ledger = bucket_ledger(tmp_path, url)
+    first = {k: (r.path, r.size, r.sha256) for k, r in done_records(ledger).items()}
+    s3 = s3_client(moto_url)
+    objects = list_objects(s3, bucket)
+    assert all(META_SHA256 in o["meta"] for o in objects.values())
+    # As a run killed between completing that upload and adding its sha256 (or one
+    # without boto3) leaves it: the lost ledger's run hashes it by reading it.
+    big = next(k for k, o in objects.items() if len(o["body"]) > 9 << 20)
+    s3.copy_object(
+        CopySource={"Bucket": bucket, "Key": big},
+        Bucket=bucket,
+        Key=big,
+        Metadata={META_KEY: objects[big]["meta"][META_KEY]},
+        MetadataDirective="REPLACE",
+    )
     for path in ledger.parent.iterdir():  # a pod without a volume: the state dir is gone
         path.unlink()
     plan = bulkfetch_cli("plan", manifest, "--out", url, "--json", env=env)
@@ -312,38 +239,34 @@ def test_a_lost_ledger_creates_nothing_again(
     assert result.returncode == 0, result.stderr
     assert "3 results already at the destination" in result.stderr
     assert sim.counters()["tasks_created"] == 3
-    assert {k: (r.path, r.size, r.sha256) for k, r in _done(ledger).items()} == first
+    assert {k: (r.path, r.size, r.sha256) for k, r in done_records(ledger).items()} == first
 
 
 def test_an_upload_failing_midway_is_aborted_and_leaves_nothing(
     sim: SimulatorThread, moto_url: str, bucket: str, tmp_path: Path
 ) -> None:
-    manifest = write_jsonl(tmp_path / "m.jsonl", make_jobs(1, formats=("tiff",)))
     url = f"s3://{bucket}/mid"
-    env = _env(moto_url, tmp_path)
-    # 20 MiB bodies cut at half: two parts uploaded before the body falls short.
-    sim.configure(big_result_bytes=20 << 20, truncate_rate=1.0)
-    result = run_cli(sim, manifest, url, "--max-creates-per-job", "1", env=env, timeout=120)
-    assert result.returncode == 1, result.stderr
-    assert "content length" in result.stderr  # the body fell short of its Content-Length
-    s3 = _s3(moto_url)
-    assert _objects(s3, bucket) == {}
+    env = s3_env(moto_url, tmp_path)
+    run_cut_midway(sim, url, env, tmp_path)
+    manifest = tmp_path / "m.jsonl"
+    s3 = s3_client(moto_url)
+    assert list_objects(s3, bucket) == {}
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     sim.configure(truncate_rate=0.0)
     result = run_cli(sim, manifest, url, "--retry-failed", env=env, timeout=120)
     assert result.returncode == 0, result.stderr
-    (record,) = _done(_ledger(tmp_path, url)).values()
-    (obj,) = _objects(s3, bucket).values()
+    (record,) = done_records(bucket_ledger(tmp_path, url)).values()
+    (obj,) = list_objects(s3, bucket).values()
     assert len(obj["body"]) == record.size > 16 << 20
     assert hashlib.sha256(obj["body"]).hexdigest() == record.sha256
-    assert obj["meta"][META_KEY] == record.key
+    assert obj["meta"] == {META_KEY: record.key, META_SHA256: record.sha256}
 
 
 def test_a_missing_bucket_is_exit_4_before_any_creation(
     sim: SimulatorThread, moto_url: str, tmp_path: Path
 ) -> None:
     manifest = write_jsonl(tmp_path / "m.jsonl", make_jobs(2))
-    result = run_cli(sim, manifest, "s3://no-such-bucket-here/p", env=_env(moto_url, tmp_path))
+    result = run_cli(sim, manifest, "s3://no-such-bucket-here/p", env=s3_env(moto_url, tmp_path))
     assert result.returncode == 4, result.stderr
     assert "s3://no-such-bucket-here/p: the bucket does not exist" in result.stderr
     assert "Traceback" not in result.stderr
@@ -354,10 +277,10 @@ def test_refused_credentials_are_exit_4_before_any_creation(
     sim: SimulatorThread, tmp_path: Path
 ) -> None:
     # A second S3 server that checks credentials: it knows no access key at all.
-    proc, url = _start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    proc, url = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
     try:
         manifest = write_jsonl(tmp_path / "m.jsonl", make_jobs(2))
-        result = run_cli(sim, manifest, "s3://some-bucket/p", env=_env(url, tmp_path))
+        result = run_cli(sim, manifest, "s3://some-bucket/p", env=s3_env(url, tmp_path))
     finally:
         proc.terminate()
         proc.wait(10)
@@ -382,10 +305,10 @@ def test_report_and_stac_read_the_bucket(
     jobs[2] |= {"format": "tiff", "georeference": "tiff"}  # a GeoTIFF: its bands are read
     manifest = write_jsonl(tmp_path / "m.jsonl", jobs)
     url = f"s3://{bucket}/cat"
-    env = _env(moto_url, tmp_path)
+    env = s3_env(moto_url, tmp_path)
     assert run_cli(sim, manifest, url, "--stac", env=env).returncode == 0
-    s3 = _s3(moto_url)
-    objects = _objects(s3, bucket)
+    s3 = s3_client(moto_url)
+    objects = list_objects(s3, bucket)
     catalog = orjson.loads(objects["cat/catalog.json"]["body"])
     assert catalog["type"] == "Catalog"
     items = [k for k in objects if "/items/" in k]
@@ -424,7 +347,7 @@ def _signal_mid_upload(
     )  # fmt: skip
     parsed = store_url(url)
     assert parsed is not None
-    s3 = _s3(env["AWS_ENDPOINT_URL"])
+    s3 = s3_client(env["AWS_ENDPOINT_URL"])
     try:
         deadline = time.monotonic() + 60
         while not s3.list_multipart_uploads(Bucket=parsed.bucket).get("Uploads"):
@@ -444,11 +367,11 @@ def test_sigterm_mid_upload_aborts_it(
 ) -> None:
     manifest = write_jsonl(tmp_path / "m.jsonl", make_jobs(1, formats=("tiff",)))
     url = f"s3://{bucket}/term"
-    code, err = _signal_mid_upload(sim, manifest, url, _env(moto_url, tmp_path), signal.SIGTERM)
+    code, err = _signal_mid_upload(sim, manifest, url, s3_env(moto_url, tmp_path), signal.SIGTERM)
     assert code == 143, err
-    s3 = _s3(moto_url)
+    s3 = s3_client(moto_url)
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    assert _objects(s3, bucket) == {}
+    assert list_objects(s3, bucket) == {}
 
 
 def test_a_config_file_names_the_bucket(
@@ -457,10 +380,10 @@ def test_a_config_file_names_the_bucket(
     manifest = write_jsonl(tmp_path / "m.jsonl", make_jobs(1))
     (tmp_path / "bulkfetch.toml").write_text(f'out = "s3://{bucket}/from-config"\n')
     result = bulkfetch_cli(
-        "run", manifest, "--api-url", sim.api_url, *FAST_FLAGS, env=_env(moto_url, tmp_path)
+        "run", manifest, "--api-url", sim.api_url, *FAST_FLAGS, env=s3_env(moto_url, tmp_path)
     )
     assert result.returncode == 0, result.stderr
-    assert [k.split("/")[0] for k in _objects(_s3(moto_url), bucket)] == ["from-config"]
+    assert [k.split("/")[0] for k in list_objects(s3_client(moto_url), bucket)] == ["from-config"]
     assert not (tmp_path / "s3:").exists()
 
 
@@ -469,10 +392,10 @@ def test_an_upload_a_killed_run_left_is_aborted_by_the_next(
 ) -> None:
     manifest = write_jsonl(tmp_path / "m.jsonl", make_jobs(1, formats=("tiff",)))
     url = f"s3://{bucket}/killed"
-    env = _env(moto_url, tmp_path)
+    env = s3_env(moto_url, tmp_path)
     # SIGKILL: no handler runs, the upload stays open.
     _signal_mid_upload(sim, manifest, url, env, signal.SIGKILL)
-    s3 = _s3(moto_url)
+    s3 = s3_client(moto_url)
     assert len(s3.list_multipart_uploads(Bucket=bucket)["Uploads"]) == 1
     sim.configure(slow_body_seconds=0.0)
     result = run_cli(sim, manifest, url, "-v", env=env)  # (boto3 and obstore at work)
@@ -481,7 +404,7 @@ def test_an_upload_a_killed_run_left_is_aborted_by_the_next(
     for secret in CREDENTIALS["AWS_ACCESS_KEY_ID"], CREDENTIALS["AWS_SECRET_ACCESS_KEY"]:
         assert secret not in result.stderr + result.stdout
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    (obj,) = _objects(s3, bucket).values()
+    (obj,) = list_objects(s3, bucket).values()
     assert len(obj["body"]) > 20 << 20
 
 
@@ -489,7 +412,7 @@ def test_an_endpoint_nobody_answers_is_exit_4_before_any_creation(
     sim: SimulatorThread, tmp_path: Path
 ) -> None:
     manifest = write_jsonl(tmp_path / "m.jsonl", make_jobs(1))
-    env = _env(f"http://127.0.0.1:{_free_port()}", tmp_path)
+    env = s3_env(f"http://127.0.0.1:{free_port()}", tmp_path)
     result = run_cli(sim, manifest, "s3://bucket/p", env=env)
     assert result.returncode == 4, result.stderr
     assert "cannot use s3://bucket/p: " in result.stderr
