@@ -130,11 +130,13 @@ class RateStore(Protocol):
         unused: Grant | None = None,
         since: float = -math.inf,
         history: float = 0.0,
+        block: float = 0.0,
     ) -> Ticket:
-        """Give back ``unused`` if it is still the last slot, renew ``owner``'s lease
-        for ``ttl`` seconds, and reserve the next slot; tell the other processes' slots
-        after ``since`` (this owner's previous ``grant.at``) and before this one, of
-        those kept ``history`` seconds."""
+        """Give back ``unused`` if they are still the last slots, renew ``owner``'s
+        lease for ``ttl`` seconds, and reserve the next slot, or the slots of ``block``
+        seconds if ``owner`` is the only process with a live lease; tell the other
+        processes' slots after ``since`` (this owner's previous ``grant.at``) and before
+        this one, of those kept ``history`` seconds."""
 
     async def confirm(self, lane: str, grant: Grant) -> bool:
         """Whether the reserved slot may still be used (no pause came since)."""
@@ -252,8 +254,11 @@ class FileStore:
         unused: Grant | None = None,
         since: float = -math.inf,
         history: float = 0.0,
+        block: float = 0.0,
     ) -> Ticket:
         def change(data: dict[str, Any], now: float) -> Ticket:
+            data["leases"] = leases = renew_lease(_leases(data), owner, now, ttl)
+            processes = live_leases(leases, now)
             state = _lane(data, lane)
             if unused is not None:
                 state = give_back(state, unused)
@@ -265,11 +270,11 @@ class FileStore:
                 horizon=horizon,
                 owner=owner,
                 history=history,
+                block=block if processes == 1 else 0.0,
             )
             data["lanes"][lane] = _dump(state)
-            data["leases"] = leases = renew_lease(_leases(data), owner, now, ttl)
             others = tuple(at - now for at in others_since(state, owner, since, grant.at))
-            return Ticket(grant, grant.at - now, live_leases(leases, now), others)
+            return Ticket(grant, grant.at - now, processes, others)
 
         return await self._apply(change)
 
