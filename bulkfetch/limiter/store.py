@@ -186,11 +186,13 @@ class FileStore:
     def __repr__(self) -> str:
         return f"<FileStore {self.path}>"
 
-    def _change(self, fd: int, change: Callable[[dict[str, Any], float], _T]) -> _T:
+    def _change(self, fd: int, change: Callable[[dict[str, Any], float], _T], write: bool) -> _T:
         """``change`` applied to the file's content, with the lock held."""
         raw = os.pread(fd, max(os.fstat(fd).st_size, 1), 0)
         data = self._parse(raw)
         result = change(data, _wall_clock())
+        if not write:
+            return result
         out = orjson.dumps(data)
         if out != raw:
             os.pwrite(fd, out, 0)
@@ -210,16 +212,20 @@ class FileStore:
             return {"kind": KIND, "version": VERSION, "lanes": {}, "leases": {}}
         return data
 
-    def _locked(self, fd: int, change: Callable[[dict[str, Any], float], _T]) -> _T:
+    def _locked(self, fd: int, change: Callable[[dict[str, Any], float], _T], write: bool) -> _T:
         """Wait for the locks (in a worker thread), then change."""
         with self._mutex:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel if the process dies
+            # Released by the kernel if the process dies. A read shares the lock with
+            # other readers (a confirm needs no write).
+            fcntl.flock(fd, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
             try:
-                return self._change(fd, change)
+                return self._change(fd, change, write)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
-    async def _apply(self, change: Callable[[dict[str, Any], float], _T]) -> _T:
+    async def _apply(
+        self, change: Callable[[dict[str, Any], float], _T], *, write: bool = True
+    ) -> _T:
         try:
             if self._fd is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -228,17 +234,17 @@ class FileStore:
             if self._mutex.acquire(blocking=False):
                 try:
                     try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        fcntl.flock(fd, (fcntl.LOCK_EX if write else fcntl.LOCK_SH) | fcntl.LOCK_NB)
                     except BlockingIOError:
                         pass  # another process holds it: wait in a thread
                     else:
                         try:
-                            return self._change(fd, change)
+                            return self._change(fd, change, write)
                         finally:
                             fcntl.flock(fd, fcntl.LOCK_UN)
                 finally:
                     self._mutex.release()
-            return await anyio.to_thread.run_sync(self._locked, fd, change)
+            return await anyio.to_thread.run_sync(self._locked, fd, change, write)
         except OSError as exc:
             raise RateStoreError(f"rate store {self.path}: {exc.strerror}") from None
 
@@ -279,7 +285,12 @@ class FileStore:
         return await self._apply(change)
 
     async def confirm(self, lane: str, grant: Grant) -> bool:
-        return await self._apply(lambda data, _now: slot_still_good(_lane(data, lane), grant.at))
+        def still_good(data: dict[str, Any], _now: float) -> bool:
+            # Only the pause matters here: the lane's recent slots are not even read.
+            state = _lane(data, lane, recent=False)
+            return slot_still_good(state, grant.at)
+
+        return await self._apply(still_good, write=False)
 
     async def refused(
         self, lane: str, *, limit_interval: float, strict: bool, pause: float
@@ -317,7 +328,7 @@ def _wall_clock() -> float:
     return time.time()
 
 
-def _lane(data: dict[str, Any], name: str) -> LaneState:
+def _lane(data: dict[str, Any], name: str, *, recent: bool = True) -> LaneState:
     lanes = data.setdefault("lanes", {})
     raw = lanes.get(name)
     if not isinstance(raw, dict):
@@ -330,7 +341,9 @@ def _lane(data: dict[str, Any], name: str) -> LaneState:
             paused_until=float(raw.get("paused_until", -1e308)),
             used_at=float(raw.get("used_at", -1e308)),
             refusals=int(raw.get("refusals", 0)),
-            recent=tuple((float(at), str(who)) for at, who in raw.get("recent", ())),
+            recent=tuple((float(at), str(who)) for at, who in raw.get("recent", ()))
+            if recent
+            else (),
         )
     except (TypeError, ValueError):
         return LaneState()
