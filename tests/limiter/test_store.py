@@ -158,6 +158,7 @@ async def test_a_429_pauses_all_teaches_all_and_voids_slots_in_the_pause(
 ) -> None:
     await _take(store, "a")
     _, held = await _take(store, "b")
+    assert await store.confirm("create", held.grant)  # nothing paused the lane yet
     await store.refused("create", limit_interval=0.5, strict=True, pause=1.0)
     assert not await store.confirm("create", held.grant)
     delay, ticket = await _take(store, "b")
