@@ -188,7 +188,8 @@ class SharedLane:
         session = self.session
         while session.failed is None:
             if (at := self._from_block(interval, slack, clock)) is not None:
-                await sleep(max(0.0, at - clock()))
+                if (wait := at - clock()) > 0:  # (a slot already due: no trip to the loop)
+                    await sleep(wait)
                 return at
             try:
                 ticket = await session.store.take(
@@ -216,7 +217,8 @@ class SharedLane:
                     self._block_offset = local_now + ticket.delay - ticket.grant.at
                     self._block_next = at + max(interval, ticket.grant.spacing)
                     self._block_held = at
-                    await sleep(max(0.0, at - clock()))
+                    if (wait := at - clock()) > 0:
+                        await sleep(wait)
                     return at
                 if ticket.delay <= 0:
                     self._held = ticket.grant
