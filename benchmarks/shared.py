@@ -14,19 +14,37 @@ process (sliding log, both lanes at ``RATE``/s). Setups:
 Makespan is the server's (first request to last result, all processes together); the
 bound is computed from the tasks the server made, both lanes at the server's rate, as in
 the matrix. Targets: makespan / bound <= 1.10 and at most 3 429s in all.
+
+Where the slots went, from the server's task list joined with every part's ledger (the
+matrix's ``figures_from``, all processes as one client): the makespan's excess split
+between the create lane and the status lane, status calls that found a task not ready,
+status slots nobody used, how long a ready task waited; and per process, when it created
+its first and last task and had its last file (slots after the first request), to see
+the start, the end and the hand-over between processes.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RATE, SLOT, CaseResult, job_params, write_manifest
+from benchmarks.common import (
+    RATE,
+    SLOT,
+    CaseResult,
+    TaskTrace,
+    figures_from,
+    job_params,
+    sim_config,
+    write_manifest,
+)
 from benchmarks.procs import bulkfetch_cmd, child_env, sim_process, spawn, wait
+from bulkfetch.ledger import JobState, Ledger
 from bulkfetch.simulator import bound_makespan
 from tests.redis_server import RedisServer
 
@@ -41,6 +59,64 @@ SEED = 11
 def _get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=30) as resp:
         return json.loads(resp.read())
+
+
+def _part_traces(out: Path) -> list[dict[str, TaskTrace]]:
+    """Each part's tasks from its ledger (one per ``--shard K/N``), on the host's clock."""
+    parts: list[dict[str, TaskTrace]] = []
+    for path in sorted(out.glob("bulkfetch-ledger*.json")):
+        traces: dict[str, TaskTrace] = {}
+        with Ledger.open(path, readonly=True) as ledger:
+            for record in ledger.records().values():
+                if record.task_id:
+                    done = record.state is JobState.DONE
+                    fetched = record.updated_at if done else None
+                    traces[record.task_id] = TaskTrace(record.created_at, fetched)
+        parts.append(traces)
+    return parts
+
+
+def _where_slots_went(
+    parts: list[dict[str, TaskTrace]],
+    counters: dict[str, Any],
+    tasks: list[dict[str, Any]],
+    bound: float,
+    n: int,
+) -> dict[str, Any]:
+    """The matrix's diagnostics for all processes as one client, and each process's
+    first creation, last creation and last file, in slots after the first request."""
+    merged = {tid: trace for part in parts for tid, trace in part.items()}
+    done = sum(1 for t in merged.values() if t.fetched is not None)
+    figures = figures_from(
+        "bulkfetch",
+        jobs=n,
+        done=done,
+        counters={**counters, "bound_seconds": bound},
+        tasks=tasks,
+        traces=merged,
+        not_ready_times=[],
+        config=sim_config(seed=SEED, median_slots=MEDIAN_SLOTS, sigma=SIGMA),
+        wall=0.0,
+    )
+    by_id = {str(t["task_id"]): t for t in tasks}
+    first = float(counters.get("first_request_at") or 0.0)
+    offsets = [t.created - float(by_id[i]["created_at"]) for i, t in merged.items() if i in by_id]
+    offset = sorted(offsets)[len(offsets) // 2] if offsets else 0.0
+    per_process = []
+    for part in parts:
+        created = [float(by_id[i]["created_at"]) - first for i in part if i in by_id]
+        fetched = [t.fetched - offset - first for t in part.values() if t.fetched is not None]
+        polls = sum(int(by_id[i]["polls"]) for i in part if i in by_id)
+        per_process.append(
+            {
+                "jobs": len(part),
+                "first_create": min(created, default=math.nan) / SLOT,
+                "last_create": max(created, default=math.nan) / SLOT,
+                "last_fetch": max(fetched, default=math.nan) / SLOT,
+                "status_calls": polls,
+            }
+        )
+    return {"diag": figures.diag, "not_ready": figures.not_ready, "parts": per_process}
 
 
 def _one(setup: str, processes: int, n: int, work: Path, redis: RedisServer) -> dict[str, Any]:
@@ -61,6 +137,7 @@ def _one(setup: str, processes: int, n: int, work: Path, redis: RedisServer) -> 
             cmd = [*bulkfetch_cmd(), "run", str(manifest), "-o", str(work / "out")]
             cmd += ["--api-url", sim.api_url, "--create-rate", rate, "--status-rate", rate]
             cmd += ["--shard", f"{k}/{processes}", "-q"]
+            cmd += ["--report", str(work / f"report-{k}.json")]
             env = child_env({"XDG_CACHE_HOME": str(cache)})
             if store:
                 env["BULKFETCH_RATE_STORE"] = store
@@ -70,7 +147,25 @@ def _one(setup: str, processes: int, n: int, work: Path, redis: RedisServer) -> 
         tasks = _get(f"{sim.url}/_sim/tasks")
     bound = bound_makespan([float(t["processing"]) for t in tasks], SLOT, SLOT)
     makespan = float(counters["makespan_seconds"] or 0.0)
+    lanes = []  # each process's lanes at the end: interval / the server's, 429s, paused
+    for k in range(1, processes + 1):
+        try:
+            report = json.loads((work / f"report-{k}.json").read_text())
+        except (OSError, ValueError):
+            continue
+        lanes.append(
+            {
+                name: (
+                    lane["interval_seconds"] / SLOT,
+                    lane["rate_limited"],
+                    lane["paused_seconds"],
+                )
+                for name, lane in report.get("lanes", {}).items()
+            }
+        )
     return {
+        **_where_slots_went(_part_traces(work / "out"), counters, tasks, bound, n),
+        "lanes": lanes,
         "setup": setup,
         "processes": processes,
         "codes": [usage.returncode for usage, _ in results],
@@ -91,7 +186,32 @@ def _setup_name(setup: str, processes: int) -> str:
     return {"file": "file (one host)", "redis": "Redis (separate hosts)"}[setup]
 
 
-def run_shared_case(*, n: int, with_none: bool = True) -> CaseResult:
+def _slots_row(f: dict[str, Any]) -> list[str]:
+    d = f["diag"]
+    return [
+        f"{_setup_name(f['setup'], f['processes'])} x{f['processes']}",
+        f"{d['create_loss']:.1f} / {d['status_loss']:.1f}",
+        f"{d['last_create']:.0f}",
+        f"{f['not_ready']}",
+        f"{d['status_idle']:.0f}",
+        f"{d['ready_to_fetch_mean']:.1f}",
+        "; ".join(
+            f"{p['jobs']} jobs, {p['first_create']:.0f}-{p['last_create']:.0f}, "
+            f"end {p['last_fetch']:.0f}, {p['status_calls']} polls"
+            for p in f["parts"]
+        ),
+        "; ".join(
+            " ".join(
+                f"{name} {x:.3f}x {n429} {paused:.2f}s" for name, (x, n429, paused) in p.items()
+            )
+            for p in f["lanes"]
+        ),
+    ]
+
+
+def run_shared_case(
+    *, n: int, with_none: bool = True, setups: list[tuple[str, int]] | None = None
+) -> CaseResult:
     started = time.monotonic()
     result = CaseResult(
         "shared",
@@ -104,9 +224,10 @@ def run_shared_case(*, n: int, with_none: bool = True) -> CaseResult:
         "each process with its own cache folder. Makespan on the server, all processes "
         "together; bound from the tasks made, both lanes at the key's rate.",
     )
-    setups = [("none", 1), ("file", 2), ("file", 4), ("redis", 2), ("redis", 4)]
-    if with_none:
-        setups.append(("none", 2))
+    if setups is None:
+        setups = [("none", 1), ("file", 2), ("file", 4), ("redis", 2), ("redis", 4)]
+        if with_none:
+            setups.append(("none", 2))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-shared-") as tmp:
         redis = RedisServer.start(Path(tmp) / "redis")
@@ -121,6 +242,7 @@ def run_shared_case(*, n: int, with_none: bool = True) -> CaseResult:
                     f"exit {fig['codes']}",
                     flush=True,
                 )
+                print(f"[bench]     {' | '.join(_slots_row(fig)[1:])}", flush=True)
                 rows.append(fig)
         finally:
             redis.stop()
@@ -139,6 +261,22 @@ def run_shared_case(*, n: int, with_none: bool = True) -> CaseResult:
                 ]
                 for f in rows
             ],
+        )
+    )
+    result.tables.append(
+        (
+            "Where the slots went (slots of 50 ms; per process: first-last creation, last file)",
+            [
+                "store",
+                "loss create / status",
+                "last creation (ideal N-1)",
+                "not ready",
+                "status slots idle",
+                "ready→fetch",
+                "per process",
+                "lanes at the end (interval / the server's, 429s, paused)",
+            ],
+            [_slots_row(f) for f in rows],
         )
     )
     for f in rows:

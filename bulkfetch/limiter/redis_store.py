@@ -20,7 +20,7 @@ import anyio
 from yarl import URL
 
 from bulkfetch.errors import RateStoreError, UsageError
-from bulkfetch.limiter.shared_pace import FORGET_AFTER, KEEP_SLOTS, Grant
+from bulkfetch.limiter.shared_pace import FORGET_AFTER, KEEP_SLOTS, MAX_BLOCK, Grant
 from bulkfetch.limiter.store import Ticket
 
 __all__ = ["RedisStore"]
@@ -52,13 +52,16 @@ redis.call('EXPIRE', KEYS[2], tonumber(ARGV[7]))
 """
 
 # KEYS: lane hash, leases, recent slots. ARGV: owner, interval, slack, horizon, ttl,
-# forget_after, keep, unused_at, unused_spacing, since, keep_slots, history
+# forget_after, keep, unused_at, unused_spacing, since, keep_slots, history, unused_count,
+# block, max_block. The lease first: a block is only for the one process alive.
 _TAKE = (
     _READ
+    + _LEASE
     + """
-if ARGV[8] ~= '' and math.abs(next_at - (tonumber(ARGV[8]) + tonumber(ARGV[9]))) <= 1e-6 then
+if ARGV[8] ~= '' and math.abs(next_at - (tonumber(ARGV[8])
+    + tonumber(ARGV[13]) * tonumber(ARGV[9]))) <= 1e-6 then
   next_at = tonumber(ARGV[8])
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], next_at, next_at)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], next_at - 1e-6, '+inf')
 end
 local horizon = tonumber(ARGV[4])
 if now - used > tonumber(ARGV[6]) or math.max(next_at, paused) - now > horizon
@@ -70,11 +73,19 @@ local spacing = math.max(tonumber(ARGV[2]), limit)
 local base = next_at
 if now - next_at > tonumber(ARGV[3]) then base = now end
 local at = math.max(base, paused)
-redis.call('HSET', KEYS[1], 'next_at', f(at + spacing), 'limit', f(limit),
+local count = 1
+local block = tonumber(ARGV[14])
+if processes == 1 and block > 0 and spacing > 0 then
+  count = math.max(1, math.min(tonumber(ARGV[15]), math.floor(block / spacing + 1e-9)))
+end
+redis.call('HSET', KEYS[1], 'next_at', f(at + count * spacing), 'limit', f(limit),
   'strict', strict, 'paused', f(paused), 'used', f(now), 'refusals', refusals)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[7]))
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[12]))
-redis.call('ZADD', KEYS[3], at, ARGV[1] .. '|' .. f(at))
+for i = 0, count - 1 do
+  local slot = at + i * spacing
+  redis.call('ZADD', KEYS[3], slot, ARGV[1] .. '|' .. f(slot))
+end
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -1 - tonumber(ARGV[11]))
 redis.call('EXPIRE', KEYS[3], tonumber(ARGV[7]))
 local since = '-inf'
@@ -87,11 +98,8 @@ for i = 1, #seen, 2 do
     others[#others + 1] = f(tonumber(seen[i + 1]) - now)
   end
 end
-"""
-    + _LEASE
-    + """
 return {f(at), f(at - now), f(spacing), f(limit), strict,
-  refusals, processes, others}
+  refusals, processes, others, count}
 """
 )
 
@@ -206,14 +214,18 @@ class RedisStore:
         unused: Grant | None = None,
         since: float = -math.inf,
         history: float = 0.0,
+        block: float = 0.0,
     ) -> Ticket:
         args = [owner, repr(interval), repr(slack), repr(horizon), repr(ttl)]
         args += [repr(FORGET_AFTER), str(KEEP)]
         args += [repr(unused.at), repr(unused.spacing)] if unused else ["", ""]
         args += [repr(since) if math.isfinite(since) else "", str(KEEP_SLOTS), repr(history)]
+        args += [str(unused.count if unused else 1), repr(block), str(MAX_BLOCK)]
         reply = await self._call("take", self._keys(lane), args)
-        at, delay, spacing, limit, strict, refusals, processes, others = reply
-        grant = Grant(float(at), float(spacing), float(limit), bool(int(strict)), int(refusals))
+        at, delay, spacing, limit, strict, refusals, processes, others, count = reply
+        grant = Grant(
+            float(at), float(spacing), float(limit), bool(int(strict)), int(refusals), int(count)
+        )
         seen = tuple(float(x) for x in others)
         return Ticket(grant, float(delay), int(processes), seen)
 

@@ -8,7 +8,9 @@ the run ends, expired within ``LEASE`` of a ``kill -9``) and hands each ``Limite
 own pacing (its ``acquire``) is the in-process source, used with ``--rate-store none``.
 
 A ``SharedLane`` reserves each slot in the store, sleeps to it, and confirms it (a 429
-elsewhere may have paused the lane meanwhile); it reports this process's 429s
+elsewhere may have paused the lane meanwhile); alone on the key, it reserves a block of
+slots at once (``shared_pace.BLOCK_SPAN``) and paces them out here, one change of the
+store for dozens of slots at high rates. It reports this process's 429s
 (``refused``, sent at once by ``serve``) so every process pauses and slows; and it
 tells the limiter what the store taught (``taught``). If the store fails mid-run, the
 lanes fall back to a pace of their own, the rate divided by the processes last seen
@@ -25,13 +27,14 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from bulkfetch.config import ApiKey, RunConfig
 from bulkfetch.errors import RateStoreError
-from bulkfetch.limiter.shared_pace import Grant, fallback_interval
+from bulkfetch.limiter.shared_pace import BLOCK_SPAN, Grant, fallback_interval
 from bulkfetch.limiter.store import FileStore, RateStore, default_store_dir, store_name
 
 __all__ = ["RateSession", "SharedLane", "open_rates"]
@@ -132,6 +135,10 @@ class SharedLane:
     """One lane's slots from the shared store, or from a fallback pace if it fails."""
 
     __slots__ = (
+        "_block",
+        "_block_held",
+        "_block_next",
+        "_block_offset",
         "_fallback_next",
         "_fallback_spacing",
         "_held",
@@ -153,6 +160,13 @@ class SharedLane:
         self._fallback_next = -math.inf
         self._fallback_spacing = 0.0
         self._since = -math.inf  # this process's previous slot (the store's clock)
+        # A block of slots reserved while alone on the key (the store's clock), paced out
+        # here: the local clock's time of its next slot, the local clock minus the
+        # store's, and the local time of the slot last taken from it.
+        self._block: Grant | None = None
+        self._block_next = -math.inf
+        self._block_offset = 0.0
+        self._block_held: float | None = None
         #: Other processes' slots learned with the last one (``clock``'s times): what the
         #: key sent besides this process, for reading a 429 (the limiter takes them).
         self.others: list[float] = []
@@ -173,6 +187,10 @@ class SharedLane:
         """Wait for a slot of the shared lane; returns when it was due (``clock``'s time)."""
         session = self.session
         while session.failed is None:
+            if (at := self._from_block(interval, slack, clock)) is not None:
+                if (wait := at - clock()) > 0:  # (a slot already due: no trip to the loop)
+                    await sleep(wait)
+                return at
             try:
                 ticket = await session.store.take(
                     self.name,
@@ -184,6 +202,7 @@ class SharedLane:
                     unused=self._unused,
                     since=self._since,
                     history=history,
+                    block=BLOCK_SPAN,
                 )
                 self._unused = None
                 self._since = ticket.grant.at
@@ -192,6 +211,15 @@ class SharedLane:
                 local_now = clock()
                 self.others += [local_now + offset for offset in ticket.others]
                 at = local_now + max(0.0, ticket.delay)
+                if ticket.grant.count > 1:
+                    # Alone on the key: the rest of the block is paced out here.
+                    self._block = ticket.grant
+                    self._block_offset = local_now + ticket.delay - ticket.grant.at
+                    self._block_next = at + max(interval, ticket.grant.spacing)
+                    self._block_held = at
+                    if (wait := at - clock()) > 0:
+                        await sleep(wait)
+                    return at
                 if ticket.delay <= 0:
                     self._held = ticket.grant
                     return at
@@ -204,6 +232,40 @@ class SharedLane:
             except RateStoreError as exc:
                 session.lost(exc)
         return await self._take_alone(interval, slack, clock, sleep)
+
+    def _from_block(
+        self, interval: float, slack: float, clock: Callable[[], float]
+    ) -> float | None:
+        """The next slot of the block this process holds (local clock), if one is left:
+        paced at the lane's interval, never closer than the block's spacing, and, like a
+        lane's own slots, counted from when it was due unless that is ``slack`` ago."""
+        block = self._block
+        if block is None:
+            return None
+        now, at = clock(), self._block_next
+        if now - at > slack:
+            at = now
+        # (Store times are wall-clock seconds, exact to a microsecond or so: 1e-6.)
+        last = block.at + (block.count - 1) * block.spacing + self._block_offset
+        if at > last + 1e-6:
+            self._block = self._block_held = None
+            return None
+        self._block_next = at + max(interval, block.spacing)
+        self._block_held = at
+        return at
+
+    def _drop_block(self) -> None:
+        """Stop pacing out the block; its slots not taken go back with the next take
+        (they are still the last reserved unless a newcomer came after them; any of them
+        past by then counts like a lane's late slot, within its slack)."""
+        block, self._block, self._block_held = self._block, None, None
+        if block is None:
+            return
+        start = self._block_next - self._block_offset
+        # Any share of a slot below one would do: the slot before ``start`` was used.
+        left = math.floor((block.end - start) / block.spacing + 1e-3)
+        if left >= 1:
+            self._unused = replace(block, at=block.end - left * block.spacing, count=left)
 
     async def _take_alone(
         self,
@@ -223,15 +285,20 @@ class SharedLane:
             await sleep(at - now)
 
     def give_back(self) -> None:
-        """The slot just taken was not used: return it with the next take."""
-        if self.session.failed is None:
-            self._unused, self._held = self._held, None
-        else:
+        """The slot just taken was not used: return it to the block it came from, or to
+        the store with the next take."""
+        if self.session.failed is not None:
             self._fallback_next -= self._fallback_spacing
+        elif self._block_held is not None:
+            self._block_next, self._block_held = self._block_held, None
+        else:
+            self._unused, self._held = self._held, None
 
     def refused(self, *, limit_interval: float, strict: bool, pause: float) -> None:
-        """This process got a 429: pause and teach every process."""
+        """This process got a 429: pause and teach every process; a block held is given
+        up (its slots were spaced by the pace the 429 just refused)."""
         if self.session.failed is None:
+            self._drop_block()
             self.session.report_refusal(self.name, limit_interval, strict, pause)
 
 

@@ -14,6 +14,16 @@ reservations interleave (fair sharing: each gets its turn), and one that goes id
 or dies holds none from its next turn on. A slot reserved and then not used (the work
 went away) is given back if nobody reserved after it (``give_back``).
 
+A process **alone on the key** (the only live lease) may reserve a *block* of slots in
+one change of the store (``take_slot``'s ``block``): the slots of the next ``BLOCK_SPAN``
+seconds, paced out locally. The store's next free slot moves past the whole block, so
+whoever comes next starts after it: never above the limit together. A block is at most
+``BLOCK_SPAN`` long, so a newcomer waits at most that long for its first slot, a 429
+reported by another process reaches the block's holder at its next change (at most that
+late), and a killed holder keeps no slot longer than that. At EOS's 10 a minute a block
+is one slot (no change at all); at thousands a second it spares the store (a file read,
+parsed and rewritten under a lock) all but one change in dozens.
+
 Times are the store's clock in seconds (the wall clock for the file, Redis's own ``TIME``
 across hosts); processes only ever see delays, so their clocks need not agree.
 """
@@ -25,8 +35,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 __all__ = [
+    "BLOCK_SPAN",
     "Grant",
     "LaneState",
+    "block_size",
     "fallback_interval",
     "give_back",
     "live_leases",
@@ -43,6 +55,10 @@ KEEP_SLOTS = 256
 #: A lane untouched this long starts afresh: a limit taught by a 429 last week (or a
 #: clock that jumped) must not slow today's run; a real limit teaches itself again.
 FORGET_AFTER = 900.0
+#: Seconds of slots a process alone on the key reserves at once, at most (see above).
+BLOCK_SPAN = 0.05
+#: Slots in one block, at most: a block's slots are remembered among the recent ones.
+MAX_BLOCK = KEEP_SLOTS // 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +93,13 @@ class Grant:
     limit_interval: float
     strict: bool
     refusals: int
+    #: Slots reserved from ``at`` on, ``spacing`` apart (more than one: a block).
+    count: int = 1
+
+    @property
+    def end(self) -> float:
+        """Where the next process's slot may start: one spacing after the last slot."""
+        return self.at + self.count * self.spacing
 
 
 def _fresh(state: LaneState, now: float, horizon: float) -> LaneState:
@@ -96,6 +119,14 @@ def others_since(state: LaneState, owner: str, since: float, upto: float) -> tup
     return tuple(at for at, who in state.recent if since < at <= upto and who != owner)
 
 
+def block_size(spacing: float, block: float) -> int:
+    """How many slots ``spacing`` apart fit in ``block`` seconds: 1 at least (a slot),
+    ``MAX_BLOCK`` at most."""
+    if block <= 0 or spacing <= 0:
+        return 1
+    return max(1, min(MAX_BLOCK, math.floor(block / spacing + 1e-9)))
+
+
 def take_slot(
     state: LaneState,
     now: float,
@@ -105,8 +136,10 @@ def take_slot(
     horizon: float,
     owner: str = "",
     history: float = 0.0,
+    block: float = 0.0,
 ) -> tuple[LaneState, Grant]:
-    """Reserve the lane's next free slot for a process pacing at ``interval``.
+    """Reserve the lane's next free slot for a process pacing at ``interval``; with
+    ``block`` (seconds: only for a process alone on the key), the slots of that long.
 
     Slots are spaced by the larger of the caller's interval and the limit the lane was
     taught, so one process's 429 slows all. A slot is counted from when the previous one
@@ -118,10 +151,13 @@ def take_slot(
     due = state.next_at
     base = due if now - due <= slack else now
     at = max(base, state.paused_until)
+    count = block_size(spacing, block)
     # Slots are remembered for ``history`` seconds (two windows: what a 429 is read by).
-    recent = tuple(r for r in state.recent if r[0] > now - history)[-(KEEP_SLOTS - 1) :]
-    new = replace(state, next_at=at + spacing, used_at=now, recent=(*recent, (at, owner)))
-    return new, Grant(at, spacing, new.limit_interval, new.strict, new.refusals)
+    recent = tuple(r for r in state.recent if r[0] > now - history)
+    mine = tuple((at + i * spacing, owner) for i in range(count))
+    recent = (*recent, *mine)[-KEEP_SLOTS:]
+    new = replace(state, next_at=at + count * spacing, used_at=now, recent=recent)
+    return new, Grant(at, spacing, new.limit_interval, new.strict, new.refusals, count)
 
 
 def slot_still_good(state: LaneState, at: float) -> bool:
@@ -131,10 +167,10 @@ def slot_still_good(state: LaneState, at: float) -> bool:
 
 
 def give_back(state: LaneState, grant: Grant) -> LaneState:
-    """Return an unused slot, if it is still the last one reserved (else it is lost,
-    which only ever slows the lane)."""
-    if math.isclose(state.next_at, grant.at + grant.spacing, rel_tol=0.0, abs_tol=1e-6):
-        recent = tuple(r for r in state.recent if r[0] != grant.at)
+    """Return unused slots (``grant``: one, or the rest of a block), if they are still the
+    last ones reserved (else they are lost, which only ever slows the lane)."""
+    if math.isclose(state.next_at, grant.end, rel_tol=0.0, abs_tol=1e-6):
+        recent = tuple(r for r in state.recent if r[0] < grant.at - 1e-6)
         return replace(state, next_at=grant.at, recent=recent)
     return state
 

@@ -130,11 +130,13 @@ class RateStore(Protocol):
         unused: Grant | None = None,
         since: float = -math.inf,
         history: float = 0.0,
+        block: float = 0.0,
     ) -> Ticket:
-        """Give back ``unused`` if it is still the last slot, renew ``owner``'s lease
-        for ``ttl`` seconds, and reserve the next slot; tell the other processes' slots
-        after ``since`` (this owner's previous ``grant.at``) and before this one, of
-        those kept ``history`` seconds."""
+        """Give back ``unused`` if they are still the last slots, renew ``owner``'s
+        lease for ``ttl`` seconds, and reserve the next slot, or the slots of ``block``
+        seconds if ``owner`` is the only process with a live lease; tell the other
+        processes' slots after ``since`` (this owner's previous ``grant.at``) and before
+        this one, of those kept ``history`` seconds."""
 
     async def confirm(self, lane: str, grant: Grant) -> bool:
         """Whether the reserved slot may still be used (no pause came since)."""
@@ -184,11 +186,13 @@ class FileStore:
     def __repr__(self) -> str:
         return f"<FileStore {self.path}>"
 
-    def _change(self, fd: int, change: Callable[[dict[str, Any], float], _T]) -> _T:
+    def _change(self, fd: int, change: Callable[[dict[str, Any], float], _T], write: bool) -> _T:
         """``change`` applied to the file's content, with the lock held."""
         raw = os.pread(fd, max(os.fstat(fd).st_size, 1), 0)
         data = self._parse(raw)
         result = change(data, _wall_clock())
+        if not write:
+            return result
         out = orjson.dumps(data)
         if out != raw:
             os.pwrite(fd, out, 0)
@@ -208,16 +212,20 @@ class FileStore:
             return {"kind": KIND, "version": VERSION, "lanes": {}, "leases": {}}
         return data
 
-    def _locked(self, fd: int, change: Callable[[dict[str, Any], float], _T]) -> _T:
+    def _locked(self, fd: int, change: Callable[[dict[str, Any], float], _T], write: bool) -> _T:
         """Wait for the locks (in a worker thread), then change."""
         with self._mutex:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel if the process dies
+            # Released by the kernel if the process dies. A read shares the lock with
+            # other readers (a confirm needs no write).
+            fcntl.flock(fd, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
             try:
-                return self._change(fd, change)
+                return self._change(fd, change, write)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
-    async def _apply(self, change: Callable[[dict[str, Any], float], _T]) -> _T:
+    async def _apply(
+        self, change: Callable[[dict[str, Any], float], _T], *, write: bool = True
+    ) -> _T:
         try:
             if self._fd is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,17 +234,17 @@ class FileStore:
             if self._mutex.acquire(blocking=False):
                 try:
                     try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        fcntl.flock(fd, (fcntl.LOCK_EX if write else fcntl.LOCK_SH) | fcntl.LOCK_NB)
                     except BlockingIOError:
                         pass  # another process holds it: wait in a thread
                     else:
                         try:
-                            return self._change(fd, change)
+                            return self._change(fd, change, write)
                         finally:
                             fcntl.flock(fd, fcntl.LOCK_UN)
                 finally:
                     self._mutex.release()
-            return await anyio.to_thread.run_sync(self._locked, fd, change)
+            return await anyio.to_thread.run_sync(self._locked, fd, change, write)
         except OSError as exc:
             raise RateStoreError(f"rate store {self.path}: {exc.strerror}") from None
 
@@ -252,8 +260,11 @@ class FileStore:
         unused: Grant | None = None,
         since: float = -math.inf,
         history: float = 0.0,
+        block: float = 0.0,
     ) -> Ticket:
         def change(data: dict[str, Any], now: float) -> Ticket:
+            data["leases"] = leases = renew_lease(_leases(data), owner, now, ttl)
+            processes = live_leases(leases, now)
             state = _lane(data, lane)
             if unused is not None:
                 state = give_back(state, unused)
@@ -265,16 +276,21 @@ class FileStore:
                 horizon=horizon,
                 owner=owner,
                 history=history,
+                block=block if processes == 1 else 0.0,
             )
             data["lanes"][lane] = _dump(state)
-            data["leases"] = leases = renew_lease(_leases(data), owner, now, ttl)
             others = tuple(at - now for at in others_since(state, owner, since, grant.at))
-            return Ticket(grant, grant.at - now, live_leases(leases, now), others)
+            return Ticket(grant, grant.at - now, processes, others)
 
         return await self._apply(change)
 
     async def confirm(self, lane: str, grant: Grant) -> bool:
-        return await self._apply(lambda data, _now: slot_still_good(_lane(data, lane), grant.at))
+        def still_good(data: dict[str, Any], _now: float) -> bool:
+            # Only the pause matters here: the lane's recent slots are not even read.
+            state = _lane(data, lane, recent=False)
+            return slot_still_good(state, grant.at)
+
+        return await self._apply(still_good, write=False)
 
     async def refused(
         self, lane: str, *, limit_interval: float, strict: bool, pause: float
@@ -312,7 +328,7 @@ def _wall_clock() -> float:
     return time.time()
 
 
-def _lane(data: dict[str, Any], name: str) -> LaneState:
+def _lane(data: dict[str, Any], name: str, *, recent: bool = True) -> LaneState:
     lanes = data.setdefault("lanes", {})
     raw = lanes.get(name)
     if not isinstance(raw, dict):
@@ -325,7 +341,9 @@ def _lane(data: dict[str, Any], name: str) -> LaneState:
             paused_until=float(raw.get("paused_until", -1e308)),
             used_at=float(raw.get("used_at", -1e308)),
             refusals=int(raw.get("refusals", 0)),
-            recent=tuple((float(at), str(who)) for at, who in raw.get("recent", ())),
+            recent=tuple((float(at), str(who)) for at, who in raw.get("recent", ()))
+            if recent
+            else (),
         )
     except (TypeError, ValueError):
         return LaneState()

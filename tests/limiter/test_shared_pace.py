@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bulkfetch.limiter.shared_pace import (
+    BLOCK_SPAN,
     FORGET_AFTER,
+    MAX_BLOCK,
     LaneState,
+    block_size,
     fallback_interval,
     give_back,
     live_leases,
@@ -173,3 +177,64 @@ def test_slots_are_remembered_for_the_history_asked_only() -> None:
             state, float(i), interval=1.0, slack=0.0, horizon=HORIZON, owner="a", history=3.0
         )
     assert [at for at, _ in state.recent] == [7.0, 8.0, 9.0]
+
+
+@given(
+    st.floats(min_value=1e-4, max_value=10.0),
+    st.lists(st.floats(min_value=0.0, max_value=0.2), min_size=1, max_size=20),
+)
+def test_a_block_holds_the_slots_of_its_span_and_the_next_asker_comes_after_it(
+    interval: float, gaps: list[float]
+) -> None:
+    """A process alone on the key reserves the slots of ``BLOCK_SPAN`` at once: they are
+    spaced like single slots, never more than ``MAX_BLOCK``, at least one, and whoever asks
+    next (a newcomer) gets a slot no closer than a spacing after the block's last."""
+    state, now, last = LaneState(), 100.0, -math.inf
+    for gap in gaps:
+        now += gap
+        state, grant = take_slot(
+            state, now, interval=interval, slack=0.0, horizon=HORIZON, block=BLOCK_SPAN
+        )
+        assert grant.count == block_size(grant.spacing, BLOCK_SPAN)
+        assert 1 <= grant.count <= MAX_BLOCK
+        assert grant.count == 1 or (grant.count - 1) * grant.spacing <= BLOCK_SPAN
+        assert grant.at - last >= interval * (1 - 1e-9)
+        last = grant.at + (grant.count - 1) * grant.spacing
+        assert state.next_at == grant.end
+    _, newcomer = take_slot(state, now, interval=interval, slack=0.0, horizon=HORIZON)
+    assert newcomer.at - last >= interval * (1 - 1e-9)
+    assert newcomer.count == 1
+
+
+def test_a_block_is_one_slot_at_eos_rates_and_dozens_at_thousands_a_second() -> None:
+    assert block_size(6.0, BLOCK_SPAN) == 1  # 10 a minute
+    assert block_size(0.05, BLOCK_SPAN) == 1  # 20 a second: a slot is the block's span
+    assert block_size(0.001, BLOCK_SPAN) == 50
+    assert block_size(1e-6, BLOCK_SPAN) == MAX_BLOCK
+    assert block_size(0.001, 0.0) == 1  # not alone: one slot
+
+
+@given(st.floats(min_value=1e-3, max_value=0.01), st.integers(min_value=0, max_value=60))
+def test_the_rest_of_a_block_is_given_back_only_if_still_the_last(
+    interval: float, used: int
+) -> None:
+    state, block = take_slot(
+        LaneState(),
+        50.0,
+        interval=interval,
+        slack=0.0,
+        horizon=HORIZON,
+        owner="a",
+        history=HORIZON,
+        block=BLOCK_SPAN,
+    )
+    used = min(used, block.count - 1)
+    rest = replace(block, at=block.at + used * block.spacing, count=block.count - used)
+    back = give_back(state, rest)
+    assert back.next_at == rest.at
+    assert [at for at, _ in back.recent] == [block.at + i * block.spacing for i in range(used)]
+    _, again = take_slot(back, 50.0, interval=interval, slack=0.0, horizon=HORIZON)
+    assert again.at == rest.at
+    # A newcomer reserved after the block: the rest is lost (only ever slower).
+    later, _ = take_slot(state, 50.0, interval=interval, slack=0.0, horizon=HORIZON)
+    assert give_back(later, rest) == later

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -14,8 +15,8 @@ import pytest
 from bulkfetch.config import ApiKey
 from bulkfetch.errors import RateStoreError, UsageError
 from bulkfetch.limiter.redis_store import RedisStore
-from bulkfetch.limiter.share import RateSession, SharedLane
-from bulkfetch.limiter.shared_pace import Grant
+from bulkfetch.limiter.share import LEASE, RateSession, SharedLane
+from bulkfetch.limiter.shared_pace import BLOCK_SPAN, Grant, block_size
 from bulkfetch.limiter.store import (
     FileStore,
     RateStore,
@@ -115,11 +116,49 @@ async def test_an_unused_slot_goes_to_the_next_asker(store: RateStore) -> None:
     assert delay == pytest.approx(INTERVAL, abs=EPS)
 
 
+async def test_alone_on_the_key_a_process_gets_a_block_and_a_newcomer_comes_after_it(
+    store: RateStore,
+) -> None:
+    fast = 0.001
+    alone = await store.take(
+        "status", "a", interval=fast, slack=0, horizon=60, ttl=5, history=9, block=BLOCK_SPAN
+    )
+    assert alone.processes == 1
+    assert alone.grant.count == block_size(fast, BLOCK_SPAN) > 1
+    newcomer = await store.take(
+        "status", "b", interval=fast, slack=0, horizon=60, ttl=5, history=9, block=BLOCK_SPAN
+    )
+    # Two leases now: one slot each, the newcomer's after a's whole block, told of it.
+    assert (newcomer.processes, newcomer.grant.count) == (2, 1)
+    assert newcomer.grant.at == pytest.approx(alone.grant.end, abs=1e-6)
+    assert len(newcomer.others) == alone.grant.count
+    again = await store.take(
+        "status", "a", interval=fast, slack=0, horizon=60, ttl=5, history=9, block=BLOCK_SPAN
+    )
+    assert again.grant.count == 1
+
+
+async def test_the_rest_of_a_block_goes_back_to_the_store(store: RateStore) -> None:
+    fast = 0.001
+    held = await store.take(
+        "create", "a", interval=fast, slack=0, horizon=60, ttl=5, history=9, block=BLOCK_SPAN
+    )
+    rest = replace(held.grant, at=held.grant.at + 3 * fast, count=held.grant.count - 3)
+    await store.renew("b", 5.0)
+    # (slack: the slots given back may be a few milliseconds past by now)
+    after = await store.take(
+        "create", "b", interval=fast, slack=1, horizon=60, ttl=5, history=9, unused=rest
+    )
+    assert after.grant.at == pytest.approx(rest.at, abs=1e-6)
+    assert len(after.others) == 3  # the block's slots used, not the ones given back
+
+
 async def test_a_429_pauses_all_teaches_all_and_voids_slots_in_the_pause(
     store: RateStore,
 ) -> None:
     await _take(store, "a")
     _, held = await _take(store, "b")
+    assert await store.confirm("create", held.grant)  # nothing paused the lane yet
     await store.refused("create", limit_interval=0.5, strict=True, pause=1.0)
     assert not await store.confirm("create", held.grant)
     delay, ticket = await _take(store, "b")
@@ -234,6 +273,66 @@ async def test_a_slow_process_never_sleeps_a_negative_delay(tmp_path: Path) -> N
     for _ in range(3):
         await _lane_take(lane, clock)
     assert all(s >= 0 for s in clock.slept)
+    await session.release()
+
+
+class _CountingStore(FileStore):
+    """A file store that counts its changes for ``take``."""
+
+    takes = 0
+
+    async def take(self, *args: object, **kwargs: object) -> Ticket:
+        self.takes += 1
+        return await super().take(*args, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_alone_a_lane_paces_a_block_out_with_one_change_of_the_store(
+    tmp_path: Path,
+) -> None:
+    """At thousands a second, a process alone on the key changes the file once a block
+    (about once in 50 slots, not once a slot), and its slots are still an interval apart;
+    once a second process holds a lease, the next change gives single slots again."""
+    fast = 0.001
+    store = _CountingStore(tmp_path / "x.json")
+    session = RateSession(store)
+    lane = session.lane("status")
+    clock = _Clock(step=0.0)
+    per_block = block_size(fast, BLOCK_SPAN)
+    slots = [await _lane_take(lane, clock, fast) for _ in range(4 * per_block + 10)]
+    assert store.takes == 5
+    assert min(b - a for a, b in itertools.pairwise(slots)) >= fast * (1 - 1e-9)
+    other = RateSession(FileStore(tmp_path / "x.json"))
+    assert await other.store.renew(other.owner, LEASE) == 2
+    for _ in range(per_block - 10):  # the rest of the block held: no change
+        await _lane_take(lane, clock, fast)
+    assert store.takes == 5
+    for _ in range(2):  # then one change a slot
+        await _lane_take(lane, clock, fast)
+    assert store.takes == 7
+    assert lane.taught is not None and lane.taught.count == 1
+    assert session.processes == 2
+    await other.release()
+    await session.release()
+
+
+async def test_a_429_gives_the_rest_of_the_block_back(tmp_path: Path) -> None:
+    """This process's 429 ends its block: the slots not yet due go back to the store, so
+    the lane goes on from the first of them (paused and slowed), not after the block."""
+    fast = 0.01
+    session = RateSession(FileStore(tmp_path / "x.json"))
+    lane = session.lane("create")
+    clock = _Clock(step=0.0)
+    take = lane.take(
+        interval=fast, slack=1.0, horizon=60, history=2, clock=clock, sleep=clock.sleep
+    )
+    await take
+    block = lane.taught
+    assert block is not None and block.count == block_size(fast, BLOCK_SPAN) > 2
+    await lane.take(interval=fast, slack=1.0, horizon=60, history=2, clock=clock, sleep=clock.sleep)
+    lane.refused(limit_interval=fast, strict=False, pause=0.0)
+    await lane.take(interval=fast, slack=1.0, horizon=60, history=2, clock=clock, sleep=clock.sleep)
+    assert lane.taught is not None
+    assert lane.taught.at == pytest.approx(block.at + 2 * block.spacing, abs=1e-6)
     await session.release()
 
 
