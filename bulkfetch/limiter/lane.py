@@ -42,13 +42,11 @@ from bulkfetch.config import Rate
 from bulkfetch.limiter.pacing import (
     KEEP_WINDOWS,
     Refusal,
-    counted_in_window,
-    jitter_margin,
-    limit_after_429,
+    lesson_of_429,
     pause_without_retry_after,
-    window_count_tells,
 )
 from bulkfetch.limiter.retry_after import bounded_pause
+from bulkfetch.limiter.round_trips import RoundTrips
 
 if TYPE_CHECKING:
     from bulkfetch.limiter.share import SharedLane
@@ -67,22 +65,18 @@ class Limiter:
         "_last_change",
         "_last_refusal",
         "_last_send",
-        "_latencies",
-        "_lateness",
         "_next_at",
-        "_outstanding",
         "_paused_until",
         "_refusals",
         "_searching",
         "_sleep",
         "_streak",
-        "bunching",
         "configured",
-        "jitter",
         "limit_interval",
         "name",
         "pauses",
         "rate_limited",
+        "round_trips",
         "shared",
         "strict",
     )
@@ -121,10 +115,8 @@ class Limiter:
         self.configured = rate
         #: Seconds per request the server is believed to allow.
         self.limit_interval = rate.interval
-        #: The spread of the delay from send to answer, measured (seconds).
-        self.jitter = 0.0
-        #: ``jitter`` plus the spread of how late requests went out after their slot.
-        self.bunching = 0.0
+        #: Requests on their way, and the spread of round trips and send times measured.
+        self.round_trips = RoundTrips(self.keep_latencies)
         #: 429s seen on this lane.
         self.rate_limited = 0
         #: The server spaces requests (a 429 came with fewer in the window than it allows).
@@ -135,9 +127,6 @@ class Limiter:
         self._searching = learn
         self._streak = 0
         self._accepted: list[float] = []  # send times the server accepted, ascending
-        self._outstanding: list[float] = []  # send times of requests not yet answered
-        self._latencies: deque[float] = deque(maxlen=self.keep_latencies)
-        self._lateness: deque[float] = deque(maxlen=self.keep_latencies)
         self._first_sent = math.inf  # when the lane first sent
         self._last_change = -math.inf  # when the pace last changed on a 429
         self._last_refusal: float | None = None  # send time of the 429 that changed it
@@ -155,6 +144,16 @@ class Limiter:
             f"jitter={self.jitter * 1000:.3g}ms "
             f"wait={max(0.0, self.ready_at() - self._clock()):.3g}s>"
         )
+
+    @property
+    def jitter(self) -> float:
+        """The spread of the delay from send to answer, measured (seconds)."""
+        return self.round_trips.jitter
+
+    @property
+    def bunching(self) -> float:
+        """``jitter`` plus the spread of how late requests went out after their slot."""
+        return self.round_trips.bunching
 
     @property
     def interval(self) -> float:
@@ -176,7 +175,8 @@ class Limiter:
     def spacing(self) -> bool:
         """Whether two sends are kept the server's interval plus the jitter apart: once
         a 429 showed the server spaces requests (``strict``), or while that is cheap."""
-        cheap = len(self._latencies) >= 4 and self.jitter <= self.cheap_jitter * self.limit_interval
+        known = self.round_trips.known >= 4
+        cheap = known and self.jitter <= self.cheap_jitter * self.limit_interval
         return self.strict or cheap
 
     def _per_window(self) -> float:
@@ -284,9 +284,8 @@ class Limiter:
         of a slot before any: a spacing limiter would refuse the second request of a run
         otherwise, and no window limiter minds a few slots spaced a little wider.
         """
-        if len(self._latencies) < 4:
-            seen = max(self._latencies, default=0.1 * self.limit_interval)
-            return self.limit_interval + seen
+        if self.round_trips.known < 4:
+            return self.limit_interval + self.round_trips.slowest(0.1 * self.limit_interval)
         return self.limit_interval + self.jitter if self.spacing else 0.0
 
     async def sending(self, due: float | None = None) -> float:
@@ -305,10 +304,8 @@ class Limiter:
                 break
             await self._sleep(at - now)
         self._last_send = now
-        self._outstanding.append(now)
+        self.round_trips.sent(now, due)
         self._first_sent = min(self._first_sent, now)
-        if due is not None:
-            self._lateness.append(max(0.0, now - due))
         return now
 
     def _answered(self, sent_at: float | None) -> tuple[float, float]:
@@ -316,15 +313,7 @@ class Limiter:
         now = self._clock()
         if sent_at is None:
             return now, now
-        i = bisect.bisect_left(self._outstanding, sent_at)
-        if i < len(self._outstanding) and self._outstanding[i] == sent_at:
-            del self._outstanding[i]
-        self._latencies.append(max(0.0, now - sent_at))
-        # Strict spacing pays the jitter between every two requests; a window pays a
-        # share of it, and of how late requests went out, once per window.
-        self.jitter = jitter_margin(self._latencies, interval=self.limit_interval)
-        late = jitter_margin(self._lateness, interval=self.limit_interval)
-        self.bunching = self.jitter + late
+        self.round_trips.answered(sent_at, now, interval=self.limit_interval)
         return now, sent_at
 
     def succeeded(self, sent_at: float | None = None) -> None:
@@ -361,7 +350,7 @@ class Limiter:
         self.rate_limited += 1
         # Requests sent before this one and not answered yet reached the server first:
         # counted as accepted (the 429s among them will be echoes).
-        earlier = self._outstanding[: bisect.bisect_left(self._outstanding, sent)]
+        earlier = self.round_trips.sent_before(sent)
         accepted = sorted(self._accepted + earlier) if earlier else self._accepted
         refusal = Refusal(
             sent_at=sent,
@@ -376,23 +365,12 @@ class Limiter:
         )
         echo = sent < self._last_change
         if not echo:
-            in_window = len(accepted) - bisect.bisect_right(accepted, sent - refusal.window)
-            allowed = math.floor(refusal.window / self.limit_interval + 1e-9)
-            if counted_in_window(refusal) and not self._searching:
-                # A window's limit, read from its count (a searching lane's count is
-                # short because it was slower than the limit for most of the window).
-                self.strict = False
-            elif in_window < allowed or not window_count_tells(refusal):
-                # Refused with room left in the window (or too early to tell): the
-                # server may space requests, so the jitter must fit between every two.
-                self.strict = True
-            learned = limit_after_429(refusal)
-            if self._searching:
-                # The first refusal of a search: the limit lies between this pace and
-                # the last one that passed, one search step slower. A window's count
-                # says less here: the lane was slower than the limit for most of it.
-                learned = min(learned, self.limit_interval * self.search_speedup)
-            self.limit_interval = max(self.limit_interval, learned)
+            lesson = lesson_of_429(
+                refusal, searching=self._searching, search_speedup=self.search_speedup
+            )
+            if lesson.strict is not None:
+                self.strict = lesson.strict
+            self.limit_interval = lesson.limit_interval
             self._last_change = now
             self._refusals.append(sent)
             self._last_refusal = sent

@@ -32,9 +32,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "Lesson",
     "Refusal",
     "counted_in_window",
     "jitter_margin",
+    "lesson_of_429",
     "limit_after_429",
     "pause_without_retry_after",
     "window_count_tells",
@@ -213,3 +215,38 @@ def pause_without_retry_after(refusal: Refusal, new_interval: float) -> float:
     oldest_to_leave = in_window[len(in_window) - allowed]
     wait = oldest_to_leave + r.window - r.sent_at
     return min(max(wait, new_interval), r.window)
+
+
+@dataclass(frozen=True, slots=True)
+class Lesson:
+    """What a 429 (not an echo of an earlier one) teaches a lane."""
+
+    #: The seconds per request the server allows, at least what the lane believed.
+    limit_interval: float
+    #: Whether the server spaces requests: True, False, or None where the 429 cannot tell.
+    strict: bool | None
+
+
+def lesson_of_429(refusal: Refusal, *, searching: bool, search_speedup: float) -> Lesson:
+    """The limit and the kind of limiter one 429 shows, for a lane that was ``searching``
+    (``--learn-rates`` speeding up before any 429) or not.
+
+    A window's count that explains the refusal says the server counts in a window, unless
+    the lane was searching: its count is short because it was slower than the limit for
+    most of the window. Room left in the window (or a lane too young to tell) says the
+    server may space requests, so the jitter must fit between every two.
+    """
+    accepted = refusal.accepted
+    in_window = len(accepted) - bisect.bisect_right(accepted, refusal.sent_at - refusal.window)
+    allowed = math.floor(refusal.window / refusal.limit_interval + 1e-9)
+    strict: bool | None = None
+    if counted_in_window(refusal) and not searching:
+        strict = False
+    elif in_window < allowed or not window_count_tells(refusal):
+        strict = True
+    learned = limit_after_429(refusal)
+    if searching:
+        # The first refusal of a search: the limit lies between this pace and the last
+        # one that passed, one search step slower.
+        learned = min(learned, refusal.limit_interval * search_speedup)
+    return Lesson(max(refusal.limit_interval, learned), strict)
