@@ -14,6 +14,7 @@ from bulkfetch.limiter.pacing import (
     Refusal,
     counted_in_window,
     jitter_margin,
+    lesson_of_429,
     limit_after_429,
     pause_without_retry_after,
     window_count_tells,
@@ -210,3 +211,43 @@ def test_a_window_s_count_shows_a_window_server_but_jitter_does_not() -> None:
         first_sent=0.0,
     )
     assert not counted_in_window(young)
+
+
+def _refused_after(k: int, *, first_sent: float) -> Refusal:
+    """A 429 at t=10 for a lane that believed 10/s, after ``k`` accepted in the last 1 s."""
+    accepted = [9.0 + (i + 1) / (k + 1) for i in range(k)]
+    return Refusal(
+        sent_at=10.0,
+        limit_interval=0.1,
+        pace=0.1,
+        window=1.0,
+        accepted=accepted,
+        first_sent=first_sent,
+    )
+
+
+def test_a_429_with_the_window_half_full_reads_a_window_limit() -> None:
+    lesson = lesson_of_429(_refused_after(5, first_sent=0.0), searching=False, search_speedup=1.1)
+    assert lesson.strict is False  # a window counter: the jitter need not fit between two
+    assert lesson.limit_interval == pytest.approx(0.2)  # 5 per window
+
+
+def test_a_429_to_a_lane_younger_than_a_window_suspects_spacing() -> None:
+    young = _refused_after(3, first_sent=9.5)
+    lesson = lesson_of_429(young, searching=False, search_speedup=1.1)
+    assert lesson.strict is True  # too young to read the count: the server may space
+    assert lesson.limit_interval >= 0.1
+
+
+def test_a_searching_lane_slows_one_step_whatever_its_count_says() -> None:
+    lesson = lesson_of_429(_refused_after(5, first_sent=0.0), searching=True, search_speedup=1.1)
+    assert lesson.limit_interval == pytest.approx(0.11)
+    assert lesson.strict is True  # refused with room left in the window
+
+
+@given(st.integers(min_value=0, max_value=30), st.floats(min_value=0.0, max_value=9.9))
+def test_a_lesson_never_speeds_a_lane_up(k: int, first_sent: float) -> None:
+    refusal = _refused_after(k, first_sent=first_sent)
+    for searching in (False, True):
+        lesson = lesson_of_429(refusal, searching=searching, search_speedup=1.1)
+        assert lesson.limit_interval >= refusal.limit_interval
