@@ -261,9 +261,11 @@ class StatusLane:
             log.debug("status lane: 429, pausing %.3gs", pause)
             run.poller.retry_later(key, at=run.clock())
             return
-        except TaskGone:
+        except TaskGone as exc:
             run.poller.remove(key)
-            run.outcomes.expired(key, why="EOS no longer knows the task (404)", gone_at=run.clock())
+            said = f" (HTTP {exc.status})" if exc.status else ""
+            why = f"EOS no longer knows the task{said}"
+            run.outcomes.expired(key, why=why, gone_at=run.clock())
             return
         except ApiError as exc:
             run.outcomes.api_failure(record, exc, creating=False)
