@@ -38,6 +38,7 @@ __all__ = [
     "jitter_margin",
     "lesson_of_429",
     "limit_after_429",
+    "located_count",
     "pause_without_retry_after",
     "window_count_tells",
 ]
@@ -93,11 +94,44 @@ class Refusal:
     #: Send time of the earliest refusal since which ``accepted`` is complete (None: use
     #: ``previous``).
     first_refusal: float | None = None
+    #: Seconds the 429's ``Retry-After`` asked for (None: absent or unreadable).
+    retry_after: float | None = None
 
 
 def _count_between(times: Sequence[float], lo: float, hi: float) -> int:
     """Times in ``(lo, hi]`` (``times`` ascending)."""
     return bisect.bisect_right(times, hi) - bisect.bisect_right(times, lo)
+
+
+#: Retry-After, in the lane's intervals, from which it may locate a window's count: a
+#: spacing limiter asks for less than one interval, a token bucket for about one.
+LOCATES = 2.0
+#: Slack on where a located window starts: a Retry-After rounded up to whole seconds
+#: starts it up to a second late (at most half an interval, so a fast lane misses nothing).
+LOCATE_SLACK = 1.0
+
+
+def located_count(refusal: Refusal) -> int | None:
+    """The limit a window counter's ``Retry-After`` shows, or None where it shows none.
+
+    A server that counts in a window and says when the next request fits points at the
+    moment its count drops: a sliding log's oldest request leaving, a calendar window's
+    end. Either way the requests it accepted from that moment's window start
+    (``sent + retry_after - window``) up to the refusal are exactly what it allows, where
+    the count of the last ``window`` (a calendar window straddled, a lane younger than a
+    window) is not. Read only from a wait of at least ``LOCATES`` intervals (a spacing
+    limiter or a bucket asks for about one) and at most a window (a whole window asked
+    whatever the wait locates nothing: its start is the refusal itself), and only where
+    it finds at least two requests.
+    """
+    r = refusal
+    ra = r.retry_after
+    if ra is None or not LOCATES * r.limit_interval <= ra <= r.window:
+        return None
+    slack = min(LOCATE_SLACK, 0.5 * r.limit_interval)
+    start = r.sent_at + ra - r.window - slack
+    k = bisect.bisect_right(r.accepted, r.sent_at) - bisect.bisect_left(r.accepted, start)
+    return k if k >= 2 else None
 
 
 #: Requests accepted since the last refusal below which a new one is "hot on its heels":
@@ -174,7 +208,10 @@ def limit_after_429(refusal: Refusal) -> float:
     # clearly slower than that is the server's (a bucket refilling slower than the lane
     # sends); otherwise the refusal was a pair bunched on the way.
     estimate = between if between > r.pace * SLOWER else 0.0
-    if window_count_tells(r):
+    located = located_count(r)
+    if located is not None:
+        estimate = r.window / located
+    elif window_count_tells(r):
         k = _count_between(r.accepted, r.sent_at - r.window, r.sent_at)
         estimate = r.window / max(k, 1)
         if estimate <= r.limit_interval:
@@ -240,7 +277,8 @@ def lesson_of_429(refusal: Refusal, *, searching: bool, search_speedup: float) -
     in_window = len(accepted) - bisect.bisect_right(accepted, refusal.sent_at - refusal.window)
     allowed = math.floor(refusal.window / refusal.limit_interval + 1e-9)
     strict: bool | None = None
-    if counted_in_window(refusal) and not searching:
+    counts = located_count(refusal) is not None or counted_in_window(refusal)
+    if counts and not searching:
         strict = False
     elif in_window < allowed or not window_count_tells(refusal):
         strict = True

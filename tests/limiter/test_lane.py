@@ -318,6 +318,18 @@ def test_rates_twice_too_high_converge_within_three_429s(kind: str, form: str) -
     assert outcome.span < 199 * 6.0 * 1.6
 
 
+@pytest.mark.parametrize("form", ["float", "int", "date"])
+@pytest.mark.parametrize("kind", ["sliding", "fixed"])
+def test_a_window_counter_whose_retry_after_locates_its_window_costs_one_429(
+    kind: str, form: str
+) -> None:
+    """Its wait points at when its count drops, so the first 429, even to a lane younger
+    than a window, tells the limit (``pacing.located_count``)."""
+    outcome = drive(kind, factor=2.0, form=form, jitter=0.05)
+    assert outcome.refused == 1
+    assert 0.99 < outcome.pace < 1.05
+
+
 @pytest.mark.parametrize("kind", LIMITER_KINDS)
 def test_rates_twice_too_low_are_learned(kind: str) -> None:
     """A search ends on a refusal, and a calendar window that straddles it may take one or

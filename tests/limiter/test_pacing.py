@@ -16,6 +16,7 @@ from bulkfetch.limiter.pacing import (
     jitter_margin,
     lesson_of_429,
     limit_after_429,
+    located_count,
     pause_without_retry_after,
     window_count_tells,
 )
@@ -251,3 +252,105 @@ def test_a_lesson_never_speeds_a_lane_up(k: int, first_sent: float) -> None:
     for searching in (False, True):
         lesson = lesson_of_429(refusal, searching=searching, search_speedup=1.1)
         assert lesson.limit_interval >= refusal.limit_interval
+
+
+# -- what an exact Retry-After locates --------------------------------------------------------
+
+
+def _young_refusal(retry_after: float | None, *, start: float = 0.0) -> Refusal:
+    """A lane configured at twice a 10/min server's rate, 30 s old: 10 accepted 3 s apart
+    from ``start``, the 11th refused at ``start + 30``."""
+    return Refusal(
+        sent_at=start + 30.0,
+        limit_interval=3.0,
+        pace=3.0,
+        window=W,
+        accepted=sends(start, 3.0, 10),
+        first_sent=start,
+        retry_after=retry_after,
+    )
+
+
+def test_a_sliding_logs_exact_retry_after_locates_its_limit_at_the_first_429() -> None:
+    """The oldest request leaves at 60 s: the wait (30 s) points at it, and the 10 from it
+    to the refusal are the limit, although the lane is younger than a window."""
+    refusal = _young_refusal(30.0)
+    assert not counted_in_window(refusal)  # the window's count alone cannot be read yet
+    assert located_count(refusal) == 10
+    assert limit_after_429(refusal) == pytest.approx(T)
+    lesson = lesson_of_429(refusal, searching=False, search_speedup=1.1)
+    assert lesson.limit_interval == pytest.approx(T)
+    assert lesson.strict is False
+
+
+def test_rounded_up_to_whole_seconds_it_locates_the_same_limit() -> None:
+    assert located_count(_young_refusal(30.4)) == 10
+    assert located_count(_young_refusal(31.0)) == 10
+
+
+def test_a_calendar_windows_retry_after_counts_from_the_window_start() -> None:
+    """A fixed window from 0 to 60 s; the lane sent 5 in the window before (at 3 s apart
+    from -15) and 10 in this one: its last 60 s hold 15, its window 10."""
+    accepted = sends(-15.0, 3.0, 15)
+    refusal = Refusal(
+        sent_at=30.0,
+        limit_interval=3.0,
+        pace=3.0,
+        window=W,
+        accepted=accepted,
+        first_sent=-15.0,
+        retry_after=30.0,
+    )
+    assert located_count(refusal) == 10  # from 0 (= 30 + 30 - 60) to the refusal
+    assert limit_after_429(refusal) == pytest.approx(T)
+
+
+@pytest.mark.parametrize(
+    "retry_after",
+    [
+        None,  # absent
+        W,  # a whole window whatever the wait: its start is the refusal itself
+        1.0,  # a spacing limiter's: less than an interval
+        3.0,  # a token bucket's: about one interval
+        W + 1.0,  # more than a window: no window count explains it
+    ],
+)
+def test_a_retry_after_that_locates_nothing_is_not_read(retry_after: float | None) -> None:
+    assert located_count(_young_refusal(retry_after)) is None
+
+
+def test_a_located_window_needs_two_requests_in_it() -> None:
+    """A spacing limiter at a third of the lane's rate refuses its second request with a
+    wait of two of the lane's intervals: one request in the window located, not a limit."""
+    refusal = Refusal(
+        sent_at=2.0,
+        limit_interval=2.0,
+        pace=2.0,
+        window=W,
+        accepted=[0.0],
+        first_sent=0.0,
+        retry_after=4.0,
+    )
+    assert located_count(refusal) is None
+
+
+@given(
+    k=st.integers(0, 30),
+    retry_after=st.one_of(st.none(), st.floats(0.0, 200.0)),
+    first_sent=st.floats(0.0, 29.0),
+)
+def test_what_retry_after_locates_never_speeds_a_lane_up(
+    k: int, retry_after: float | None, first_sent: float
+) -> None:
+    accepted = sorted(first_sent + (30.0 - first_sent) * i / (k + 1) for i in range(k))
+    refusal = Refusal(
+        sent_at=30.0,
+        limit_interval=3.0,
+        pace=3.0,
+        window=W,
+        accepted=accepted,
+        first_sent=first_sent,
+        retry_after=retry_after,
+    )
+    lesson = lesson_of_429(refusal, searching=False, search_speedup=1.1)
+    assert refusal.limit_interval <= lesson.limit_interval <= max(W, 2 * refusal.pace)
