@@ -19,7 +19,8 @@ condition that it is still the object just completed (its size and metadata, the
 ETag): the object is whole under its key from the completion on, only its metadata grows.
 Where uploads declare sha256 checksums (:func:`~bulkfetch.sink.object_store.s3_checksum`),
 the copy asks for one too, so S3's own checksum of the object becomes the whole object's
-sha256 (a multipart upload's is a checksum of its parts' checksums).
+sha256 (a multipart upload's, or a multipart copy's above 5 GiB, is a checksum of its
+parts' checksums).
 """
 
 from __future__ import annotations
