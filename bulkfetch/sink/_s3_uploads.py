@@ -33,7 +33,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from bulkfetch.sink.destination import StoreUrl
-from bulkfetch.sink.object_store import s3_checksum
+from bulkfetch.sink.object_store import merged_metadata, s3_checksum
 
 __all__ = ["abort_leftover_uploads", "add_metadata"]
 
@@ -120,16 +120,15 @@ def add_metadata(url: StoreUrl, relative: str, size: int, metadata: Mapping[str,
         key = base + relative
         head = client.head_object(Bucket=url.bucket, Key=key)
         had = {str(k).lower(): str(v) for k, v in head.get("Metadata", {}).items()}
-        if int(head["ContentLength"]) != size or any(
-            metadata.get(k, v) != v for k, v in had.items()
-        ):
+        wanted = merged_metadata(had, metadata)
+        if int(head["ContentLength"]) != size or wanted is None:
             log.warning("%s/%s changed before its metadata was added: left as it is", url, relative)
             return False
-        if all(had.get(k) == v for k, v in metadata.items()):
+        if wanted == had:
             return True
         extra = {name: head[name] for name in _KEPT if head.get(name)}
         extra |= {
-            "Metadata": had | dict(metadata),
+            "Metadata": wanted,
             "MetadataDirective": "REPLACE",
             "CopySourceIfMatch": head["ETag"],
         }

@@ -57,6 +57,7 @@ __all__ = [
     "Head",
     "ObjectStore",
     "describe",
+    "merged_metadata",
     "s3_checksum",
     "store_error",
 ]
@@ -146,6 +147,17 @@ def s3_checksum(environ: Mapping[str, str]) -> str | None:
     if environ.get("AWS_REQUEST_CHECKSUM_CALCULATION", "").strip().lower() == "when_required":
         return None
     return "sha256"
+
+
+def merged_metadata(had: Mapping[str, str], adding: Mapping[str, str]) -> dict[str, str] | None:
+    """An object's metadata ``had`` with ``adding`` added, or None where ``had`` holds
+    another value for a name of ``adding`` (someone else's object: leave it alone).
+    Names are compared lower-case, as the services compare them."""
+    before = {k.lower(): v for k, v in had.items()}
+    after = {k.lower(): v for k, v in adding.items()}
+    if any(before.get(k, v) != v for k, v in after.items()):
+        return None
+    return before | after
 
 
 def describe(exc: BaseException) -> str:

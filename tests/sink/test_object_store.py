@@ -6,7 +6,13 @@ import pytest
 from obstore.store import MemoryStore, S3Store
 
 from bulkfetch.sink.destination import StoreUrl
-from bulkfetch.sink.object_store import META_KEY, META_SHA256, ObjectStore, s3_checksum
+from bulkfetch.sink.object_store import (
+    META_KEY,
+    META_SHA256,
+    ObjectStore,
+    merged_metadata,
+    s3_checksum,
+)
 
 
 @pytest.mark.parametrize(
@@ -64,3 +70,19 @@ def test_metadata_names_are_identifiers_on_azure_only() -> None:
         "bulkfetch_key",
         "bulkfetch_sha256",
     )
+
+
+@pytest.mark.parametrize(
+    ("had", "adding", "merged"),
+    [
+        ({"k": "1"}, {"k": "1", "sha": "a"}, {"k": "1", "sha": "a"}),
+        ({"K": "1", "other": "x"}, {"k": "1", "sha": "a"}, {"k": "1", "other": "x", "sha": "a"}),
+        ({}, {"k": "1"}, {"k": "1"}),
+        ({"k": "2"}, {"k": "1", "sha": "a"}, None),  # another job's object: left alone
+        ({"k": "1", "sha": "b"}, {"k": "1", "sha": "a"}, None),
+    ],
+)
+def test_metadata_is_added_only_where_nothing_says_otherwise(
+    had: dict[str, str], adding: dict[str, str], merged: dict[str, str] | None
+) -> None:
+    assert merged_metadata(had, adding) == merged
