@@ -5,17 +5,28 @@ simulator (another process) serves a generated TIFF of each size, as in case 5. 
 size and repeat:
 
 1. ``bulkfetch run --out s3://bench/...`` (a child process, measured with ``wait4``)
-   fetches the one job and streams it into a multipart upload; its throughput is from
-   the first byte received to the upload completed: the ``done`` event's ``seconds``
-   less the ``copy_seconds`` of the server-side copy that then adds the sha256 to the
-   object's metadata (S3 fixes metadata when an upload starts), which is reported apart
-   (and, as "done", with it);
+   fetches the one job and streams it into a multipart upload. Two figures:
+   **to the completed object**, from the first byte received to CompleteMultipartUpload
+   answered (the object whole under its key): the ``done`` event's ``seconds`` less the
+   ``copy_seconds`` of what follows; and **to done**, with that: the HEAD and the
+   server-side copy onto itself that adds the sha256 to the object's metadata (S3 fixes
+   metadata when an upload starts, before the sha256 is known);
 2. boto3's ``upload_file`` (in a child process of its own, defaults: 8 MiB parts, 10
    threads) uploads the very same bytes, which ``curl`` fetched from the simulator to a
-   local file first (so boto3 reads from the page cache, a head start bulkfetch lacks).
+   local file first (so boto3 reads from the page cache, a head start bulkfetch lacks),
+   from its call to its return (the object complete; boto3 sets no metadata after).
 
-Objects are deleted after each upload: moto holds them in memory. Best of the repeats
-for each, with the peak RSS of the bulkfetch process, which must stay flat in file size.
+The ratio compares the completed objects. The CPU each process used during each upload
+is reported too (moto's, the simulator's): on a 2-core machine moto, a Python server
+whose request handling holds one GIL, is the bottleneck of both clients, so what moto
+does with each upload's requests decides much of its speed. Both declare a checksum
+when they create the upload (boto3 CRC32, bulkfetch sha256): for an upload declaring
+none, moto computes a full-object checksum at completion over a second copy of the
+object (2.2 s more of its CPU for 500 MB; with
+``AWS_REQUEST_CHECKSUM_CALCULATION=when_required`` both clients declare none, and both
+slow down alike). Objects are deleted after
+each upload: moto holds them in memory. Best of the repeats for each, with the peak RSS
+of the bulkfetch process, which must stay flat in file size.
 """
 
 from __future__ import annotations
@@ -31,13 +42,21 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
 
 from benchmarks.common import CaseResult, job_params, write_manifest
-from benchmarks.procs import bulkfetch_cmd, child_env, free_port, sim_process, spawn, wait
+from benchmarks.procs import (
+    bulkfetch_cmd,
+    child_env,
+    cpu_seconds,
+    free_port,
+    sim_process,
+    spawn,
+    wait,
+)
 
 __all__ = ["run_object_store_case"]
 
@@ -63,7 +82,9 @@ class Upload:
     seconds: float  # first byte to the object complete under its key
     rss_mb: float
     cpu: float  # the process's user + system seconds, all threads
-    copy_seconds: float = 0.0  # then, the copy that adds the sha256 to its metadata
+    copy_seconds: float = 0.0  # then, the HEAD and copy that add the sha256 to its metadata
+    moto_cpu: float = 0.0  # moto's CPU seconds meanwhile (the copy included)
+    sim_cpu: float = 0.0  # the simulator's
 
     @property
     def mbps(self) -> float:
@@ -75,7 +96,8 @@ class Upload:
 
 
 @contextmanager
-def _moto() -> Iterator[dict[str, str]]:
+def _moto() -> Iterator[tuple[dict[str, str], int]]:
+    """moto's S3 server with the bench bucket: the clients' environment, and its pid."""
     port = free_port()
     proc, started = spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)])
     env = CREDENTIALS | {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
@@ -90,7 +112,7 @@ def _moto() -> Iterator[dict[str, str]]:
                     raise RuntimeError("moto's S3 server did not start") from None
                 time.sleep(0.1)
         _boto(env, "s3.create_bucket(Bucket=sys.argv[1])", BUCKET)
-        yield env
+        yield env, proc.pid
     finally:
         proc.terminate()
         wait(proc, started)
@@ -156,7 +178,7 @@ def run_object_store_case(*, sizes: list[int], repeats: int) -> CaseResult:
     )
     rows: list[list[str]] = []
     best: dict[int, tuple[Upload, Upload]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-s3-") as tmp, _moto() as env:
+    with tempfile.TemporaryDirectory(prefix="bench-s3-") as tmp, _moto() as (env, moto_pid):
         work = Path(tmp)
         manifest = write_manifest(work / "big.jsonl", [job_params(0, fmt="tiff")])
         for size in sizes:
@@ -171,13 +193,23 @@ def run_object_store_case(*, sizes: list[int], repeats: int) -> CaseResult:
             source = work / f"result-{size}.tif"
             with sim_process(*flags) as sim:
                 for rep in range(repeats):
-                    ours.append(_bulkfetch(sim.api_url, manifest, f"bf-{size}-{rep}", env))
+                    moto_before, sim_before = cpu_seconds(moto_pid), sim.cpu_seconds()
+                    upload = _bulkfetch(sim.api_url, manifest, f"bf-{size}-{rep}", env)
+                    ours.append(
+                        replace(
+                            upload,
+                            moto_cpu=cpu_seconds(moto_pid) - moto_before,
+                            sim_cpu=sim.cpu_seconds() - sim_before,
+                        )
+                    )
                     if not source.exists():
                         with urllib.request.urlopen(f"{sim.url}/_sim/tasks") as answer:
                             task = json.loads(answer.read())[-1]
                         url = f"{sim.url}/_sim/results/{task['task_id']}"
                         subprocess.run(["curl", "-sS", "-o", str(source), url], check=True)
-                    theirs.append(_boto_upload(source, f"boto-{size}-{rep}", env))
+                    moto_before = cpu_seconds(moto_pid)
+                    upload = _boto_upload(source, f"boto-{size}-{rep}", env)
+                    theirs.append(replace(upload, moto_cpu=cpu_seconds(moto_pid) - moto_before))
             if ours[0].size != source.stat().st_size:
                 raise RuntimeError(f"boto3 uploaded {source.stat().st_size}, bulkfetch {size}")
             # Only the first MB: a harness grown by the whole file would hand its size on to
@@ -200,12 +232,15 @@ def run_object_store_case(*, sizes: list[int], repeats: int) -> CaseResult:
                     f"{max(u.rss_mb for u in ours):.0f}",
                     f"{max(u.rss_mb for u in theirs):.0f}",
                     f"{min(u.cpu for u in ours):.1f} / {min(u.cpu for u in theirs):.1f}",
+                    f"{min(u.moto_cpu for u in ours):.1f} / {min(u.moto_cpu for u in theirs):.1f}",
+                    f"{min(u.sim_cpu for u in ours):.1f}",
                     digest,
                 ]
             )
     result.tables.append(
         (
-            "Throughput in MB/s (10^6 bytes) to the completed object; peak RSS of each process",
+            "Throughput in MB/s (10^6 bytes) to the completed object (and to done, with the "
+            "metadata copy); peak RSS and CPU of each process",
             [
                 "size",
                 "boto3 upload_file MB/s",
@@ -216,6 +251,8 @@ def run_object_store_case(*, sizes: list[int], repeats: int) -> CaseResult:
                 "bulkfetch peak RSS MiB",
                 "boto3 peak RSS MiB",
                 "CPU s bulkfetch / boto3",
+                "moto's CPU s for bulkfetch's (with the copy) / boto3's",
+                "simulator CPU s",
                 "first MB's sha256",
             ],
             rows,
@@ -236,13 +273,17 @@ def run_object_store_case(*, sizes: list[int], repeats: int) -> CaseResult:
     )
     result.paragraphs.append(
         f"**What it shows.** bulkfetch received the {big // MB} MB result from the simulator "
-        f"and had it complete in the bucket at {top.mbps:.0f} MB/s, {ratio:.2f} of boto3's "
-        f"`upload_file` of the same bytes from a local file ({boto_top.mbps:.0f} MB/s), with "
-        f"a peak RSS of {rss_big:.0f} MiB ({rss_small:.0f} MiB for {small // MB} MB). Then "
-        f"the copy onto itself that adds the sha256 to its metadata took "
-        f"{top.copy_seconds:.1f} s ({top.done_mbps:.0f} MB/s to done); boto3's upload sets "
-        f"no metadata. On this {os.cpu_count()}-core machine moto (a Python server) is the "
-        "bottleneck of both, and of the copy."
+        f"and had it complete in the bucket (CompleteMultipartUpload answered) at "
+        f"{top.mbps:.0f} MB/s, {ratio:.2f} of boto3's `upload_file` of the same bytes from a "
+        f"local file ({boto_top.mbps:.0f} MB/s), with a peak RSS of {rss_big:.0f} MiB "
+        f"({rss_small:.0f} MiB for {small // MB} MB). Then the HEAD and the copy onto itself "
+        f"that add the sha256 to its metadata took {top.copy_seconds:.1f} s: "
+        f"{top.done_mbps:.0f} MB/s to done; boto3's upload sets no metadata. On this "
+        f"{os.cpu_count()}-core machine moto, whose Python request handling holds one GIL, "
+        f"is the bottleneck of both: it used {top.moto_cpu:.1f} s of CPU for bulkfetch's "
+        f"run (the copy, which rewrites the object in moto, included) and "
+        f"{boto_top.moto_cpu:.1f} s for boto3's upload, the simulator "
+        f"{top.sim_cpu:.1f} s to serve the result."
     )
     result.seconds = time.monotonic() - started
     return result

@@ -29,6 +29,7 @@ __all__ = [
     "SimProcess",
     "bulkfetch_cmd",
     "child_env",
+    "cpu_seconds",
     "free_port",
     "sim_process",
     "spawn",
@@ -120,11 +121,16 @@ class SimProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU the simulator has used so far (``/proc``; 0 where there is none)."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU process ``pid`` has used so far (``/proc``; 0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager

@@ -17,6 +17,10 @@ is created, and a result's sha256 is known only once its last byte has been stre
 copy onto itself (``MetadataDirective=REPLACE``, a multipart copy above 5 GiB), on the
 condition that it is still the object just completed (its size and metadata, then its
 ETag): the object is whole under its key from the completion on, only its metadata grows.
+Where uploads declare sha256 checksums (:func:`~bulkfetch.sink.object_store.s3_checksum`),
+the copy asks for one too, so S3's own checksum of the object becomes the whole object's
+sha256 (a multipart upload's, or a multipart copy's above 5 GiB, is a checksum of its
+parts' checksums).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from bulkfetch.sink.destination import StoreUrl
+from bulkfetch.sink.object_store import merged_metadata, s3_checksum
 
 __all__ = ["abort_leftover_uploads", "add_metadata"]
 
@@ -106,6 +111,7 @@ def add_metadata(url: StoreUrl, relative: str, size: int, metadata: Mapping[str,
     is conditional on its ETag. Returns whether the metadata is now there; a failure is
     logged, never raised (the ledger holds the values anyway).
     """
+    started = time.monotonic()  # the whole step, HEAD included: the run waits for it
     try:
         client, base = _s3(url)
         if client is None:
@@ -114,21 +120,23 @@ def add_metadata(url: StoreUrl, relative: str, size: int, metadata: Mapping[str,
         key = base + relative
         head = client.head_object(Bucket=url.bucket, Key=key)
         had = {str(k).lower(): str(v) for k, v in head.get("Metadata", {}).items()}
-        if int(head["ContentLength"]) != size or any(
-            metadata.get(k, v) != v for k, v in had.items()
-        ):
+        wanted = merged_metadata(had, metadata)
+        if int(head["ContentLength"]) != size or wanted is None:
             log.warning("%s/%s changed before its metadata was added: left as it is", url, relative)
             return False
-        if all(had.get(k) == v for k, v in metadata.items()):
+        if wanted == had:
             return True
         extra = {name: head[name] for name in _KEPT if head.get(name)}
         extra |= {
-            "Metadata": had | dict(metadata),
+            "Metadata": wanted,
             "MetadataDirective": "REPLACE",
             "CopySourceIfMatch": head["ETag"],
         }
+        if s3_checksum(os.environ) == "sha256":
+            # S3 computes the copy's checksum over the whole object: the sha256 the
+            # metadata names, now S3's own too (the upload's was of its parts' sha256s).
+            extra["ChecksumAlgorithm"] = "SHA256"
         source = {"Bucket": url.bucket, "Key": key}
-        started = time.monotonic()
         if size <= _COPY_MAX:
             client.copy_object(CopySource=source, Bucket=url.bucket, Key=key, **extra)
         else:
@@ -138,7 +146,7 @@ def add_metadata(url: StoreUrl, relative: str, size: int, metadata: Mapping[str,
             client.copy(source, url.bucket, key, ExtraArgs=extra, Config=config)
         took = time.monotonic() - started
         log.debug(
-            "added the metadata of %s/%s by a copy onto itself in %.2fs",
+            "added the metadata of %s/%s by a HEAD and a copy onto itself in %.2fs",
             *(url, relative, took),
             extra={"fields": {"path": relative, "copy_seconds": round(took, 6)}},
         )

@@ -8,12 +8,14 @@ memory and PUT once checked, with its job key and sha256 as metadata. A bigger o
 streams into a multipart upload (memory bounded by ``PART_SIZE`` times
 :data:`UPLOAD_CONCURRENCY`, whatever the size) that is completed only after the check;
 anything else (a short body, a failure, SIGINT/SIGTERM) aborts it, so no object appears
-under its final key unless it is whole. S3 fixes an object's metadata when a multipart
-upload is created, before the sha256 is known: the upload is created with the job key,
-and once completed, the object is copied onto itself server-side with its sha256 added
-(:func:`~bulkfetch.sink._s3_uploads.add_metadata`, with boto3). Where that cannot be done
-(no boto3, Google Cloud Storage, Azure, a failed copy) the object carries its job key
-and the ledger its sha256; a run that lost its ledger hashes it once by reading it.
+under its final key unless it is whole. obstore takes an upload's metadata when it is
+opened, before the sha256 is known: the upload is opened with the job key, and once
+completed, the sha256 is added: on S3 by copying the object onto itself server-side
+(:func:`~bulkfetch.sink._s3_uploads.add_metadata`, with boto3), on Azure by a Set Blob
+Metadata at a URL obstore signs (:func:`~bulkfetch.sink._az_metadata.add_metadata`).
+Where that cannot be done (no boto3, Google Cloud Storage, an Azure credential that
+cannot sign, a failure) the object carries its job key and the ledger its sha256; a run
+that lost its ledger hashes it once by reading it.
 
 **Resume without a local disk.** :meth:`StoreSink.prepare` checks access (exit 4 before
 any creation), lists the prefix once, deletes probe objects a killed run left, HEADs every
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import obstore
-from obstore.store import S3Store
+from obstore.store import AzureStore, S3Store
 
 from bulkfetch.errors import StorageError
 from bulkfetch.ledger import JobRecord, JobState
@@ -151,15 +153,18 @@ class _Upload:
         return written_at
 
     def _add_sha256(self) -> None:
-        """The completed multipart object's sha256, into its metadata (S3 only: see the
-        module docstring). Best effort: the ledger has it anyway."""
-        if not isinstance(self._store.store, S3Store):
-            return
-        from bulkfetch.sink._s3_uploads import add_metadata
-
+        """The completed multipart object's sha256, into its metadata (S3 and Azure: see
+        the module docstring). Best effort: the ledger has it anyway."""
         metadata = {k: v for k, v in self._attributes.items() if k != "Content-Type"}
-        metadata[META_SHA256] = self.hexdigest()
-        add_metadata(self._store.url, self._path, self._size, metadata)
+        metadata[self._store.meta_name(META_SHA256)] = self.hexdigest()
+        if isinstance(self._store.store, S3Store):
+            from bulkfetch.sink._s3_uploads import add_metadata
+
+            add_metadata(self._store.url, self._path, self._size, metadata)
+        elif isinstance(self._store.store, AzureStore):
+            from bulkfetch.sink._az_metadata import add_metadata as set_metadata
+
+            set_metadata(self._store, self._path, self._size, metadata)
 
     def discard(self) -> None:
         self._held = []

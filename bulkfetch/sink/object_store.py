@@ -57,6 +57,8 @@ __all__ = [
     "Head",
     "ObjectStore",
     "describe",
+    "merged_metadata",
+    "s3_checksum",
     "store_error",
 ]
 
@@ -103,13 +105,16 @@ def _build(url: StoreUrl) -> ObstoreStore:
         if endpoint:
             options["endpoint"] = endpoint
             client["allow_http"] = endpoint.startswith("http://")
-        # Over TLS, as every AWS SDK does: no sha256 of each part for its signature (TLS
-        # guards the bytes; ours is computed anyway), one pass less over every byte.
-        # Over plain http (a local MinIO) the signature is all that guards them.
+        # Over TLS, as every AWS SDK does: the signature covers no sha256 of each part
+        # (TLS guards the bytes on the way; the part's checksum, below, what S3 keeps).
+        # Over plain http (a local MinIO) the signature guards them too.
         # AWS_UNSIGNED_PAYLOAD, when set, says otherwise (object_store reads it).
         secure = not endpoint or not endpoint.startswith("http://")
         if secure and "AWS_UNSIGNED_PAYLOAD" not in os.environ:
             options["unsigned_payload"] = True
+        checksum = s3_checksum(os.environ)
+        if checksum:
+            options["checksum_algorithm"] = checksum
         if os.environ.get("AWS_PROFILE") and not os.environ.get("AWS_ACCESS_KEY_ID"):
             with contextlib.suppress(ImportError):
                 from obstore.auth.boto3 import Boto3CredentialProvider
@@ -122,6 +127,37 @@ def _build(url: StoreUrl) -> ObstoreStore:
     except (*ERRORS, ValueError) as exc:  # a missing account name, a malformed endpoint
         said = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else describe(exc)
         raise StorageError(f"cannot use {url}: {said}") from None
+
+
+def s3_checksum(environ: Mapping[str, str]) -> str | None:
+    """The checksum every S3 upload declares, or None to leave it to object_store.
+
+    sha256, declared when an upload is created and sent with every part
+    (``x-amz-checksum-sha256``), as the AWS SDKs declare and send their CRC32s: S3 checks
+    each part against it on arrival and refuses one that differs (BadDigest), so a part
+    damaged after it was hashed never becomes part of an object; the object keeps it (a
+    single PUT's is the whole object's sha256, the ledger's). Over http it is the pass
+    the signature takes anyway; over TLS one pass more, in object_store's threads.
+    ``AWS_CHECKSUM_ALGORITHM`` (read by object_store: sha256 or crc64nvme) chooses
+    otherwise, and ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required`` (the AWS SDKs'
+    setting for stores that refuse checksums) declares none.
+    """
+    if "AWS_CHECKSUM_ALGORITHM" in environ:
+        return None
+    if environ.get("AWS_REQUEST_CHECKSUM_CALCULATION", "").strip().lower() == "when_required":
+        return None
+    return "sha256"
+
+
+def merged_metadata(had: Mapping[str, str], adding: Mapping[str, str]) -> dict[str, str] | None:
+    """An object's metadata ``had`` with ``adding`` added, or None where ``had`` holds
+    another value for a name of ``adding`` (someone else's object: leave it alone).
+    Names are compared lower-case, as the services compare them."""
+    before = {k.lower(): v for k, v in had.items()}
+    after = {k.lower(): v for k, v in adding.items()}
+    if any(before.get(k, v) != v for k, v in after.items()):
+        return None
+    return before | after
 
 
 def describe(exc: BaseException) -> str:

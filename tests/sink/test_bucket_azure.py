@@ -20,10 +20,13 @@ from typing import Any
 
 import orjson
 import pytest
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ContentSettings
 
 from bulkfetch.simulator import SimulatorThread
+from bulkfetch.sink._az_metadata import add_metadata
 from bulkfetch.sink.bucket import PART_SIZE
+from bulkfetch.sink.destination import StoreUrl
+from bulkfetch.sink.object_store import ObjectStore
 from tests.conftest import bulkfetch_cli, make_jobs, run_cli, write_jsonl
 from tests.sink.conftest import bucket_ledger, done_records, free_port, run_cut_midway
 
@@ -137,13 +140,11 @@ def test_run_into_a_container_then_resume_with_heads(
         blob = blobs[f"runs/one/{record.path}"]
         assert len(blob["body"]) == record.size
         assert hashlib.sha256(blob["body"]).hexdigest() == record.sha256
-        # Azure's metadata names are C# identifiers: an underscore for the hyphen.
-        assert blob["meta"]["bulkfetch_key"] == record.key
-        # A block list's metadata is fixed when its upload starts: its sha256 is in the
-        # ledger only (S3's is added by a copy; Azure has no such call through obstore).
-        sha = None if record.size > PART_SIZE else record.sha256
-        assert blob["meta"].get("bulkfetch_sha256") == sha
+        # Azure's metadata names are C# identifiers: an underscore for the hyphen. A
+        # block list's sha256, known only once committed, is added by Set Blob Metadata.
+        assert blob["meta"] == {"bulkfetch_key": record.key, "bulkfetch_sha256": record.sha256}
         assert blob["type"].startswith("image/")
+    assert "could not add the metadata" not in result.stderr
 
     again = run_cli(sim, manifest, url, env=env)
     assert again.returncode == 0, again.stderr
@@ -191,3 +192,30 @@ def test_a_missing_container_or_a_wrong_key_is_exit_4_before_any_creation(
         assert "Traceback" not in result.stderr
     assert sim.counters()["create_calls"] == 0
     assert _blobs(azurite_url, container) == {}
+
+
+@pytest.fixture
+def azure_environ(azurite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in _env(azurite_url, tmp_path).items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.usefixtures("azure_environ")
+def test_metadata_is_added_to_our_blob_only(azurite_url: str, container: str) -> None:
+    store = ObjectStore(StoreUrl("az", container, "p"))
+    client = _service(azurite_url).get_container_client(container)
+    body = os.urandom(1000)
+    tiff = ContentSettings(content_type="image/tiff")
+    for name, key in (("ours", "k1"), ("theirs", "k2")):
+        client.upload_blob(
+            f"p/{name}.tif", body, metadata={"bulkfetch_key": key}, content_settings=tiff
+        )
+    sha = {"bulkfetch_key": "k1", "bulkfetch_sha256": hashlib.sha256(body).hexdigest()}
+    assert not add_metadata(store, "ours.tif", len(body) + 1, sha)  # another size
+    assert not add_metadata(store, "theirs.tif", len(body), sha)  # another job's key
+    assert not add_metadata(store, "missing.tif", len(body), sha)
+    assert add_metadata(store, "ours.tif", len(body), sha)
+    blobs = _blobs(azurite_url, container)
+    assert blobs["p/ours.tif"] == {"body": body, "meta": sha, "type": "image/tiff"}
+    assert blobs["p/theirs.tif"]["meta"] == {"bulkfetch_key": "k2"}
+    assert sorted(blobs) == ["p/ours.tif", "p/theirs.tif"]

@@ -4,6 +4,7 @@ the upload is complete."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from pathlib import Path
@@ -42,8 +43,11 @@ def test_a_multipart_result_carries_its_key_and_sha256(
     assert len(obj["body"]) == record.size > PART_SIZE
     assert hashlib.sha256(obj["body"]).hexdigest() == record.sha256
     assert obj["meta"] == {META_KEY: record.key, META_SHA256: record.sha256}
-    head = s3.head_object(Bucket=bucket, Key=key)
+    head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     assert head["ContentType"] == "image/tiff"  # kept through the copy
+    # The copy had S3 checksum the whole object: S3's own checksum of it is the sha256
+    # the ledger and the metadata hold.
+    assert base64.b64decode(head["ChecksumSHA256"]).hex() == record.sha256
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert "could not add the metadata" not in result.stderr
 
