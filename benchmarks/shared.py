@@ -43,6 +43,7 @@ from benchmarks.common import (
     sim_config,
     write_manifest,
 )
+from benchmarks.oracle import greedy_poller
 from benchmarks.procs import bulkfetch_cmd, child_env, sim_process, spawn, wait
 from bulkfetch.ledger import JobState, Ledger
 from bulkfetch.simulator import bound_makespan
@@ -145,7 +146,10 @@ def _one(setup: str, processes: int, n: int, work: Path, redis: RedisServer) -> 
         results = [wait(proc, started) for proc, started in children]
         counters = _get(f"{sim.url}/_sim/counters")
         tasks = _get(f"{sim.url}/_sim/tasks")
-    bound = bound_makespan([float(t["processing"]) for t in tasks], SLOT, SLOT)
+    processing = [float(t["processing"]) for t in tasks]
+    bound = bound_makespan(processing, SLOT, SLOT)
+    # The same tasks, polled blind but with the law and the rates known (oracle.py).
+    blind, _ = greedy_poller([p / SLOT for p in processing], median=MEDIAN_SLOTS, sigma=SIGMA)
     makespan = float(counters["makespan_seconds"] or 0.0)
     lanes = []  # each process's lanes at the end: interval / the server's, 429s, paused
     for k in range(1, processes + 1):
@@ -174,6 +178,7 @@ def _one(setup: str, processes: int, n: int, work: Path, redis: RedisServer) -> 
         "makespan": makespan,
         "bound": bound,
         "ratio": makespan / bound if bound else float("nan"),
+        "blind_reference": blind,
         "create_429": int(counters["create_429"]),
         "status_429": int(counters["status_429"]),
         "requests": int(counters["create_calls"]) + int(counters["status_calls"]),
@@ -249,12 +254,21 @@ def run_shared_case(
     result.tables.append(
         (
             "Processes on one key",
-            ["store", "processes", "makespan / bound", "429s (create+status)", "done", "exits"],
+            [
+                "store",
+                "processes",
+                "makespan / bound",
+                "blind reference",
+                "429s (create+status)",
+                "done",
+                "exits",
+            ],
             [
                 [
                     _setup_name(f["setup"], f["processes"]),
                     str(f["processes"]),
                     f"{f['ratio']:.3f}",
+                    f"{f['blind_reference']:.3f}",
                     f"{f['create_429']}+{f['status_429']}",
                     f"{f['done']}/{n}",
                     " ".join(map(str, f["codes"])),
