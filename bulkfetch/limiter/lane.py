@@ -62,6 +62,7 @@ class Limiter:
         "_clock",
         "_first_sent",
         "_floor",
+        "_kept_since",
         "_last_change",
         "_last_refusal",
         "_last_send",
@@ -127,6 +128,7 @@ class Limiter:
         self._searching = learn
         self._streak = 0
         self._accepted: list[float] = []  # send times the server accepted, ascending
+        self._kept_since = -math.inf  # ``_accepted`` holds every one sent since
         self._first_sent = math.inf  # when the lane first sent
         self._last_change = -math.inf  # when the pace last changed on a 429
         self._last_refusal: float | None = None  # send time of the 429 that changed it
@@ -321,6 +323,7 @@ class Limiter:
         now, sent = self._answered(sent_at)
         bisect.insort(self._accepted, sent)
         horizon = now - KEEP_WINDOWS * self.configured.period
+        self._kept_since = max(self._kept_since, horizon)
         if self._accepted[0] < horizon:
             del self._accepted[: bisect.bisect_left(self._accepted, horizon)]
         if self._searching:
@@ -362,6 +365,7 @@ class Limiter:
             first_sent=min(self._first_sent, sent),
             strict=self.spacing,
             first_refusal=self._first_kept_refusal(sent),
+            kept_since=self._kept_since,
         )
         echo = sent < self._last_change
         if not echo:

@@ -231,6 +231,19 @@ def test_an_echo_changes_nothing() -> None:
     assert limiter.rate_limited == 2
 
 
+def test_a_refusal_older_than_what_the_lane_keeps_teaches_nothing_of_the_rate() -> None:
+    """Two 429s further apart than the accepted requests kept (8 windows): counting what
+    the server let through between them from the kept ones alone would read a limit far
+    slower than the lane's (measured: 1.59 times the key's rate, for the rest of a run)."""
+    limiter, _clock = make(Rate(20, 1.0))
+    limiter.rate_limited_by_server(0.05, send(limiter))
+    before = limiter.limit_interval
+    for _ in range(250):  # 12.5 windows at the pace, every request accepted
+        limiter.succeeded(send(limiter))
+    limiter.rate_limited_by_server(0.05, send(limiter))
+    assert limiter.limit_interval == pytest.approx(before * 1.01)
+
+
 # -- 429s: the limit, against every kind of server --------------------------------------------
 
 
