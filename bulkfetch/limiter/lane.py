@@ -306,9 +306,22 @@ class Limiter:
                 break
             await self._sleep(at - now)
         self._last_send = now
+        if due is not None and (late := now - due) > self._slack():
+            self._sent_late(late)
         self.round_trips.sent(now, due)
         self._first_sent = min(self._first_sent, now)
         return now
+
+    def _sent_late(self, late: float) -> None:
+        """A request goes out ``late`` seconds after its slot, more than the slack the
+        pace keeps for catching up: it arrives where the grid put a later slot, and the
+        window it lands in would hold one request too many. The slots to come move on
+        by the lateness, at most one slot (``shared_pace.sent_late``): here, or in the
+        store every process on the key takes its slots from."""
+        if self.shared is not None:
+            self.shared.sent_late(late, self.interval)
+        else:
+            self._next_at += min(late, self.interval)
 
     def _answered(self, sent_at: float | None) -> tuple[float, float]:
         """The clock now and the send time (now if unknown); learns the round trip."""

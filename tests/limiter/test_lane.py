@@ -244,6 +244,25 @@ def test_a_refusal_older_than_what_the_lane_keeps_teaches_nothing_of_the_rate() 
     assert limiter.limit_interval == pytest.approx(before * 1.01)
 
 
+def test_a_send_later_than_the_slack_moves_the_next_slots_on() -> None:
+    """Within the slack the grid absorbs a late send; beyond it, the next slots move on
+    by the lateness, at most a slot: a window must not hold the late one and all the
+    slots counted from when it was due."""
+    limiter, clock = make(Rate(20, 1.0))
+    due = run_now(limiter.acquire())
+    clock.now += 0.001  # within the slack (a timer's oversleep)
+    run_now(limiter.sending(due))
+    assert limiter.ready_at() == pytest.approx(due + limiter.interval)
+    due = run_now(limiter.acquire())
+    clock.now = due + 0.02
+    run_now(limiter.sending(due))
+    assert limiter.ready_at() == pytest.approx(due + limiter.interval + 0.02)
+    due = run_now(limiter.acquire())
+    clock.now = due + 5.0  # waited for something else: one slot makes room for it
+    run_now(limiter.sending(due))
+    assert limiter.ready_at() == pytest.approx(due + 2 * limiter.interval)
+
+
 # -- 429s: the limit, against every kind of server --------------------------------------------
 
 
