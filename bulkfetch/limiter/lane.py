@@ -62,6 +62,7 @@ class Limiter:
         "_clock",
         "_first_sent",
         "_floor",
+        "_kept_since",
         "_last_change",
         "_last_refusal",
         "_last_send",
@@ -128,6 +129,7 @@ class Limiter:
         self._searching = learn
         self._streak = 0
         self._accepted: list[float] = []  # send times the server accepted, ascending
+        self._kept_since = -math.inf  # ``_accepted`` holds every one sent since
         self._first_sent = math.inf  # when the lane first sent
         self._last_change = -math.inf  # when the pace last changed on a 429
         self._last_refusal: float | None = None  # send time of the 429 that changed it
@@ -305,9 +307,22 @@ class Limiter:
                 break
             await self._sleep(at - now)
         self._last_send = now
+        if due is not None and (late := now - due) > self._slack():
+            self._sent_late(late)
         self.round_trips.sent(now, due)
         self._first_sent = min(self._first_sent, now)
         return now
+
+    def _sent_late(self, late: float) -> None:
+        """A request goes out ``late`` seconds after its slot, more than the slack the
+        pace keeps for catching up: it arrives where the grid put a later slot, and the
+        window it lands in would hold one request too many. The slots to come move on
+        by the lateness, at most one slot (``shared_pace.sent_late``): here, or in the
+        store every process on the key takes its slots from."""
+        if self.shared is not None:
+            self.shared.sent_late(late, self.interval)
+        else:
+            self._next_at += min(late, self.interval)
 
     def _answered(self, sent_at: float | None) -> tuple[float, float]:
         """The clock now and the send time (now if unknown); learns the round trip."""
@@ -322,6 +337,7 @@ class Limiter:
         now, sent = self._answered(sent_at)
         bisect.insort(self._accepted, sent)
         horizon = now - KEEP_WINDOWS * self.configured.period
+        self._kept_since = max(self._kept_since, horizon)
         if self._accepted[0] < horizon:
             del self._accepted[: bisect.bisect_left(self._accepted, horizon)]
         if self._searching:
@@ -364,6 +380,7 @@ class Limiter:
             strict=self.spacing,
             first_refusal=self._first_kept_refusal(sent),
             retry_after=retry_after,
+            kept_since=self._kept_since,
         )
         echo = sent < self._last_change
         if not echo:

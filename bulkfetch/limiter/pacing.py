@@ -77,8 +77,8 @@ class Refusal:
     """What a lane knows when a 429 comes. Times are the limiter's clock (seconds).
 
     ``accepted`` holds the send times of the requests the server accepted (ascending, at
-    least those of the last ``window``); ``previous`` the send time of the last 429 that
-    changed the pace, if any.
+    least those of the last ``window``, all of them since ``kept_since``); ``previous`` the
+    send time of the last 429 that changed the pace, if any.
     """
 
     sent_at: float  # when the refused request was sent
@@ -96,6 +96,11 @@ class Refusal:
     first_refusal: float | None = None
     #: Seconds the 429's ``Retry-After`` asked for (None: absent or unreadable).
     retry_after: float | None = None
+    #: ``accepted`` holds every accepted request sent since this time; older ones were
+    #: forgotten. A refusal before it is as good as unknown: counted from it, what the
+    #: server let through would be short of what it did (eight windows of a lane refused
+    #: twice nine windows apart read as a limit 1.6 times the real one).
+    kept_since: float = -math.inf
 
 
 def _count_between(times: Sequence[float], lo: float, hi: float) -> int:
@@ -140,10 +145,18 @@ def located_count(refusal: Refusal) -> int | None:
 HOT = 2
 
 
-def _since_previous(r: Refusal) -> int | None:
-    if r.previous is None or r.previous >= r.sent_at:
+def _previous(r: Refusal) -> float | None:
+    """The last refusal, if the requests accepted since are all known."""
+    if r.previous is None or r.previous < r.kept_since:
         return None
-    return _count_between(r.accepted, r.previous, r.sent_at)
+    return r.previous
+
+
+def _since_previous(r: Refusal) -> int | None:
+    previous = _previous(r)
+    if previous is None or previous >= r.sent_at:
+        return None
+    return _count_between(r.accepted, previous, r.sent_at)
 
 
 def window_count_tells(refusal: Refusal) -> bool:
@@ -198,11 +211,13 @@ def limit_after_429(refusal: Refusal) -> float:
     since = _since_previous(r)
     between = 0.0
     if since:  # None (no previous refusal) or 0 (right after it) tell nothing
-        assert r.previous is not None
+        previous = _previous(r)
+        assert previous is not None
         # From the first of a run of refusals: a bucket is empty at each, so what it let
         # through between the first and this one is its refill, give or take a token,
         # which matters less the longer the span.
-        start = r.previous if r.first_refusal is None else r.first_refusal
+        first = r.first_refusal
+        start = previous if first is None or first < r.kept_since else first
         between = (r.sent_at - start) / max(1, _count_between(r.accepted, start, r.sent_at))
     # Between refusals the lane's own pace shows too (pauses included): only a rate
     # clearly slower than that is the server's (a bucket refilling slower than the lane

@@ -125,6 +125,19 @@ return 1
 """
 )
 
+# ARGV: late, spacing, keep. As shared_pace.sent_late: the next free slot moves on by
+# the lateness, at most a spacing.
+_LATE = (
+    _READ
+    + """
+local shift = math.min(math.max(0, tonumber(ARGV[1])), tonumber(ARGV[2]))
+if shift <= 0 or h[1] == false then return 0 end
+redis.call('HSET', KEYS[1], 'next_at', f(next_at + shift))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"""
+)
+
 # KEYS[1] is unused (the lease scripts share _LEASE's numbering). ARGV: owner, -, -, -, ttl,
 # -, keep
 _RENEW = (
@@ -170,6 +183,7 @@ class RedisStore:
                 ("take", _TAKE),
                 ("confirm", _CONFIRM),
                 ("refused", _REFUSED),
+                ("late", _LATE),
                 ("renew", _RENEW),
             )
         }
@@ -237,6 +251,10 @@ class RedisStore:
     ) -> None:
         args = [repr(limit_interval), int(strict), repr(pause), KEEP]
         await self._call("refused", self._keys(lane), args)
+
+    async def sent_late(self, lane: str, *, late: float, spacing: float) -> None:
+        args = [repr(late), repr(spacing), KEEP]
+        await self._call("late", self._keys(lane), args)
 
     async def renew(self, owner: str, ttl: float) -> int:
         args = [owner, "", "", "", repr(ttl), "", KEEP]

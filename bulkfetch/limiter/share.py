@@ -11,11 +11,13 @@ A ``SharedLane`` reserves each slot in the store, sleeps to it, and confirms it 
 elsewhere may have paused the lane meanwhile); alone on the key, it reserves a block of
 slots at once (``shared_pace.BLOCK_SPAN``) and paces them out here, one change of the
 store for dozens of slots at high rates. It reports this process's 429s
-(``refused``, sent at once by ``serve``) so every process pauses and slows; and it
-tells the limiter what the store taught (``taught``). If the store fails mid-run, the
-lanes fall back to a pace of their own, the rate divided by the processes last seen
-(``shared_pace.fallback_interval``), with one warning: never above the limit while every
-process sharing the key lost the store, whatever they do then.
+(``refused``, sent at once by ``serve``) so every process pauses and slows, and its
+requests sent later than their slot's slack (``sent_late``) so the next free slot makes
+room for them; and it tells the limiter what the store taught (``taught``). Slot times
+come in the store's clock, mapped to this one by ``shared_pace.StoreClock``. If the store
+fails mid-run, the lanes fall back to a pace of their own, the rate divided by the
+processes last seen (``shared_pace.fallback_interval``), with one warning: never above
+the limit while every process sharing the key lost the store, whatever they do then.
 """
 
 from __future__ import annotations
@@ -26,15 +28,17 @@ import math
 import os
 import secrets
 import socket
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from bulkfetch.config import ApiKey, RunConfig
 from bulkfetch.errors import RateStoreError
-from bulkfetch.limiter.shared_pace import BLOCK_SPAN, Grant, fallback_interval
+from bulkfetch.limiter.shared_pace import BLOCK_SPAN, Grant, StoreClock, fallback_interval
 from bulkfetch.limiter.store import FileStore, RateStore, default_store_dir, store_name
 
 __all__ = ["RateSession", "SharedLane", "open_rates"]
@@ -44,8 +48,11 @@ log = logging.getLogger(__name__)
 #: Seconds a process's lease lasts without renewal: a killed process stops counting
 #: among the processes sharing the key this long after its last renewal.
 LEASE = 15.0
-#: Reported 429s waiting to be sent to the store, at most (more are the same storm).
+#: Reported 429s and late sends waiting to be sent to the store, at most (more are the
+#: same storm).
 _QUEUE = 64
+#: A change of the store queued for ``RateSession.serve``.
+_Change = Callable[[], Awaitable[None]]
 
 
 class RateSession:
@@ -70,9 +77,9 @@ class RateSession:
         #: Why the store was given up mid-run, if it was.
         self.failed: str | None = None
         self.lanes: dict[str, SharedLane] = {}
-        sender, receiver = anyio.create_memory_object_stream[tuple[str, float, bool, float]](_QUEUE)
-        self._outbox: MemoryObjectSendStream[tuple[str, float, bool, float]] = sender
-        self._inbox: MemoryObjectReceiveStream[tuple[str, float, bool, float]] = receiver
+        sender, receiver = anyio.create_memory_object_stream[_Change](_QUEUE)
+        self._outbox: MemoryObjectSendStream[_Change] = sender
+        self._inbox: MemoryObjectReceiveStream[_Change] = receiver
 
     def __repr__(self) -> str:
         state = f"failed: {self.failed}" if self.failed else f"processes={self.processes}"
@@ -95,18 +102,29 @@ class RateSession:
 
     def report_refusal(self, lane: str, limit_interval: float, strict: bool, pause: float) -> None:
         """Queue a 429 for the store (``serve`` sends it at once)."""
+        change = partial(
+            self.store.refused, lane, limit_interval=limit_interval, strict=strict, pause=pause
+        )
+        self._report(change)
+
+    def report_late(self, lane: str, late: float, spacing: float) -> None:
+        """Queue a request sent ``late`` seconds after its slot (``serve`` sends it)."""
+        self._report(partial(self.store.sent_late, lane, late=late, spacing=spacing))
+
+    def _report(self, change: _Change) -> None:
         with contextlib.suppress(anyio.WouldBlock):
-            self._outbox.send_nowait((lane, limit_interval, strict, pause))
+            self._outbox.send_nowait(change)
 
     async def serve(self) -> None:
-        """Renew the lease and send reported 429s, until cancelled (with the run)."""
+        """Renew the lease and send reported 429s and late sends, until cancelled (with
+        the run)."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._renew)
-            async for lane, limit, strict, pause in self._inbox:
+            async for change in self._inbox:
                 if self.failed is not None:
                     continue
                 try:
-                    await self.store.refused(lane, limit_interval=limit, strict=strict, pause=pause)
+                    await change()
                 except RateStoreError as exc:
                     self.lost(exc)
 
@@ -139,10 +157,12 @@ class SharedLane:
         "_block_held",
         "_block_next",
         "_block_offset",
+        "_confirm_trips",
         "_fallback_next",
         "_fallback_spacing",
         "_held",
         "_since",
+        "_store_clock",
         "_unused",
         "name",
         "others",
@@ -160,6 +180,8 @@ class SharedLane:
         self._fallback_next = -math.inf
         self._fallback_spacing = 0.0
         self._since = -math.inf  # this process's previous slot (the store's clock)
+        self._store_clock = StoreClock()  # the local clock's offset from the store's
+        self._confirm_trips: deque[float] = deque(maxlen=8)  # recent confirms' round trips
         # A block of slots reserved while alone on the key (the store's clock), paced out
         # here: the local clock's time of its next slot, the local clock minus the
         # store's, and the local time of the slot last taken from it.
@@ -192,6 +214,7 @@ class SharedLane:
                     await sleep(wait)
                 return at
             try:
+                sent = clock()
                 ticket = await session.store.take(
                     self.name,
                     session.owner,
@@ -208,29 +231,46 @@ class SharedLane:
                 self._since = ticket.grant.at
                 session.processes = ticket.processes
                 self.taught = ticket.grant
-                local_now = clock()
-                self.others += [local_now + offset for offset in ticket.others]
-                at = local_now + max(0.0, ticket.delay)
+                # The slot on this clock: by the offset the fastest recent replies show,
+                # not by when this reply came (``StoreClock``). A slot already due is
+                # returned as it was due: the limiter sees how late it goes out.
+                store_now = ticket.grant.at - ticket.delay
+                offset = self._store_clock.update(sent=sent, answered=clock(), store_now=store_now)
+                self.others += [store_now + other + offset for other in ticket.others]
+                at = ticket.grant.at + offset
                 if ticket.grant.count > 1:
                     # Alone on the key: the rest of the block is paced out here.
                     self._block = ticket.grant
-                    self._block_offset = local_now + ticket.delay - ticket.grant.at
+                    self._block_offset = offset
                     self._block_next = at + max(interval, ticket.grant.spacing)
                     self._block_held = at
                     if (wait := at - clock()) > 0:
                         await sleep(wait)
                     return at
-                if ticket.delay <= 0:
+                if at <= clock():
                     self._held = ticket.grant
                     return at
-                await sleep(max(0.0, at - clock()))
                 # A 429 elsewhere may have paused the lane while this one slept (alone on
                 # the key, nobody else could: a process starting meanwhile costs a slot).
-                if ticket.processes == 1 or await session.store.confirm(self.name, ticket.grant):
-                    self._held = ticket.grant
-                    return at
+                # Asked as long before the slot as the store took to answer lately, so
+                # that its round trip does not make the request late (a pause reported
+                # in that moment is missed, as one reported while the answer comes back).
+                if ticket.processes > 1:
+                    lead = min(max(self._confirm_trips, default=0.0), 0.25 * interval)
+                    if (wait := at - lead - clock()) > 0:
+                        await sleep(wait)
+                    asked = clock()
+                    good = await session.store.confirm(self.name, ticket.grant)
+                    self._confirm_trips.append(clock() - asked)
+                    if not good:
+                        continue
             except RateStoreError as exc:
                 session.lost(exc)
+                continue
+            if (wait := at - clock()) > 0:
+                await sleep(wait)
+            self._held = ticket.grant
+            return at
         return await self._take_alone(interval, slack, clock, sleep)
 
     def _from_block(
@@ -293,6 +333,19 @@ class SharedLane:
             self._block_next, self._block_held = self._block_held, None
         else:
             self._unused, self._held = self._held, None
+
+    def sent_late(self, late: float, interval: float) -> None:
+        """A slot of this lane was used ``late`` seconds after it, beyond the lane's slack:
+        the slots to come move on by as much, at most a slot (``shared_pace.sent_late``):
+        the store's for every process, and those of a block or a fallback pace here."""
+        spacing = max(interval, self.taught.spacing if self.taught else 0.0)
+        shift = min(late, spacing)
+        if self.session.failed is not None:
+            self._fallback_next += min(late, self._fallback_spacing)
+            return
+        if self._block is not None:
+            self._block_next += shift
+        self.session.report_late(self.name, late, spacing)
 
     def refused(self, *, limit_interval: float, strict: bool, pause: float) -> None:
         """This process got a 429: pause and teach every process; a block held is given

@@ -24,8 +24,19 @@ late), and a killed holder keeps no slot longer than that. At EOS's 10 a minute 
 is one slot (no change at all); at thousands a second it spares the store (a file read,
 parsed and rewritten under a lock) all but one change in dozens.
 
+**A request sent late** (its process stalled, or the request waited for its ledger, a
+connection or a download) arrives where the grid put a later slot: one late by more than
+the window's headroom crowds a window a limiter counts, and its 429 pauses the key for
+as long as the server asks (a whole window, where it rounds up to seconds). So a process
+that sends later than its slot's ``slack`` tells the store (``sent_late``), which moves
+the next free slot on by the lateness (at most a slot), as a lane on its own does;
+within ``slack`` the grid's headroom absorbs it.
+
 Times are the store's clock in seconds (the wall clock for the file, Redis's own ``TIME``
-across hosts); processes only ever see delays, so their clocks need not agree.
+across hosts); processes only ever see delays, so their clocks need not agree. Each maps
+the store's times to its own clock by the offset its round trips to the store show
+(``StoreClock``): a reply that came back late (its process busy) must not move the slot
+it names later, unseen, onto the next process's.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ __all__ = [
     "BLOCK_SPAN",
     "Grant",
     "LaneState",
+    "StoreClock",
     "block_size",
     "fallback_interval",
     "give_back",
@@ -45,6 +57,7 @@ __all__ = [
     "others_since",
     "refused",
     "renew_lease",
+    "sent_late",
     "slot_still_good",
     "take_slot",
 ]
@@ -175,6 +188,19 @@ def give_back(state: LaneState, grant: Grant) -> LaneState:
     return state
 
 
+def sent_late(state: LaneState, *, late: float, spacing: float) -> LaneState:
+    """A slot was used ``late`` seconds after it (beyond its slack): the request takes the
+    room of one more slot where it arrived, so the next free slot moves on by the
+    lateness, at most one ``spacing``. Slots already reserved keep their times.
+
+    Late by less than a spacing, the grid goes on from the send, as if counted from it;
+    later, the request is one more among the slots around it, and a window holds as
+    many of those as the grid gives it: one slot fewer on the grid makes room for it.
+    """
+    shift = min(max(0.0, late), spacing)
+    return replace(state, next_at=state.next_at + shift) if shift > 0 else state
+
+
 def refused(
     state: LaneState, now: float, *, limit_interval: float, strict: bool, pause: float
 ) -> LaneState:
@@ -204,6 +230,36 @@ def renew_lease(
 def live_leases(leases: Mapping[str, float], now: float) -> int:
     """How many processes hold a lease now (at least 1: the one asking)."""
     return max(1, sum(1 for expiry in leases.values() if expiry > now))
+
+
+class StoreClock:
+    """This process's clock minus the store's, from the round trips of its changes.
+
+    A change sent at ``sent`` and answered at ``answered`` (this process's clock) was
+    applied at some store time ``now`` in between: the offset lies in
+    ``[sent - now, answered - now]``. The reply's way back may be slow (the event loop
+    busy, the process descheduled): the least ``answered - now`` of recent changes is
+    the truest, as NTP reads its fastest exchanges. Samples the newest one contradicts
+    (a clock that stepped) are dropped.
+    """
+
+    __slots__ = ("_samples",)
+
+    #: Round trips kept.
+    keep = 16
+
+    def __init__(self) -> None:
+        self._samples: list[tuple[float, float]] = []
+
+    def __repr__(self) -> str:
+        return f"<StoreClock samples={len(self._samples)}>"
+
+    def update(self, *, sent: float, answered: float, store_now: float) -> float:
+        """Learn one round trip; returns the offset to add to a store time."""
+        lo, hi = sent - store_now, answered - store_now
+        kept = [(a, b) for a, b in self._samples if a <= hi and b >= lo]
+        self._samples = [*kept[-(self.keep - 1) :], (lo, hi)]
+        return max(lo, min(b for _, b in self._samples))
 
 
 def fallback_interval(interval: float, processes: int) -> float:

@@ -3,8 +3,9 @@
 A ``RateStore`` keeps, for one API host and one key, each lane's ``LaneState`` and the
 processes' leases (``shared_pace``), and applies its decisions atomically: ``take`` a
 slot (giving back an unused one first), ``confirm`` a reserved slot after sleeping to
-it, report a 429 (``refused``), ``renew`` and ``release`` a process's lease. Every
-answer is relative (a delay, a count): processes never compare clocks.
+it, report a 429 (``refused``) and a request sent later than its slot (``sent_late``),
+``renew`` and ``release`` a process's lease. Every answer is relative (a delay, a count):
+processes never compare clocks.
 
 Stores are found by the API host and a **fingerprint** of the key: the first 16 hex
 digits of an HMAC-SHA256 of it, never the key itself, so that a store's name or content
@@ -47,6 +48,7 @@ from bulkfetch.limiter.shared_pace import (
     others_since,
     refused,
     renew_lease,
+    sent_late,
     slot_still_good,
     take_slot,
 )
@@ -145,6 +147,10 @@ class RateStore(Protocol):
         self, lane: str, *, limit_interval: float, strict: bool, pause: float
     ) -> None:
         """Report a 429: every process slows to ``limit_interval``, all pause ``pause``."""
+
+    async def sent_late(self, lane: str, *, late: float, spacing: float) -> None:
+        """A slot ``spacing`` from the next was used ``late`` seconds after it: the next
+        free slot moves on by as much, at most ``spacing`` (``shared_pace.sent_late``)."""
 
     async def renew(self, owner: str, ttl: float) -> int:
         """Extend ``owner``'s lease; returns the processes alive."""
@@ -299,6 +305,13 @@ class FileStore:
             state = refused(
                 _lane(data, lane), now, limit_interval=limit_interval, strict=strict, pause=pause
             )
+            data["lanes"][lane] = _dump(state)
+
+        await self._apply(change)
+
+    async def sent_late(self, lane: str, *, late: float, spacing: float) -> None:
+        def change(data: dict[str, Any], _now: float) -> None:
+            state = sent_late(_lane(data, lane), late=late, spacing=spacing)
             data["lanes"][lane] = _dump(state)
 
         await self._apply(change)

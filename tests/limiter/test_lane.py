@@ -231,6 +231,38 @@ def test_an_echo_changes_nothing() -> None:
     assert limiter.rate_limited == 2
 
 
+def test_a_refusal_older_than_what_the_lane_keeps_teaches_nothing_of_the_rate() -> None:
+    """Two 429s further apart than the accepted requests kept (8 windows): counting what
+    the server let through between them from the kept ones alone would read a limit far
+    slower than the lane's (measured: 1.59 times the key's rate, for the rest of a run)."""
+    limiter, _clock = make(Rate(20, 1.0))
+    limiter.rate_limited_by_server(0.05, send(limiter))
+    before = limiter.limit_interval
+    for _ in range(250):  # 12.5 windows at the pace, every request accepted
+        limiter.succeeded(send(limiter))
+    limiter.rate_limited_by_server(0.05, send(limiter))
+    assert limiter.limit_interval == pytest.approx(before * 1.01)
+
+
+def test_a_send_later_than_the_slack_moves_the_next_slots_on() -> None:
+    """Within the slack the grid absorbs a late send; beyond it, the next slots move on
+    by the lateness, at most a slot: a window must not hold the late one and all the
+    slots counted from when it was due."""
+    limiter, clock = make(Rate(20, 1.0))
+    due = run_now(limiter.acquire())
+    clock.now += 0.001  # within the slack (a timer's oversleep)
+    run_now(limiter.sending(due))
+    assert limiter.ready_at() == pytest.approx(due + limiter.interval)
+    due = run_now(limiter.acquire())
+    clock.now = due + 0.02
+    run_now(limiter.sending(due))
+    assert limiter.ready_at() == pytest.approx(due + limiter.interval + 0.02)
+    due = run_now(limiter.acquire())
+    clock.now = due + 5.0  # waited for something else: one slot makes room for it
+    run_now(limiter.sending(due))
+    assert limiter.ready_at() == pytest.approx(due + 2 * limiter.interval)
+
+
 # -- 429s: the limit, against every kind of server --------------------------------------------
 
 

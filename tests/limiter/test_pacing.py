@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -121,6 +122,26 @@ def test_a_dry_bucket_is_read_from_what_it_let_through_between_refusals() -> Non
         first_sent=0.0,
     )
     assert limit_after_429(refusal) == pytest.approx(6.0)
+
+
+def test_a_refusal_from_before_the_kept_requests_is_not_counted_from() -> None:
+    """The previous refusal was 9 windows ago, the lane keeps the last 8 of accepted
+    requests: the 80 kept over 590 s are not all it let through since (they read 7.4 s a
+    request, against the 6 s the window shows)."""
+    accepted = sends(120.0, 6.06, 80)
+    refusal = Refusal(
+        sent_at=600.0,
+        limit_interval=6.0,
+        pace=6.06,
+        window=W,
+        accepted=accepted,
+        previous=10.0,
+        first_sent=0.0,
+    )
+    assert limit_after_429(refusal) > 7.0  # what the truncated count says
+    kept = replace(refusal, kept_since=120.0)
+    assert limit_after_429(kept) == pytest.approx(6.0 * MIN_SLOWDOWN)
+    assert limit_after_429(replace(kept, first_refusal=10.0)) == pytest.approx(6.0 * MIN_SLOWDOWN)
 
 
 @given(

@@ -14,6 +14,7 @@ from bulkfetch.limiter.shared_pace import (
     FORGET_AFTER,
     MAX_BLOCK,
     LaneState,
+    StoreClock,
     block_size,
     fallback_interval,
     give_back,
@@ -21,6 +22,7 @@ from bulkfetch.limiter.shared_pace import (
     others_since,
     refused,
     renew_lease,
+    sent_late,
     slot_still_good,
     take_slot,
 )
@@ -238,3 +240,43 @@ def test_the_rest_of_a_block_is_given_back_only_if_still_the_last(
     # A newcomer reserved after the block: the rest is lost (only ever slower).
     later, _ = take_slot(state, 50.0, interval=interval, slack=0.0, horizon=HORIZON)
     assert give_back(later, rest) == later
+
+
+@given(
+    st.floats(min_value=-100.0, max_value=100.0),
+    st.floats(min_value=-1.0, max_value=100.0),
+    intervals,
+)
+def test_a_late_send_moves_the_next_slot_on_by_its_lateness_at_most_a_slot(
+    next_at: float, late: float, spacing: float
+) -> None:
+    """Late by less than a slot, the grid goes on from the send; later, one slot makes
+    room for it where it landed. Never earlier, never more than a slot."""
+    state = LaneState(next_at=next_at, recent=((next_at - spacing, "a"),))
+    moved = sent_late(state, late=late, spacing=spacing)
+    assert moved.next_at == next_at + min(max(late, 0.0), spacing)
+    assert replace(moved, next_at=next_at) == state
+
+
+def test_the_store_s_clock_is_read_from_its_fastest_replies() -> None:
+    """The local clock is the store's plus 100 s; each change is applied 1 ms after it
+    is sent, and its reply comes back after a delay: the slowest replies (a busy
+    process) do not move the offset, the fastest set it."""
+    clock, offset = StoreClock(), 100.0
+    offsets = []
+    for i, back in enumerate([0.004, 0.030, 0.001, 0.050, 0.002]):
+        store_now = 10.0 * i
+        local = store_now + offset
+        offsets.append(clock.update(sent=local - 0.001, answered=local + back, store_now=store_now))
+    assert offsets[:2] == [offset + 0.004, offset + 0.004]
+    assert offsets[2:] == [offset + 0.001] * 3
+
+
+def test_a_store_clock_that_steps_is_followed_at_once() -> None:
+    clock = StoreClock()
+    for i in range(5):
+        clock.update(sent=100.0 + i, answered=100.001 + i, store_now=float(i))
+    # The store's clock steps back 10 s: the old replies contradict the new one.
+    assert clock.update(sent=106.0, answered=106.002, store_now=-4.0) == 110.002
+    # And forward 20 s.
+    assert clock.update(sent=107.0, answered=107.003, store_now=17.0) == 90.003

@@ -153,6 +153,23 @@ async def test_the_rest_of_a_block_goes_back_to_the_store(store: RateStore) -> N
     assert len(after.others) == 3  # the block's slots used, not the ones given back
 
 
+async def test_a_late_send_moves_the_next_slot_on_by_its_lateness_at_most_a_slot(
+    store: RateStore,
+) -> None:
+    """The slots reserved keep their times; the next free one comes later."""
+    await _take(store, "a")
+    _, second = await _take(store, "b")
+    await store.sent_late("create", late=0.05, spacing=INTERVAL)
+    _, third = await _take(store, "a")
+    assert third.grant.at == pytest.approx(second.grant.at + INTERVAL + 0.05, abs=1e-6)
+    await store.sent_late("create", late=30.0, spacing=INTERVAL)  # a slot at most
+    _, fourth = await _take(store, "b")
+    assert fourth.grant.at == pytest.approx(third.grant.at + 2 * INTERVAL, abs=1e-6)
+    await store.sent_late("status", late=0.05, spacing=INTERVAL)  # a lane never used
+    other = await store.take("status", "a", interval=INTERVAL, slack=0, horizon=60, ttl=5)
+    assert other.delay <= EPS
+
+
 async def test_a_429_pauses_all_teaches_all_and_voids_slots_in_the_pause(
     store: RateStore,
 ) -> None:
@@ -333,6 +350,36 @@ async def test_a_429_gives_the_rest_of_the_block_back(tmp_path: Path) -> None:
     await lane.take(interval=fast, slack=1.0, horizon=60, history=2, clock=clock, sleep=clock.sleep)
     assert lane.taught is not None
     assert lane.taught.at == pytest.approx(block.at + 2 * block.spacing, abs=1e-6)
+    await session.release()
+
+
+class _SlowConfirmStore(FileStore):
+    """A file store whose ``confirm`` takes ``trip`` seconds of a fake clock."""
+
+    def __init__(self, path: Path, clock: _Clock, trip: float) -> None:
+        super().__init__(path)
+        self.clock, self.trip = clock, trip
+
+    async def confirm(self, lane: str, grant: Grant) -> bool:
+        self.clock.now += self.trip
+        return await super().confirm(lane, grant)
+
+
+async def test_a_slot_is_confirmed_ahead_by_the_store_s_round_trip(tmp_path: Path) -> None:
+    """With others on the key, a slot is confirmed before it is used; once the store's
+    round trip is known, it is asked that long ahead, so the request goes at its slot,
+    not a round trip after it."""
+    clock = _Clock(step=0.0)
+    session = RateSession(_SlowConfirmStore(tmp_path / "x.json", clock, trip=0.01))
+    other = RateSession(FileStore(tmp_path / "x.json"))
+    assert await other.store.renew(other.owner, LEASE) == 1
+    lane = session.lane("create")
+    await _lane_take(lane, clock)  # the first: due at once, nothing to confirm
+    at = await _lane_take(lane, clock)
+    assert clock.now == pytest.approx(at + 0.01)  # confirmed at the slot: 10 ms late
+    at = await _lane_take(lane, clock)
+    assert clock.now == pytest.approx(at)  # confirmed 10 ms ahead: on time
+    await other.release()
     await session.release()
 
 
