@@ -18,7 +18,7 @@ says within sane bounds (``retry_after.bounded_pause``), or, without one, until 
 limit leaves room (``pacing.pause_without_retry_after``: at most a window, never an
 exponential back-off). A 429 for a request sent before the last change of pace is an
 echo of the old pace and changes nothing. With ``learn`` the lane searches faster than the
-configured rate (×1.1 every 2 requests, up to ``max_speedup``) until the first 429, which
+configured rate (×1.1 every 5 requests, up to ``max_speedup``) until the first 429, which
 then tells the limit; without it the lane never goes faster than configured.
 
 The clock is injectable (``clock`` and ``sleep``) so the pacing is tested without time
@@ -85,9 +85,11 @@ class Limiter:
     #: Relative headroom on the server's interval, beside the measured jitter: a timer's
     #: and a clock's small errors.
     margin = 0.005
-    #: With ``learn`` and no 429 seen yet: ×1.1 every 2 requests, up to ``max_speedup``.
-    #: Every 5 took about 36 requests from half the limit to it, 15-20 slots lost.
-    search_after = 2
+    #: With ``learn`` and no 429 seen yet: ×1.1 every 5 requests, up to ``max_speedup``.
+    #: Every 2 looked better offline (benchmarks/lanes.py, one request at a time) but not
+    #: in the matrix, lanes with requests in flight: the sliding log's learn cell took
+    #: 1.56-1.59 of the bound with 3 429s a lane against 1.37 and 2 (quiet machine).
+    search_after = 5
     search_speedup = 1.1
     max_speedup = 4.0
     #: Round trips kept for the jitter estimate.
