@@ -42,7 +42,7 @@ from bulkfetch.errors import (
     TaskGone,
     TransientError,
 )
-from bulkfetch.limiter.retry_after import parse_retry_after
+from bulkfetch.limiter.retry_after import parse_retry_after, retry_after_resolution
 
 __all__ = [
     "AUTH_CODES",
@@ -117,8 +117,13 @@ def error_for(
     text = server_text(body, content_type)
     suffix = f": {text}" if text else ""
     if status == 429 or (status >= 400 and status not in AUTH_CODES and _RATE_WORDS.search(text)):
-        retry_after = parse_retry_after(header(headers, "Retry-After"))
-        return RateLimited(f"rate limited (HTTP {status})", retry_after=retry_after, status=status)
+        value = header(headers, "Retry-After")
+        return RateLimited(
+            f"rate limited (HTTP {status})",
+            retry_after=parse_retry_after(value),
+            status=status,
+            resolution=retry_after_resolution(value),
+        )
     if status in AUTH_CODES:
         return auth_error(status, text)
     wrong = not_the_api(status, content_type, body)

@@ -203,9 +203,16 @@ class RateLimited(ApiError):
     retryable = True
 
     def __init__(
-        self, message: str, *, retry_after: float | None, status: int | None = 429
+        self,
+        message: str,
+        *,
+        retry_after: float | None,
+        status: int | None = 429,
+        resolution: float = 0.0,
     ) -> None:
         self.retry_after = retry_after
+        #: Seconds ``retry_after`` may be off (whole seconds, a date: 1; exact: 0).
+        self.retry_after_resolution = resolution
         super().__init__(message, status=status)
 
 

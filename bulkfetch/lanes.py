@@ -166,7 +166,9 @@ class CreateLane:
                 sent = await self.limiter.sending(due)
                 created = await run.client.create(job.api_body())
         except RateLimited as exc:
-            pause = self.limiter.rate_limited_by_server(exc.retry_after, sent)
+            pause = self.limiter.rate_limited_by_server(
+                exc.retry_after, sent, resolution=exc.retry_after_resolution
+            )
             run.counters.create_429 += 1
             run.save(records.undo_create(record, now=run.clock()))
             log.debug("create lane: 429, pausing %.3gs", pause)
@@ -256,7 +258,9 @@ class StatusLane:
                     job.relative_path(), job.expected_kind, answer, key=job.key
                 )
         except RateLimited as exc:
-            pause = self.limiter.rate_limited_by_server(exc.retry_after, sent)
+            pause = self.limiter.rate_limited_by_server(
+                exc.retry_after, sent, resolution=exc.retry_after_resolution
+            )
             run.counters.status_429 += 1
             log.debug("status lane: 429, pausing %.3gs", pause)
             run.poller.retry_later(key, at=run.clock())

@@ -360,10 +360,11 @@ class Limiter:
         self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
 
     def rate_limited_by_server(
-        self, retry_after: float | None, sent_at: float | None = None
+        self, retry_after: float | None, sent_at: float | None = None, *, resolution: float = 0.0
     ) -> float:
         """Record a 429 for a request sent at ``sent_at``: learn the limit and pause the
-        whole lane. ``retry_after`` is the server's header in seconds (None if absent).
+        whole lane. ``retry_after`` is the server's header in seconds (None if absent),
+        ``resolution`` how far off it may be (``retry_after_resolution``).
         Returns the pause from now, in seconds."""
         now, sent = self._answered(sent_at)
         self.rate_limited += 1
@@ -382,6 +383,7 @@ class Limiter:
             strict=self.spacing,
             first_refusal=self._first_kept_refusal(sent),
             retry_after=retry_after,
+            retry_after_resolution=resolution,
             kept_since=self._kept_since,
         )
         echo = sent < self._last_change

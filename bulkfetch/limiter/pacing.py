@@ -94,8 +94,10 @@ class Refusal:
     #: Send time of the earliest refusal since which ``accepted`` is complete (None: use
     #: ``previous``).
     first_refusal: float | None = None
-    #: Seconds the 429's ``Retry-After`` asked for (None: absent or unreadable).
+    #: Seconds the 429's ``Retry-After`` asked for (None: absent or unreadable), and by
+    #: how much that may be off (whole seconds or a date: 1).
     retry_after: float | None = None
+    retry_after_resolution: float = 0.0
     #: ``accepted`` holds every accepted request sent since this time; older ones were
     #: forgotten. A refusal before it is as good as unknown: counted from it, what the
     #: server let through would be short of what it did (eight windows of a lane refused
@@ -127,11 +129,15 @@ def located_count(refusal: Refusal) -> int | None:
     window) is not. Read only from a wait of at least ``LOCATES`` intervals (a spacing
     limiter or a bucket asks for about one) and at most a window (a whole window asked
     whatever the wait locates nothing: its start is the refusal itself), and only where
-    it finds at least two requests.
+    it finds at least two requests, and only from a wait said finely enough to place the
+    window within half an interval (a date or whole seconds, at a rate of several requests
+    a second, could point anywhere).
     """
     r = refusal
     ra = r.retry_after
     if ra is None or not LOCATES * r.limit_interval <= ra <= r.window:
+        return None
+    if r.retry_after_resolution > 0.5 * r.limit_interval:
         return None
     slack = min(LOCATE_SLACK, 0.5 * r.limit_interval)
     start = r.sent_at + ra - r.window - slack

@@ -22,7 +22,7 @@ import email.utils
 import math
 import time
 
-__all__ = ["MAX_WINDOWS", "bounded_pause", "parse_retry_after"]
+__all__ = ["MAX_WINDOWS", "bounded_pause", "parse_retry_after", "retry_after_resolution"]
 
 #: The longest pause a Retry-After obtains, in windows of the configured rate.
 MAX_WINDOWS = 2.0
@@ -67,3 +67,16 @@ def bounded_pause(
         return None
     ceiling = max_windows * max(window, interval)
     return min(max(retry_after, interval), ceiling)
+
+
+def retry_after_resolution(value: str | None) -> float:
+    """Seconds by which a ``Retry-After`` may be off what the server meant: 0 for a delta
+    with a fraction (it said the wait exactly), 1 for whole seconds (perhaps rounded up) and
+    for an HTTP date (whole seconds), 0 with no header."""
+    if value is None:
+        return 0.0
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return 1.0  # an HTTP date, or unreadable (then unused)
+    return 0.0 if math.isfinite(seconds) and seconds != math.floor(seconds) else 1.0

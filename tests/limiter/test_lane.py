@@ -317,7 +317,11 @@ def drive(
             limiter.succeeded(sent)
         else:
             refused += 1
-            limiter.rate_limited_by_server(retry_after(form, wait, window), sent)
+            limiter.rate_limited_by_server(
+                retry_after(form, wait, window),
+                sent,
+                resolution=1.0 if form in ("int", "date", "window") else 0.0,
+            )
     return Outcome(refused, limiter.interval / (window / count), accepted[-1] - accepted[0])
 
 

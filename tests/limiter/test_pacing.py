@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import replace
 
@@ -375,3 +376,21 @@ def test_what_retry_after_locates_never_speeds_a_lane_up(
     )
     lesson = lesson_of_429(refusal, searching=False, search_speedup=1.1)
     assert refusal.limit_interval <= lesson.limit_interval <= max(W, 2 * refusal.pace)
+
+
+def test_a_coarse_retry_after_at_a_fast_rate_locates_nothing() -> None:
+    """An HTTP date (whole seconds) from a server allowing 20 a second could point anywhere
+    in its one-second window: a spacing limiter's refusal would read as a limit."""
+    refusal = Refusal(
+        sent_at=10.5,
+        limit_interval=0.05,
+        pace=0.05,
+        window=1.0,
+        accepted=sends(10.0, 0.05, 10),
+        first_sent=10.0,
+        retry_after=0.5,
+        retry_after_resolution=1.0,
+    )
+    assert located_count(refusal) is None
+    # The same wait said exactly places the window: ten requests in it.
+    assert located_count(dataclasses.replace(refusal, retry_after_resolution=0.0)) == 10

@@ -10,7 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bulkfetch import client
-from bulkfetch.limiter.retry_after import MAX_WINDOWS, bounded_pause, parse_retry_after
+from bulkfetch.limiter.retry_after import (
+    MAX_WINDOWS,
+    bounded_pause,
+    parse_retry_after,
+    retry_after_resolution,
+)
 
 NOW = 1_445_412_470.0  # Wed, 21 Oct 2015 07:27:50 GMT
 SLOT, WINDOW = 6.0, 60.0  # 10/min
@@ -73,3 +78,18 @@ def test_the_pause_is_always_bounded(asked: float | None, interval: float, windo
 
 def test_the_client_reads_it_with_the_same_function() -> None:
     assert client.parse_retry_after is parse_retry_after
+
+
+@pytest.mark.parametrize(
+    ("value", "resolution"),
+    [
+        (None, 0.0),
+        ("0.35", 0.0),  # exact
+        ("1", 1.0),  # whole seconds, perhaps rounded up
+        ("60", 1.0),
+        ("Wed, 21 Oct 2026 07:28:00 GMT", 1.0),  # a date has whole seconds
+        ("soon", 1.0),  # unreadable: the wait itself is None, so this is never used
+    ],
+)
+def test_how_far_off_a_retry_after_may_be(value: str | None, resolution: float) -> None:
+    assert retry_after_resolution(value) == resolution
