@@ -158,7 +158,9 @@ class ColormapLane:
                 answer = await self.client.fetch(path, query or {})
             except RateLimited as exc:
                 limited += 1
-                pause = self.limiter.rate_limited_by_server(exc.retry_after)
+                pause = self.limiter.rate_limited_by_server(
+                    exc.retry_after, resolution=exc.retry_after_resolution
+                )
                 if limited >= MAX_LIMITED or pause > MAX_PAUSE:
                     raise
                 continue

@@ -135,7 +135,9 @@ class SearchLane:
             except RateLimited as exc:
                 self.stats.rate_limited += 1
                 limited += 1
-                pause = self.limiter.rate_limited_by_server(exc.retry_after)
+                pause = self.limiter.rate_limited_by_server(
+                    exc.retry_after, resolution=exc.retry_after_resolution
+                )
                 log.info("search rate limited; lane paused %.1f s", pause)
                 if limited >= MAX_RATE_LIMITED:
                     raise
