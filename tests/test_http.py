@@ -54,6 +54,7 @@ def test_429_is_rate_limited_with_the_servers_wait(asking: Asking) -> None:
     error = error_for(429, {"Retry-After": "7"}, b"", asking)
     assert isinstance(error, RateLimited)
     assert error.retry_after == 7.0
+    assert error.retry_after_resolution == 1.0  # whole seconds: perhaps rounded up
     assert error.retryable and not error.fatal
     assert error.status == 429
 
@@ -62,6 +63,7 @@ def test_retry_after_is_read_whatever_the_headers_case() -> None:
     error = error_for(429, {"retry-after": "0.35"}, b"")
     assert isinstance(error, RateLimited)
     assert error.retry_after == 0.35
+    assert error.retry_after_resolution == 0.0  # said exactly
 
 
 def test_retry_after_as_an_http_date() -> None:
@@ -70,6 +72,7 @@ def test_retry_after_as_an_http_date() -> None:
     assert isinstance(error, RateLimited)
     assert error.retry_after is not None
     assert 25 <= error.retry_after <= 31
+    assert error.retry_after_resolution == 1.0  # a date has whole seconds
 
 
 @pytest.mark.parametrize("value", [None, "soon", "NaN", "inf"])

@@ -366,6 +366,28 @@ def test_a_window_counter_whose_retry_after_locates_its_window_costs_one_429(
     assert 0.99 < outcome.pace < 1.05
 
 
+@pytest.mark.parametrize(("resolution", "located"), [(0.0, True), (1.0, False)])
+def test_a_wait_said_to_the_second_locates_no_window_at_twenty_a_second(
+    resolution: float, located: bool
+) -> None:
+    """Ten requests 50 ms apart, the eleventh refused with "wait 0.5 s". Said exactly, that
+    wait places a one-second window holding the ten: the limit. As a date (whole seconds)
+    it could point anywhere in that window, so a young lane takes only a small step."""
+    clock = FakeClock()
+    limiter = Limiter("create", Rate(20, 1.0), clock=clock, sleep=clock.sleep)
+    for _ in range(10):
+        sent = send(limiter)
+        clock.now = sent + 0.001
+        limiter.succeeded(sent)
+    sent = send(limiter)
+    clock.now = sent + 0.001
+    limiter.rate_limited_by_server(0.5, sent, resolution=resolution)
+    if located:
+        assert limiter.limit_interval > 1.5 * 0.05  # ten a second, read at once
+    else:
+        assert limiter.limit_interval < 1.1 * 0.05  # a small step
+
+
 @pytest.mark.parametrize("kind", LIMITER_KINDS)
 def test_rates_twice_too_low_are_learned(kind: str) -> None:
     """A search ends on a refusal, and a calendar window that straddles it may take one or
