@@ -47,6 +47,7 @@ from bulkfetch.limiter.pacing import (
 )
 from bulkfetch.limiter.retry_after import bounded_pause
 from bulkfetch.limiter.round_trips import RoundTrips
+from bulkfetch.limiter.shared_pace import late_shift
 
 if TYPE_CHECKING:
     from bulkfetch.limiter.share import SharedLane
@@ -324,7 +325,7 @@ class Limiter:
         if self.shared is not None:
             self.shared.sent_late(late, self.interval)
         else:
-            self._next_at += min(late, self.interval)
+            self._next_at += late_shift(late, self.interval)
 
     def _answered(self, sent_at: float | None) -> tuple[float, float]:
         """The clock now and the send time (now if unknown); learns the round trip."""

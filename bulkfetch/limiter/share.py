@@ -38,7 +38,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from bulkfetch.config import ApiKey, RunConfig
 from bulkfetch.errors import RateStoreError
-from bulkfetch.limiter.shared_pace import BLOCK_SPAN, Grant, StoreClock, fallback_interval
+from bulkfetch.limiter.shared_pace import (
+    BLOCK_SPAN,
+    Grant,
+    StoreClock,
+    fallback_interval,
+    late_shift,
+)
 from bulkfetch.limiter.store import FileStore, RateStore, default_store_dir, store_name
 
 __all__ = ["RateSession", "SharedLane", "open_rates"]
@@ -338,13 +344,12 @@ class SharedLane:
         """A slot of this lane was used ``late`` seconds after it, beyond the lane's slack:
         the slots to come move on by as much, at most a slot (``shared_pace.sent_late``):
         the store's for every process, and those of a block or a fallback pace here."""
-        spacing = max(interval, self.taught.spacing if self.taught else 0.0)
-        shift = min(late, spacing)
         if self.session.failed is not None:
-            self._fallback_next += min(late, self._fallback_spacing)
+            self._fallback_next += late_shift(late, self._fallback_spacing)
             return
+        spacing = max(interval, self.taught.spacing if self.taught else 0.0)
         if self._block is not None:
-            self._block_next += shift
+            self._block_next += late_shift(late, spacing)
         self.session.report_late(self.name, late, spacing)
 
     def refused(self, *, limit_interval: float, strict: bool, pause: float) -> None:

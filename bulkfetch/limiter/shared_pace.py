@@ -53,6 +53,7 @@ __all__ = [
     "block_size",
     "fallback_interval",
     "give_back",
+    "late_shift",
     "live_leases",
     "others_since",
     "refused",
@@ -188,6 +189,13 @@ def give_back(state: LaneState, grant: Grant) -> LaneState:
     return state
 
 
+def late_shift(late: float, spacing: float) -> float:
+    """How far the slots after a request sent ``late`` seconds after its own move on: by
+    the lateness, at most one ``spacing`` (see ``sent_late``). The one rule for a lane on
+    its own, a block or a fallback pace, and the store (its Redis script says it again)."""
+    return min(max(0.0, late), spacing)
+
+
 def sent_late(state: LaneState, *, late: float, spacing: float) -> LaneState:
     """A slot was used ``late`` seconds after it (beyond its slack): the request takes the
     room of one more slot where it arrived, so the next free slot moves on by the
@@ -197,7 +205,7 @@ def sent_late(state: LaneState, *, late: float, spacing: float) -> LaneState:
     later, the request is one more among the slots around it, and a window holds as
     many of those as the grid gives it: one slot fewer on the grid makes room for it.
     """
-    shift = min(max(0.0, late), spacing)
+    shift = late_shift(late, spacing)
     return replace(state, next_at=state.next_at + shift) if shift > 0 else state
 
 
