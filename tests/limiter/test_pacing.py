@@ -313,15 +313,8 @@ def test_rounded_up_to_whole_seconds_it_locates_the_same_limit() -> None:
 def test_a_calendar_windows_retry_after_counts_from_the_window_start() -> None:
     """A fixed window from 0 to 60 s; the lane sent 5 in the window before (at 3 s apart
     from -15) and 10 in this one: its last 60 s hold 15, its window 10."""
-    accepted = sends(-15.0, 3.0, 15)
-    refusal = Refusal(
-        sent_at=30.0,
-        limit_interval=3.0,
-        pace=3.0,
-        window=W,
-        accepted=accepted,
-        first_sent=-15.0,
-        retry_after=30.0,
+    refusal = dataclasses.replace(
+        _young_refusal(30.0), accepted=sends(-15.0, 3.0, 15), first_sent=-15.0
     )
     assert located_count(refusal) == 10  # from 0 (= 30 + 30 - 60) to the refusal
     assert limit_after_429(refusal) == pytest.approx(T)
@@ -365,14 +358,8 @@ def test_what_retry_after_locates_never_speeds_a_lane_up(
     k: int, retry_after: float | None, first_sent: float
 ) -> None:
     accepted = sorted(first_sent + (30.0 - first_sent) * i / (k + 1) for i in range(k))
-    refusal = Refusal(
-        sent_at=30.0,
-        limit_interval=3.0,
-        pace=3.0,
-        window=W,
-        accepted=accepted,
-        first_sent=first_sent,
-        retry_after=retry_after,
+    refusal = dataclasses.replace(
+        _young_refusal(retry_after), accepted=accepted, first_sent=first_sent
     )
     lesson = lesson_of_429(refusal, searching=False, search_speedup=1.1)
     assert refusal.limit_interval <= lesson.limit_interval <= max(W, 2 * refusal.pace)
