@@ -294,18 +294,41 @@ def lesson_of_429(refusal: Refusal, *, searching: bool, search_speedup: float) -
     most of the window. Room left in the window (or a lane too young to tell) says the
     server may space requests, so the jitter must fit between every two.
     """
+    if searching:
+        return _lesson_of_search(refusal, search_speedup)
     accepted = refusal.accepted
     in_window = len(accepted) - bisect.bisect_right(accepted, refusal.sent_at - refusal.window)
     allowed = math.floor(refusal.window / refusal.limit_interval + 1e-9)
     strict: bool | None = None
-    counts = located_count(refusal) is not None or counted_in_window(refusal)
-    if counts and not searching:
+    if located_count(refusal) is not None or counted_in_window(refusal):
         strict = False
     elif in_window < allowed or not window_count_tells(refusal):
         strict = True
-    learned = limit_after_429(refusal)
-    if searching:
-        # The first refusal of a search: the limit lies between this pace and the last
-        # one that passed, one search step slower.
-        learned = min(learned, refusal.limit_interval * search_speedup)
-    return Lesson(max(refusal.limit_interval, learned), strict)
+    return Lesson(max(refusal.limit_interval, limit_after_429(refusal)), strict)
+
+
+def _lesson_of_search(refusal: Refusal, search_speedup: float) -> Lesson:
+    """The first 429 of a search (``--learn-rates``, speeding up ×``search_speedup`` a
+    step from below the limit).
+
+    The step before passed, so the limit is about one step slower than the refused pace:
+    a limiter that spaces requests refuses as the pace crosses its rate. A window counter
+    refuses only once its window has filled, some steps past its limit, and its count
+    would tell it; but a spacing limiter's window, filled by a search from below, holds
+    fewer than it allows, and read as a limit that count would slow the lane a step or
+    two below the server for the rest of the run. One step back at worst draws a second
+    429 from a window counter, whose count then tells. A ``Retry-After`` that locates the
+    window tells the limit at once, and that the server counts in a window.
+
+    The kind stays unknown otherwise: the lane's count was short of its pace all the
+    search long, whatever the server, so it is not taken as a sign of spacing (which
+    would make the lane pay the jitter between every two requests, 4-25% of a slot on
+    loopback, for the rest of the run).
+    """
+    r = refusal
+    located = located_count(r)
+    strict: bool | None = None
+    learned = r.limit_interval * search_speedup
+    if located is not None:
+        strict, learned = False, r.window / located
+    return Lesson(max(r.limit_interval, min(learned, r.pace * MAX_SLOWDOWN)), strict)

@@ -265,7 +265,17 @@ def test_a_429_to_a_lane_younger_than_a_window_suspects_spacing() -> None:
 def test_a_searching_lane_slows_one_step_whatever_its_count_says() -> None:
     lesson = lesson_of_429(_refused_after(5, first_sent=0.0), searching=True, search_speedup=1.1)
     assert lesson.limit_interval == pytest.approx(0.11)
-    assert lesson.strict is True  # refused with room left in the window
+    # Its count was short of its pace all the search long, whatever the server: no sign.
+    assert lesson.strict is None
+
+
+def test_a_searching_lane_whose_retry_after_locates_the_window_learns_the_limit() -> None:
+    """A sliding log's exact wait points at its oldest request: the 10 accepted from there
+    are the limit, well slower than one search step back (the lane overshot)."""
+    refusal = replace(_young_refusal(30.0), limit_interval=4.0, pace=4.0)
+    lesson = lesson_of_429(refusal, searching=True, search_speedup=1.1)
+    assert lesson.limit_interval == pytest.approx(6.0)
+    assert lesson.strict is False
 
 
 @given(st.integers(min_value=0, max_value=30), st.floats(min_value=0.0, max_value=9.9))
