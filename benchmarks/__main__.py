@@ -67,6 +67,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         "'too high', 'whole window')",
     )
     parser.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help=f"matrix and nginx: jobs per run [default: {MATRIX_N}; issue 11 measured 300]",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         help="where to write the Markdown results "
@@ -180,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                     asyncio.run(
                         run_matrix(
                             chosen,
-                            n=80 if args.quick else MATRIX_N,
+                            n=args.jobs or (80 if args.quick else MATRIX_N),
                             n_seq=10 if args.quick else 30,
                             seed=MATRIX_SEED,
                             tmp=Path(tmp),
