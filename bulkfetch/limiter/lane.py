@@ -390,6 +390,7 @@ class Limiter:
             retry_after=retry_after,
             retry_after_resolution=resolution,
             kept_since=self._kept_since,
+            jitter=self.jitter,
         )
         echo = sent < self._last_change
         if not echo:

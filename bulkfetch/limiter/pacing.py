@@ -103,6 +103,9 @@ class Refusal:
     #: server let through would be short of what it did (eight windows of a lane refused
     #: twice nine windows apart read as a limit 1.6 times the real one).
     kept_since: float = -math.inf
+    #: The spread of the delay from send to arrival measured on the lane (seconds): a
+    #: request sent a window after another may arrive less than a window after it.
+    jitter: float = 0.0
 
 
 def _count_between(times: Sequence[float], lo: float, hi: float) -> int:
@@ -244,34 +247,48 @@ def limit_after_429(refusal: Refusal) -> float:
     return min(max(estimate, low), high, max(r.window, r.limit_interval))
 
 
-def pause_without_retry_after(refusal: Refusal, new_interval: float) -> float:
-    """Seconds to hold the lane after a 429 that gave no usable ``Retry-After``.
-
-    With the limit now believed (``window / new_interval`` per window), the next request
-    fits once enough of those accepted in the window have left it: the oldest must go
-    (sliding log), and a calendar window's boundary comes no later. When the count did
-    not tell the limit, one slot at the new pace; when the last pause was too short
-    (refused again with nothing let through), until a window after that refusal. At most
-    one window; at least one slot.
-    """
+def _wait_for_room(refusal: Refusal, allowed: int) -> float | None:
+    """Seconds from the refusal until the window has room for a server that allows
+    ``allowed`` a window, by its count: once the oldest of those has left it (a sliding
+    log), and a calendar window's boundary comes no later (it counted at most that many
+    since it began), plus the jitter, as the server judges arrivals. None where the count
+    does not tell the limit or the window has room already."""
     r = refusal
-    if _since_previous(r) == 0:
-        # Refused again right after the last pause, nothing let through between: that
-        # pause was too short for this server (a calendar window ends later than a
-        # sliding log's oldest request leaves). A window after the previous refusal,
-        # any window limiter has room again; a bucket and a spacing limiter too.
-        assert r.previous is not None
-        return min(max(r.previous + r.window - r.sent_at, new_interval), r.window)
     if not window_count_tells(r):
-        return new_interval
+        return None
     lo = bisect.bisect_right(r.accepted, r.sent_at - r.window)
     hi = bisect.bisect_right(r.accepted, r.sent_at)
     in_window = r.accepted[lo:hi]
-    allowed = max(1, math.floor(r.window / new_interval + 1e-9))
     if len(in_window) < allowed:
-        return new_interval
-    oldest_to_leave = in_window[len(in_window) - allowed]
-    wait = oldest_to_leave + r.window - r.sent_at
+        return None
+    return in_window[len(in_window) - allowed] + r.window + r.jitter - r.sent_at
+
+
+def pause_without_retry_after(refusal: Refusal, new_interval: float) -> float:
+    """Seconds to hold the lane after a 429 that gave no usable ``Retry-After``.
+
+    Until the window has room at the limit now believed (``_wait_for_room``); one slot at
+    the new pace when the count did not tell the limit.
+
+    When the lane was refused again right after its last pause, with nothing let through
+    between, that pause was too short, and the count read now may still be too high: a
+    calendar window straddled holds up to twice its limit. So until the window has room
+    for half of it: exact for a calendar window at worst, and for a sliding log a quarter
+    window or so later than it needs, where a window after the last refusal (what is left
+    when the count shows no room to wait for, or does not tell) is half a window later.
+    At most one window; at least one slot.
+    """
+    r = refusal
+    allowed = max(1, math.floor(r.window / new_interval + 1e-9))
+    if _since_previous(r) == 0:
+        wait = _wait_for_room(r, max(1, math.ceil(allowed / 2)))
+        if wait is None or wait <= new_interval:
+            assert r.previous is not None
+            wait = r.previous + r.window - r.sent_at
+    else:
+        wait = _wait_for_room(r, allowed)
+        if wait is None:
+            return new_interval
     return min(max(wait, new_interval), r.window)
 
 

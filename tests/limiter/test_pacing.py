@@ -189,6 +189,41 @@ def test_without_retry_after_a_refusal_taken_for_jitter_costs_a_slot() -> None:
     assert pause_without_retry_after(refusal, 3.03) == pytest.approx(3.03)
 
 
+def test_refused_again_after_a_slot_the_lane_waits_for_room_for_half_not_a_window() -> None:
+    """Twice too fast: 10 accepted 3 s apart, refused at 30 s (too young to read: one
+    slot), and again at 33 s with nothing let through. The count now says 10 a window, but
+    a calendar window straddled holds up to twice its limit: room for 5 is certain once the
+    one sent at 15 has left, jitter included (a sliding log has room 15 s sooner). Not a
+    window after the first refusal (90 s)."""
+    refusal = Refusal(
+        sent_at=33.0,
+        limit_interval=3.03,
+        pace=3.03,
+        window=W,
+        accepted=sends(0.0, 3.0, 10),
+        previous=30.0,
+        first_sent=0.0,
+        jitter=0.2,
+    )
+    assert pause_without_retry_after(refusal, 6.0) == pytest.approx(15.0 + W + 0.2 - 33.0)
+
+
+def test_refused_again_with_room_by_the_count_the_lane_waits_a_window() -> None:
+    """Refused at 80 s, right after a refusal at 30 s: the count shows room for half of 10
+    a window already, so it misleads here (a calendar window ends later than it says), and
+    the lane waits until a window after that refusal."""
+    refusal = Refusal(
+        sent_at=80.0,
+        limit_interval=6.0,
+        pace=6.0,
+        window=W,
+        accepted=sends(0.0, 3.0, 10),
+        previous=30.0,
+        first_sent=0.0,
+    )
+    assert pause_without_retry_after(refusal, 6.0) == pytest.approx(30.0 + W - 80.0)
+
+
 @given(
     gaps=st.lists(st.floats(0.01, 30), max_size=60),
     new=st.floats(0.01, 120),
