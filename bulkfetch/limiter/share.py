@@ -66,6 +66,7 @@ class RateSession:
 
     __slots__ = (
         "_inbox",
+        "_late",
         "_outbox",
         "failed",
         "lanes",
@@ -86,6 +87,8 @@ class RateSession:
         sender, receiver = anyio.create_memory_object_stream[_Change](_QUEUE)
         self._outbox: MemoryObjectSendStream[_Change] = sender
         self._inbox: MemoryObjectReceiveStream[_Change] = receiver
+        #: Per lane, how far late sends not yet told to the store move its slots on.
+        self._late: dict[str, float] = {}
 
     def __repr__(self) -> str:
         state = f"failed: {self.failed}" if self.failed else f"processes={self.processes}"
@@ -114,12 +117,35 @@ class RateSession:
         self._report(change)
 
     def report_late(self, lane: str, late: float, spacing: float) -> None:
-        """Queue a request sent ``late`` seconds after its slot (``serve`` sends it)."""
-        self._report(partial(self.store.sent_late, lane, late=late, spacing=spacing))
+        """Queue a request sent ``late`` seconds after its slot (``serve`` sends it).
 
-    def _report(self, change: _Change) -> None:
-        with contextlib.suppress(anyio.WouldBlock):
+        Late sends reported before ``serve`` gets to them go to the store as one: a lane
+        pressed for time (thousands of slots a second, or a loaded machine) sends most of
+        its requests late, and a store transaction for each cost more CPU than the
+        requests themselves."""
+        shift = late_shift(late, spacing)
+        if shift <= 0.0:
+            return
+        queued = lane in self._late
+        self._late[lane] = self._late.get(lane, 0.0) + shift
+        if not queued and not self._report(partial(self._send_late, lane)):
+            del self._late[lane]  # the queue is full: lost, as a report would be
+
+    async def _send_late(self, lane: str) -> None:
+        shift = self._late.pop(lane, 0.0)
+        if shift > 0.0:
+            # Each send's shift is already at most its slot; their sum moves the grid on
+            # as they would have one by one.
+            await self.store.sent_late(lane, late=shift, spacing=shift)
+
+    def _report(self, change: _Change) -> bool:
+        """Queue ``change`` for ``serve``; False if the queue is full (the store is slow
+        or gone), and the change is dropped."""
+        try:
             self._outbox.send_nowait(change)
+        except anyio.WouldBlock:
+            return False
+        return True
 
     async def serve(self) -> None:
         """Renew the lease and send reported 429s and late sends, until cancelled (with

@@ -403,3 +403,42 @@ async def test_a_store_gone_mid_run_paces_at_the_share_of_the_processes_last_see
     assert len(warnings) == 1  # once, naming the store
     assert "redis://gone:6379/0" in warnings[0].getMessage()
     await session.release()
+
+
+class _LateCountingStore(FileStore):
+    """A file store that counts its changes for ``sent_late``."""
+
+    late_changes = 0
+
+    async def sent_late(self, lane: str, *, late: float, spacing: float) -> None:
+        self.late_changes += 1
+        await super().sent_late(lane, late=late, spacing=spacing)
+
+
+async def test_late_sends_reported_before_the_store_is_told_go_to_it_as_one(
+    tmp_path: Path,
+) -> None:
+    """A lane pressed for time sends most requests late: those reported before ``serve``
+    gets to them are one change of the file, moving the next slot on by all of them (each
+    at most its slot), not one change each."""
+    store = _LateCountingStore(tmp_path / "x.json")
+    session = RateSession(store)
+    await _take(store, "a")
+    _, first = await _take(store, "b")
+    for late in (0.01, 0.02, 30.0):  # the last, a slot at most
+        session.report_late("create", late, INTERVAL)
+    session.report_late("create", 0.0, INTERVAL)  # on time: nothing to tell
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(session.serve)
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+    assert store.late_changes == 1
+    _, after = await _take(store, "a")
+    assert after.grant.at == pytest.approx(first.grant.at + 2 * INTERVAL + 0.03, abs=1e-6)
+    session.report_late("create", 0.04, INTERVAL)  # once told, a new report is sent again
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(session.serve)
+        await anyio.wait_all_tasks_blocked()
+        tg.cancel_scope.cancel()
+    assert store.late_changes == 2
+    await session.release()
