@@ -173,9 +173,9 @@ class Limiter:
         pace = self.limit_interval * (1 + self.margin)
         if self.spacing:
             return pace + self.jitter
-        # The bunching once per window: its lateness part is the slack late slots are
-        # caught up by (``_slack``), its jitter part keeps the window's count.
-        return pace + self.bunching / self._per_window()
+        # Twice the bunching per window: half the headroom may go to catching up late
+        # slots (``_slack``), the other half is what keeps the window's count.
+        return pace + 2 * self.bunching / self._per_window()
 
     @property
     def spacing(self) -> bool:
@@ -189,14 +189,10 @@ class Limiter:
         return max(1.0, self.configured.period / self.limit_interval)
 
     def _slack(self) -> float:
-        """How late a slot may be taken and still be counted from when it was due: what
-        a window of slots has over the limit, less the jitter (which keeps the window's
-        count) and half the margin (a timer's and a clock's errors). Where the server is
-        paced by a window that is the lateness measured; a lane that spaces requests
-        keeps two sends apart in ``sending`` whatever its slots, and has more."""
-        headroom = (self.interval - self.limit_interval) * self._per_window()
-        kept = self.jitter + 0.5 * self.margin * self.limit_interval * self._per_window()
-        return max(0.0, headroom - kept)
+        """How late a slot may be taken and still be counted from when it was due: half
+        the headroom a window of slots has over the limit, so any run of slots still
+        spans a window plus the other half."""
+        return 0.5 * (self.interval - self.limit_interval) * self._per_window()
 
     @property
     def rate(self) -> Rate:

@@ -18,7 +18,7 @@ __all__ = ["RoundTrips"]
 class RoundTrips:
     """Send times not yet answered, and the jitter and bunching measured so far."""
 
-    __slots__ = ("_latencies", "_lateness", "bunching", "jitter", "late", "outstanding")
+    __slots__ = ("_latencies", "_lateness", "bunching", "jitter", "outstanding")
 
     def __init__(self, keep: int) -> None:
         self._latencies: deque[float] = deque(maxlen=keep)  # send to answer, seconds
@@ -27,10 +27,7 @@ class RoundTrips:
         self.outstanding: list[float] = []
         #: The spread of the delay from send to answer (seconds).
         self.jitter = 0.0
-        #: The spread of how late requests went out after their slot (seconds).
-        self.late = 0.0
-        #: ``jitter`` plus ``late``: how far apart two requests sent a window apart may
-        #: arrive less than that window.
+        #: ``jitter`` plus the spread of how late requests went out after their slot.
         self.bunching = 0.0
 
     def __repr__(self) -> str:
@@ -64,8 +61,7 @@ class RoundTrips:
         # Strict spacing pays the jitter between every two requests; a window pays a
         # share of it, and of how late requests went out, once per window.
         self.jitter = jitter_margin(self._latencies, interval=interval)
-        self.late = jitter_margin(self._lateness, interval=interval)
-        self.bunching = self.jitter + self.late
+        self.bunching = self.jitter + jitter_margin(self._lateness, interval=interval)
 
     def sent_before(self, at: float) -> list[float]:
         """Requests sent before ``at`` and not answered yet (they reached the server first)."""
