@@ -50,7 +50,7 @@ from bulkfetch.limiter.round_trips import RoundTrips
 from bulkfetch.limiter.shared_pace import late_shift
 
 if TYPE_CHECKING:
-    from bulkfetch.limiter.share import SharedLane
+    from bulkfetch.limiter.shared_lane import SharedLane
 
 __all__ = ["Limiter"]
 

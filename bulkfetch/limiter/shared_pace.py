@@ -47,6 +47,7 @@ from dataclasses import dataclass, replace
 
 __all__ = [
     "BLOCK_SPAN",
+    "LEASE",
     "Grant",
     "LaneState",
     "StoreClock",
@@ -62,6 +63,10 @@ __all__ = [
     "slot_still_good",
     "take_slot",
 ]
+
+#: Seconds a process's lease lasts without renewal: a killed process stops counting
+#: among the processes sharing the key this long after its last renewal.
+LEASE = 15.0
 
 #: Recent slots a lane remembers, at most (two windows at 10/min are 20; at rates of
 #: more than 128 a window, a 429 is read from the last 256 requests of the key).

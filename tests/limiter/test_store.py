@@ -15,7 +15,8 @@ import pytest
 from bulkfetch.config import ApiKey
 from bulkfetch.errors import RateStoreError, UsageError
 from bulkfetch.limiter.redis_store import RedisStore
-from bulkfetch.limiter.share import LEASE, RateSession, SharedLane
+from bulkfetch.limiter.share import LEASE, RateSession
+from bulkfetch.limiter.shared_lane import SharedLane
 from bulkfetch.limiter.shared_pace import BLOCK_SPAN, Grant, block_size
 from bulkfetch.limiter.store import (
     FileStore,
