@@ -306,10 +306,10 @@ def lesson_of_429(refusal: Refusal, *, searching: bool, search_speedup: float) -
     """The limit and the kind of limiter one 429 shows, for a lane that was ``searching``
     (``--learn-rates`` speeding up before any 429) or not.
 
-    A window's count that explains the refusal says the server counts in a window, unless
-    the lane was searching: its count is short because it was slower than the limit for
-    most of the window. Room left in the window (or a lane too young to tell) says the
-    server may space requests, so the jitter must fit between every two.
+    A window's count that explains the refusal says the server counts in a window. Room
+    left in the window (or a lane too young to tell) says the server may space requests,
+    so the jitter must fit between every two. A search's first 429 is read apart
+    (``_lesson_of_search``): its count is short of its pace whatever the server.
     """
     if searching:
         return _lesson_of_search(refusal, search_speedup)
