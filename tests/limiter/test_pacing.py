@@ -69,17 +69,25 @@ def test_a_young_lane_s_first_refusal_is_taken_for_jitter() -> None:
     assert limit_after_429(refusal) == pytest.approx(3.0 * MIN_SLOWDOWN)
 
 
-def test_a_refusal_hard_on_the_heels_of_another_tells_even_a_young_lane() -> None:
-    accepted = sends(0.0, 3.0, 10)
-    refusal = Refusal(
-        sent_at=33.0,
-        limit_interval=3.03,
-        pace=3.05,
+def _refused_again(
+    *, sent_at: float = 33.0, limit_interval: float = 3.03, pace: float = 3.05, jitter: float = 0.0
+) -> Refusal:
+    """A lane twice too fast for 10/min: 10 accepted 3 s apart from 0, refused at 30 s,
+    and again at ``sent_at`` (33 s) with nothing let through between."""
+    return Refusal(
+        sent_at=sent_at,
+        limit_interval=limit_interval,
+        pace=pace,
         window=W,
-        accepted=accepted,
+        accepted=sends(0.0, 3.0, 10),
         previous=30.0,
         first_sent=0.0,
+        jitter=jitter,
     )
+
+
+def test_a_refusal_hard_on_the_heels_of_another_tells_even_a_young_lane() -> None:
+    refusal = _refused_again()
     assert window_count_tells(refusal)
     assert limit_after_429(refusal) == pytest.approx(T)  # 10 in the window before
     refusal = Refusal(
@@ -195,16 +203,7 @@ def test_refused_again_after_a_slot_the_lane_waits_for_room_for_half_not_a_windo
     a calendar window straddled holds up to twice its limit: room for 5 is certain once the
     one sent at 15 has left, jitter included (a sliding log has room 15 s sooner). Not a
     window after the first refusal (90 s)."""
-    refusal = Refusal(
-        sent_at=33.0,
-        limit_interval=3.03,
-        pace=3.03,
-        window=W,
-        accepted=sends(0.0, 3.0, 10),
-        previous=30.0,
-        first_sent=0.0,
-        jitter=0.2,
-    )
+    refusal = _refused_again(jitter=0.2)
     assert pause_without_retry_after(refusal, 6.0) == pytest.approx(15.0 + W + 0.2 - 33.0)
 
 
@@ -212,15 +211,7 @@ def test_refused_again_with_room_by_the_count_the_lane_waits_a_window() -> None:
     """Refused at 80 s, right after a refusal at 30 s: the count shows room for half of 10
     a window already, so it misleads here (a calendar window ends later than it says), and
     the lane waits until a window after that refusal."""
-    refusal = Refusal(
-        sent_at=80.0,
-        limit_interval=6.0,
-        pace=6.0,
-        window=W,
-        accepted=sends(0.0, 3.0, 10),
-        previous=30.0,
-        first_sent=0.0,
-    )
+    refusal = _refused_again(sent_at=80.0, limit_interval=6.0, pace=6.0)
     assert pause_without_retry_after(refusal, 6.0) == pytest.approx(30.0 + W - 80.0)
 
 
