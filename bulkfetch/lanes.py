@@ -171,7 +171,12 @@ class CreateLane:
             )
             run.counters.create_429 += 1
             run.save(records.undo_create(record, now=run.clock()))
-            log.debug("create lane: 429, pausing %.3gs", pause)
+            log.debug(
+                "create lane: 429 (Retry-After %s), pausing %.3gs: %r",
+                exc.retry_after,
+                pause,
+                self.limiter,
+            )
             run.enqueue(key, run.clock())
             return
         except ApiError as exc:
@@ -262,7 +267,12 @@ class StatusLane:
                 exc.retry_after, sent, resolution=exc.retry_after_resolution
             )
             run.counters.status_429 += 1
-            log.debug("status lane: 429, pausing %.3gs", pause)
+            log.debug(
+                "status lane: 429 (Retry-After %s), pausing %.3gs: %r",
+                exc.retry_after,
+                pause,
+                self.limiter,
+            )
             run.poller.retry_later(key, at=run.clock())
             return
         except TaskGone as exc:

@@ -152,26 +152,26 @@ class ColormapLane:
     async def get(self, path: str, query: Mapping[str, str] | None = None) -> tuple[int, Any]:
         failures = limited = 0
         while True:
-            await self.limiter.acquire()
+            sent = await self.limiter.sending(await self.limiter.acquire())
             self.requests += 1
             try:
                 answer = await self.client.fetch(path, query or {})
             except RateLimited as exc:
                 limited += 1
                 pause = self.limiter.rate_limited_by_server(
-                    exc.retry_after, resolution=exc.retry_after_resolution
+                    exc.retry_after, sent, resolution=exc.retry_after_resolution
                 )
                 if limited >= MAX_LIMITED or pause > MAX_PAUSE:
                     raise
                 continue
             except ApiError as exc:
-                self.limiter.succeeded()
+                self.limiter.succeeded(sent)
                 failures += 1
                 if not exc.retryable or failures >= MAX_ATTEMPTS:
                     raise
                 await anyio.sleep(1.0)
                 continue
-            self.limiter.succeeded()
+            self.limiter.succeeded(sent)
             return answer
 
 

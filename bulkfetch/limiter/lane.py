@@ -18,8 +18,12 @@ says within sane bounds (``retry_after.bounded_pause``), or, without one, until 
 limit leaves room (``pacing.pause_without_retry_after``: at most a window, never an
 exponential back-off). A 429 for a request sent before the last change of pace is an
 echo of the old pace and changes nothing. With ``learn`` the lane searches faster than the
-configured rate (×1.1 every 5 requests, up to ``max_speedup``) until the first 429, which
+configured rate (×1.1 every request, up to ``max_speedup``) until the first 429, which
 then tells the limit; without it the lane never goes faster than configured.
+
+Whatever the pace, a slot waits until the window has room at the limit believed
+(``pacing.room_at``): after a burst (a search, a rate set too high) that followed slower
+sends, a sliding log makes room only as fast as those leave it.
 
 The clock is injectable (``clock`` and ``sleep``) so the pacing is tested without time
 passing. ``acquire()`` returns the time the slot was granted: hand it back to
@@ -44,6 +48,7 @@ from bulkfetch.limiter.pacing import (
     Refusal,
     lesson_of_429,
     pause_without_retry_after,
+    room_at,
 )
 from bulkfetch.limiter.retry_after import bounded_pause
 from bulkfetch.limiter.round_trips import RoundTrips
@@ -63,6 +68,7 @@ class Limiter:
         "_clock",
         "_first_sent",
         "_floor",
+        "_granted",
         "_kept_since",
         "_last_change",
         "_last_refusal",
@@ -70,6 +76,7 @@ class Limiter:
         "_next_at",
         "_paused_until",
         "_refusals",
+        "_search_ended",
         "_searching",
         "_sleep",
         "_streak",
@@ -86,11 +93,13 @@ class Limiter:
     #: Relative headroom on the server's interval, beside the measured jitter: a timer's
     #: and a clock's small errors.
     margin = 0.005
-    #: With ``learn`` and no 429 seen yet: ×1.1 every 5 requests, up to ``max_speedup``.
-    #: Every 2 looked better offline (benchmarks/lanes.py, one request at a time) but not
-    #: in the matrix, lanes with requests in flight: the sliding log's learn cell took
-    #: 1.56-1.59 of the bound with 3 429s a lane against 1.37 and 2 (quiet machine).
-    search_after = 5
+    #: With ``learn`` and no 429 seen yet: ×1.1 every request, up to ``max_speedup``, so a
+    #: lane configured at half the limit reaches it in 8 requests. Every 5 (until issue
+    #: 11's last sessions) lost some 20 slots of a 150-job run to the climb. A search that
+    #: fast overshoots a window counter far before it is refused; what made that costly
+    #: (a sliding log refusing the even pace after the burst, read as a slower limit) is
+    #: what ``_room_at`` and ``Refusal.after_search`` now take care of.
+    search_after = 1
     search_speedup = 1.1
     max_speedup = 4.0
     #: Round trips kept for the jitter estimate.
@@ -130,6 +139,7 @@ class Limiter:
         self.pauses = 0.0
         self._floor = rate.interval / (self.max_speedup if learn else 1.0)
         self._searching = learn
+        self._search_ended: float | None = None  # send time of the 429 that ended it
         self._streak = 0
         self._accepted: list[float] = []  # send times the server accepted, ascending
         self._kept_since = -math.inf  # ``_accepted`` holds every one sent since
@@ -140,6 +150,7 @@ class Limiter:
         self._clock = clock
         self._sleep = sleep
         self._next_at = -math.inf
+        self._granted: list[float] = []  # slots handed out and not yet sent, ascending
         self._last_send = -math.inf
         self._paused_until = -math.inf
 
@@ -147,6 +158,7 @@ class Limiter:
         return (
             f"<Limiter {self.name} interval={self.interval:.4g}s "
             f"configured={self.configured} 429s={self.rate_limited} "
+            f"limit={self.limit_interval:.4g}s{' spacing' if self.spacing else ''} "
             f"jitter={self.jitter * 1000:.3g}ms "
             f"wait={max(0.0, self.ready_at() - self._clock()):.3g}s>"
         )
@@ -218,7 +230,7 @@ class Limiter:
             return await self._acquire_shared(self.shared)
         while True:
             now = self._clock()
-            at = self.ready_at()
+            at = self._room_at(self.ready_at())
             if now >= at:
                 # Count the next slot from when this one was due, not from when the caller
                 # woke: a timer oversleeps by a millisecond or so, and counted from "now"
@@ -227,15 +239,54 @@ class Limiter:
                 # slot (an idle lane, a pause) is not made up.
                 base = at if now - at <= self._slack() else now
                 self._next_at = base + self.interval
+                self._grant(base)
                 return base
             await self._sleep(at - now)
 
+    def _grant(self, due: float) -> None:
+        """Note a slot handed out: until ``sending``, it is a request on its way too."""
+        # A slot handed out and never sent (its job cancelled) ages out of the count by
+        # itself; here it is only kept from piling up.
+        horizon = due - 2 * self.configured.period
+        if self._granted and self._granted[0] < horizon:
+            del self._granted[: bisect.bisect_left(self._granted, horizon)]
+        bisect.insort(self._granted, due)
+
+    def _room_at(self, at: float) -> float:
+        """``at``, or later where a slot then would put more requests in a window than
+        the limit believed (``pacing.room_at``), counting those accepted, on their way,
+        and handed out but not yet sent. Not while searching faster than it."""
+        if self._searching:
+            return at
+        window = self.configured.period
+        more = self.round_trips.outstanding
+        if self._granted:
+            more = sorted([*more, *self._granted])
+        return room_at(
+            at,
+            self._accepted,
+            more,
+            window=window,
+            # What evenly paced sends at the limit put in a window, rounded up: a belief
+            # a hair slower than the server's (6.06 s a request at 10 a minute, a 429's
+            # smallest step past 6 s) must not cost a whole request a window.
+            allowed=max(1, math.ceil(window / self.limit_interval - 1e-6)),
+            jitter=self.jitter,
+        )
+
+    def _held_until(self) -> float:
+        """Until when this lane's own state holds it, before it takes a shared slot: a
+        pause, or a window without room."""
+        now = self._clock()
+        return max(self._paused_until, self._room_at(now))
+
     async def _acquire_shared(self, shared: SharedLane) -> float:
         """A slot from the store other processes on the key share, after any pause of
-        this lane's own (a server failing every request); adopts what the store was
-        taught by another process's 429: its limit, and that the server spaces requests."""
+        this lane's own (a server failing every request) and once its window has room
+        (``_room_at``); adopts what the store was taught by another process's 429: its
+        limit, and that the server spaces requests."""
         while True:
-            while (wait := self._paused_until - self._clock()) > 0:
+            while (wait := self._held_until() - self._clock()) > 0:
                 await self._sleep(wait)
             due = await self._take_shared(shared)
             if due >= self._paused_until:
@@ -258,6 +309,7 @@ class Limiter:
                 self._last_change = self._clock()
             self.strict = self.strict or taught.strict
         self._next_at = due + self.interval
+        self._grant(due)
         return due
 
     async def _take_shared(self, shared: SharedLane) -> float:
@@ -276,6 +328,8 @@ class Limiter:
     def release_unused(self) -> None:
         """Give back the slot just taken when no request was sent with it."""
         self._next_at -= self.interval
+        if self._granted:
+            self._granted.pop()
         if self.shared is not None:
             self.shared.give_back()
 
@@ -310,6 +364,10 @@ class Limiter:
                 break
             await self._sleep(at - now)
         self._last_send = now
+        if due is not None:
+            i = bisect.bisect_left(self._granted, due)
+            if i < len(self._granted) and self._granted[i] == due:
+                del self._granted[i]
         if due is not None and (late := now - due) > self._slack():
             self._sent_late(late)
         self.round_trips.sent(now, due)
@@ -387,6 +445,8 @@ class Limiter:
             retry_after_resolution=resolution,
             kept_since=self._kept_since,
             jitter=self.jitter,
+            after_search=self._last_refusal is not None
+            and self._last_refusal == self._search_ended,
         )
         echo = sent < self._last_change
         if not echo:
@@ -398,6 +458,8 @@ class Limiter:
             self.limit_interval = lesson.limit_interval
             self._last_change = now
             self._refusals.append(sent)
+            if self._searching:
+                self._search_ended = sent
             self._last_refusal = sent
             self._searching = False
         pause = bounded_pause(retry_after, interval=self.interval, window=self.configured.period)

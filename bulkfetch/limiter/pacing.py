@@ -34,12 +34,14 @@ from dataclasses import dataclass
 __all__ = [
     "Lesson",
     "Refusal",
+    "allowed_in_window",
     "counted_in_window",
     "jitter_margin",
     "lesson_of_429",
     "limit_after_429",
     "located_count",
     "pause_without_retry_after",
+    "room_at",
     "window_count_tells",
 ]
 
@@ -70,6 +72,39 @@ def jitter_margin(latencies: Sequence[float], *, interval: float, typical: bool 
     ordered = sorted(latencies)
     top = ordered[(3 * (len(ordered) - 1)) // 4] if typical else ordered[-2]
     return max(0.0, min(top - ordered[0], 0.25 * interval))
+
+
+def allowed_in_window(window: float, interval: float) -> int:
+    """Requests a window holds at one every ``interval`` seconds: at least one."""
+    return max(1, math.floor(window / interval + 1e-9))
+
+
+def room_at(
+    at: float,
+    sends: Sequence[float],
+    more: Sequence[float],
+    *,
+    window: float,
+    allowed: int,
+    jitter: float,
+) -> float:
+    """The earliest time from ``at`` a request may go out and leave no window with more
+    than ``allowed`` of them, as a sliding log counts arrivals: once the ``allowed``-th
+    latest of ``sends`` and ``more`` (both ascending: requests accepted, requests on
+    their way) is a window plus the jitter ago.
+
+    Evenly paced requests at the limit never wait here. Uneven ones do: after a burst
+    (a search, a pace set too high) that followed slower sends, a sliding log makes room
+    only as fast as those slower sends leave it, and paced evenly a lane would be
+    refused, and would read the refusal as a slower limit.
+    """
+    horizon = at - window - jitter
+    count = len(sends) - bisect.bisect_right(sends, horizon)
+    count += len(more) - bisect.bisect_right(more, horizon)
+    if count < allowed:
+        return at
+    latest = sorted([*sends[-allowed:], *more[-allowed:]])
+    return max(at, latest[-allowed] + window + jitter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +141,10 @@ class Refusal:
     #: The spread of the delay from send to arrival measured on the lane (seconds): a
     #: request sent a window after another may arrive less than a window after it.
     jitter: float = 0.0
+    #: ``previous`` ended a search (``--learn-rates``): the lane's belief since is a step
+    #: back from a refused pace, a guess no run of accepted requests has borne out yet,
+    #: and the requests let through since are the search's burst leaving the window.
+    after_search: bool = False
 
 
 def _count_between(times: Sequence[float], lo: float, hi: float) -> int:
@@ -182,7 +221,7 @@ def window_count_tells(refusal: Refusal) -> bool:
     r = refusal
     since = _since_previous(r)
     hot = since is not None and since < HOT
-    if r.strict and not hot:
+    if r.strict and not hot and not r.after_search:
         i = bisect.bisect_left(r.accepted, r.sent_at)
         spaced = i == 0 or r.sent_at - r.accepted[i - 1] >= r.limit_interval * (1 - 1e-9)
         k = _count_between(r.accepted, r.sent_at - r.window, r.sent_at)
@@ -219,7 +258,11 @@ def limit_after_429(refusal: Refusal) -> float:
     r = refusal
     since = _since_previous(r)
     between = 0.0
-    if since:  # None (no previous refusal) or 0 (right after it) tell nothing
+    # None (no previous refusal) or 0 (right after it) tell nothing, nor the span since a
+    # search's refusal: a sliding log lets through what the search sent a window before,
+    # and with the lane's pause after that refusal counted in, that reads as a rate
+    # slower than the server's, which the lane, never searching again, would keep.
+    if since and not r.after_search:
         previous = _previous(r)
         assert previous is not None
         # From the first of a run of refusals: a bucket is empty at each, so what it let
@@ -279,7 +322,7 @@ def pause_without_retry_after(refusal: Refusal, new_interval: float) -> float:
     At most one window; at least one slot.
     """
     r = refusal
-    allowed = max(1, math.floor(r.window / new_interval + 1e-9))
+    allowed = allowed_in_window(r.window, new_interval)
     if _since_previous(r) == 0:
         wait = _wait_for_room(r, max(1, math.ceil(allowed / 2)))
         if wait is None or wait <= new_interval:
@@ -315,7 +358,7 @@ def lesson_of_429(refusal: Refusal, *, searching: bool, search_speedup: float) -
         return _lesson_of_search(refusal, search_speedup)
     accepted = refusal.accepted
     in_window = len(accepted) - bisect.bisect_right(accepted, refusal.sent_at - refusal.window)
-    allowed = math.floor(refusal.window / refusal.limit_interval + 1e-9)
+    allowed = allowed_in_window(refusal.window, refusal.limit_interval)
     strict: bool | None = None
     if located_count(refusal) is not None or counted_in_window(refusal):
         strict = False
@@ -345,7 +388,12 @@ def _lesson_of_search(refusal: Refusal, search_speedup: float) -> Lesson:
     r = refusal
     located = located_count(r)
     strict: bool | None = None
-    learned = r.limit_interval * search_speedup
+    # A step back from the pace refused, and at least from the gap actually refused:
+    # sends lag a search's grid (a store's slots handed out ahead, a commit before each),
+    # and a limiter that spaces requests refused that gap, not the grid's.
+    i = bisect.bisect_left(r.accepted, r.sent_at)
+    gap = r.sent_at - r.accepted[i - 1] if i else 0.0
+    learned = max(r.limit_interval, min(gap, r.pace * MAX_SLOWDOWN)) * search_speedup
     if located is not None:
         strict, learned = False, r.window / located
     return Lesson(max(r.limit_interval, min(learned, r.pace * MAX_SLOWDOWN)), strict)

@@ -128,7 +128,7 @@ class SearchLane:
         failures = limited = 0
         self.contact.begin(time.monotonic())
         while True:
-            await self.limiter.acquire()
+            sent = await self.limiter.sending(await self.limiter.acquire())
             self.stats.requests += 1
             try:
                 data = await self.client.page(dataset, body)
@@ -136,14 +136,14 @@ class SearchLane:
                 self.stats.rate_limited += 1
                 limited += 1
                 pause = self.limiter.rate_limited_by_server(
-                    exc.retry_after, resolution=exc.retry_after_resolution
+                    exc.retry_after, sent, resolution=exc.retry_after_resolution
                 )
                 log.info("search rate limited; lane paused %.1f s", pause)
                 if limited >= MAX_RATE_LIMITED:
                     raise
                 continue
             except ApiError as exc:
-                self.limiter.succeeded()  # answered: not a rate-limit signal
+                self.limiter.succeeded(sent)  # answered: not a rate-limit signal
                 failures += 1
                 stop = self.contact.failed(exc, time.monotonic())
                 if stop is not None:
@@ -161,7 +161,7 @@ class SearchLane:
                 if stop is not None:
                     raise stop from None
                 continue
-            self.limiter.succeeded()
+            self.limiter.succeeded(sent)
             self.contact.answered()
             return data
 

@@ -397,6 +397,39 @@ def test_rates_twice_too_low_are_learned(kind: str) -> None:
     assert 0.99 < outcome.pace < 1.6
 
 
+@pytest.mark.parametrize("form", ["float", "int", "off"])
+def test_a_search_learns_a_sliding_logs_limit_not_the_pause_after_it(form: str) -> None:
+    """A search ramps up from half the rate, past it, and is refused; a step back is still
+    too fast, and the next refusal's window tells the limit. Read from what was let
+    through between the two (a pause among them) it was a third slower; sent evenly after
+    the ramp's burst, the lane was refused again as the ramp's slower sends left the log,
+    and halved its pace."""
+    outcome = drive("sliding", factor=0.5, learn=True, form=form, jitter=0.05)
+    assert outcome.refused <= 2
+    assert 0.99 < outcome.pace < 1.03
+
+
+def test_a_slot_waits_for_room_and_counts_slots_handed_out_and_not_yet_sent() -> None:
+    """Five sends 9 s apart, then five 3 s apart (a lane at 20 a minute), and a sliding log
+    of 10 a minute refuses the next: it makes room only as the slow five leave it, 9 s
+    apart, whatever the pace. A slot handed out takes room as a send does."""
+    clock = FakeClock()
+    limiter = Limiter("create", Rate(20, 60.0), clock=clock, sleep=clock.sleep)
+    start = clock.now + 100
+    for at in (-100, 0, 9, 18, 27, 36, 39, 42, 45, 48, 51):  # (older than a window)
+        clock.now = max(clock.now, start + at)
+        limiter.succeeded(send(limiter))
+    sent = send(limiter)
+    limiter.rate_limited_by_server(start + 60 - sent, sent)  # when the first leaves
+    assert limiter.limit_interval == pytest.approx(6.0)
+    first = run_now(limiter.acquire())
+    assert first == pytest.approx(start + 60, abs=0.2)  # (a pause is at least a slot)
+    second = run_now(limiter.acquire())  # the first not sent yet
+    assert second == pytest.approx(start + 69, abs=0.1)  # room as the send at 9 leaves
+    limiter.release_unused()  # given back: it takes no room
+    assert run_now(limiter.acquire()) == pytest.approx(start + 69, abs=0.1)
+
+
 def test_without_learning_never_faster_than_configured() -> None:
     outcome = drive("sliding", factor=0.5, learn=False, n=60)
     assert outcome.refused == 0
@@ -459,7 +492,7 @@ def test_a_429_never_speeds_up_the_lane() -> None:
 def test_repr_shows_live_state() -> None:
     limiter, clock = make()
     assert repr(limiter) == (
-        "<Limiter status interval=6.03s configured=10/min 429s=0 jitter=0ms wait=0s>"
+        "<Limiter status interval=6.03s configured=10/min 429s=0 limit=6s jitter=0ms wait=0s>"
     )
     take(limiter, clock)
     assert "wait=6.03s" in repr(limiter)

@@ -20,6 +20,7 @@ from bulkfetch.limiter.pacing import (
     limit_after_429,
     located_count,
     pause_without_retry_after,
+    room_at,
     window_count_tells,
 )
 
@@ -289,10 +290,18 @@ def test_a_429_to_a_lane_younger_than_a_window_suspects_spacing() -> None:
 
 
 def test_a_searching_lane_slows_one_step_whatever_its_count_says() -> None:
-    lesson = lesson_of_429(_refused_after(5, first_sent=0.0), searching=True, search_speedup=1.1)
+    searched = replace(_refused_after(5, first_sent=0.0), accepted=sends(9.5, 0.1, 5))
+    lesson = lesson_of_429(searched, searching=True, search_speedup=1.1)
     assert lesson.limit_interval == pytest.approx(0.11)
     # Its count was short of its pace all the search long, whatever the server: no sign.
     assert lesson.strict is None
+
+
+def test_a_searching_lane_steps_back_from_the_gap_it_was_refused() -> None:
+    """Its sends lagged the grid (1/6 s apart at a pace of 0.1 s): a server that spaces
+    requests refused a gap of 1/6 s, so one step back from the grid would be refused too."""
+    lesson = lesson_of_429(_refused_after(5, first_sent=0.0), searching=True, search_speedup=1.1)
+    assert lesson.limit_interval == pytest.approx(1.1 / 6)
 
 
 def test_a_searching_lane_whose_retry_after_locates_the_window_learns_the_limit() -> None:
@@ -417,3 +426,64 @@ def test_a_coarse_retry_after_at_a_fast_rate_locates_nothing() -> None:
     assert located_count(refusal) is None
     # The same wait said exactly places the window: ten requests in it.
     assert located_count(dataclasses.replace(refusal, retry_after_resolution=0.0)) == 10
+
+
+# -- room in the window -------------------------------------------------------------------
+
+
+def test_evenly_paced_requests_at_the_limit_never_wait_for_room() -> None:
+    """At the lane's pace, the limit plus its margin: at the limit itself, a request would
+    wait for the jitter (sent a window after another, it may arrive less than one after)."""
+    accepted = sends(0.0, 6.03, 30)
+    assert room_at(30 * 6.03, accepted, [], window=W, allowed=10, jitter=0.05) == 30 * 6.03
+
+
+def test_after_a_burst_that_followed_slower_sends_room_comes_as_they_leave() -> None:
+    """Five sends 12 s apart, then five 1 s apart (a search's burst): a sliding log of 10 a
+    minute is full, and makes room only as the slow ones leave it, 12 s apart."""
+    slow, burst = sends(0.0, 12.0, 5), sends(49.0, 1.0, 5)
+    accepted = slow + burst
+    assert room_at(54.0, accepted, [], window=W, allowed=10, jitter=0.05) == pytest.approx(60.05)
+    after = [*accepted, 60.05]
+    assert room_at(61.0, after, [], window=W, allowed=10, jitter=0.05) == pytest.approx(72.05)
+
+
+def test_requests_on_their_way_count_for_room() -> None:
+    """Nine accepted and one not answered yet (or handed out, not sent): the window is full."""
+    accepted = sends(0.0, 6.0, 9)
+    assert room_at(54.0, accepted, [], window=W, allowed=10, jitter=0.0) == 54.0
+    assert room_at(54.0, accepted, [53.0], window=W, allowed=10, jitter=0.0) == 60.0
+
+
+@given(
+    gaps=st.lists(st.floats(0.0, 20.0), min_size=1, max_size=40),
+    allowed=st.integers(1, 12),
+    at=st.floats(0.0, 400.0),
+)
+def test_a_send_when_there_is_room_keeps_every_window_within_the_limit(
+    gaps: list[float], allowed: int, at: float
+) -> None:
+    times = [sum(gaps[: i + 1]) for i in range(len(gaps))]
+    at = max(at, times[-1])
+    send_at = room_at(at, times, [], window=W, allowed=allowed, jitter=0.0)
+    assert send_at >= at
+    in_window = [t for t in times if t > send_at - W + 1e-9]  # (rounding)
+    assert len(in_window) < allowed
+
+
+def test_after_a_search_what_was_let_through_between_refusals_is_no_refill() -> None:
+    """A sliding log of 20 a second refuses a search, and again 0.2 s later, three let
+    through between (the pause after the first among them). Read as a bucket's refill,
+    that is 15 a second: a quarter below the limit the window's count shows, for good."""
+    refusal = Refusal(
+        sent_at=10.0,
+        limit_interval=0.05,
+        pace=0.05,
+        window=1.0,
+        accepted=sends(9.01, 0.0475, 17) + sends(9.85, 0.05, 3),
+        previous=9.8,
+        first_sent=0.0,
+    )
+    assert limit_after_429(refusal) == pytest.approx(0.2 / 3)  # a refill, after a refusal
+    after_search = replace(refusal, after_search=True)
+    assert limit_after_429(after_search) == pytest.approx(0.05 * MIN_SLOWDOWN)
