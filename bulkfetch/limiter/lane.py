@@ -18,8 +18,8 @@ says within sane bounds (``retry_after.bounded_pause``), or, without one, until 
 limit leaves room (``pacing.pause_without_retry_after``: at most a window, never an
 exponential back-off). A 429 for a request sent before the last change of pace is an
 echo of the old pace and changes nothing. With ``learn`` the lane searches faster than the
-configured rate (×1.1 every request, up to ``max_speedup``) until the first 429, which
-then tells the limit; without it the lane never goes faster than configured.
+configured rate (``search.Search``: ×1.1 every request, up to 4×) until the first 429,
+which then tells the limit; without it the lane never goes faster than configured.
 
 Whatever the pace, a slot waits until the window has room at the limit believed
 (``pacing.room_at``): after a burst (a search, a rate set too high) that followed slower
@@ -52,6 +52,7 @@ from bulkfetch.limiter.pacing import (
 )
 from bulkfetch.limiter.retry_after import bounded_pause
 from bulkfetch.limiter.round_trips import RoundTrips
+from bulkfetch.limiter.search import Search
 from bulkfetch.limiter.shared_pace import late_shift
 
 if TYPE_CHECKING:
@@ -67,7 +68,6 @@ class Limiter:
         "_accepted",
         "_clock",
         "_first_sent",
-        "_floor",
         "_granted",
         "_kept_since",
         "_last_change",
@@ -76,16 +76,14 @@ class Limiter:
         "_next_at",
         "_paused_until",
         "_refusals",
-        "_search_ended",
-        "_searching",
         "_sleep",
-        "_streak",
         "configured",
         "limit_interval",
         "name",
         "pauses",
         "rate_limited",
         "round_trips",
+        "search",
         "shared",
         "strict",
     )
@@ -93,15 +91,6 @@ class Limiter:
     #: Relative headroom on the server's interval, beside the measured jitter: a timer's
     #: and a clock's small errors.
     margin = 0.005
-    #: With ``learn`` and no 429 seen yet: ×1.1 every request, up to ``max_speedup``, so a
-    #: lane configured at half the limit reaches it in 8 requests. Every 5 (until issue
-    #: 11's last sessions) lost some 20 slots of a 150-job run to the climb. A search that
-    #: fast overshoots a window counter far before it is refused; what made that costly
-    #: (a sliding log refusing the even pace after the burst, read as a slower limit) is
-    #: what ``_room_at`` and ``Refusal.after_search`` now take care of.
-    search_after = 1
-    search_speedup = 1.1
-    max_speedup = 4.0
     #: Round trips kept for the jitter estimate.
     keep_latencies = 32
     #: Jitter, as a share of the interval, up to which the lane spaces every two requests
@@ -137,10 +126,8 @@ class Limiter:
         self.strict = False
         #: Seconds spent paused by 429s.
         self.pauses = 0.0
-        self._floor = rate.interval / (self.max_speedup if learn else 1.0)
-        self._searching = learn
-        self._search_ended: float | None = None  # send time of the 429 that ended it
-        self._streak = 0
+        #: ``--learn-rates``: the search above the configured rate, until the first 429.
+        self.search = Search(rate.interval, learn=learn)
         self._accepted: list[float] = []  # send times the server accepted, ascending
         self._kept_since = -math.inf  # ``_accepted`` holds every one sent since
         self._first_sent = math.inf  # when the lane first sent
@@ -256,7 +243,7 @@ class Limiter:
         """``at``, or later where a slot then would put more requests in a window than
         the limit believed (``pacing.room_at``), counting those accepted, on their way,
         and handed out but not yet sent. Not while searching faster than it."""
-        if self._searching:
+        if self.search.active:
             return at
         window = self.configured.period
         more = self.round_trips.outstanding
@@ -304,7 +291,7 @@ class Limiter:
         if taught is not None:
             if taught.limit_interval > self.limit_interval * (1 + 1e-9):
                 self.limit_interval = taught.limit_interval
-                self._searching = False
+                self.search.end()
                 # Answers to requests sent before now were paced the old way: echoes.
                 self._last_change = self._clock()
             self.strict = self.strict or taught.strict
@@ -401,11 +388,7 @@ class Limiter:
         self._kept_since = max(self._kept_since, horizon)
         if self._accepted[0] < horizon:
             del self._accepted[: bisect.bisect_left(self._accepted, horizon)]
-        if self._searching:
-            self._streak += 1
-            if self._streak >= self.search_after:
-                self._streak = 0
-                self.limit_interval = max(self._floor, self.limit_interval / self.search_speedup)
+        self.limit_interval = self.search.accepted(self.limit_interval)
 
     def _first_kept_refusal(self, sent: float) -> float | None:
         """The earliest refusal whose accepted requests since are all still kept."""
@@ -446,22 +429,20 @@ class Limiter:
             kept_since=self._kept_since,
             jitter=self.jitter,
             after_search=self._last_refusal is not None
-            and self._last_refusal == self._search_ended,
+            and self._last_refusal == self.search.ended_at,
         )
         echo = sent < self._last_change
         if not echo:
             lesson = lesson_of_429(
-                refusal, searching=self._searching, search_speedup=self.search_speedup
+                refusal, searching=self.search.active, search_speedup=self.search.speedup
             )
             if lesson.strict is not None:
                 self.strict = lesson.strict
             self.limit_interval = lesson.limit_interval
             self._last_change = now
             self._refusals.append(sent)
-            if self._searching:
-                self._search_ended = sent
+            self.search.end(sent)
             self._last_refusal = sent
-            self._searching = False
         pause = bounded_pause(retry_after, interval=self.interval, window=self.configured.period)
         if pause is not None:
             until = now + pause

@@ -25,6 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from bulkfetch.config import Rate
 from bulkfetch.limiter.lane import Limiter
 from bulkfetch.limiter.retry_after import MAX_WINDOWS
+from bulkfetch.limiter.search import Search
 from bulkfetch.simulator.limits import LIMITER_KINDS, make_limit
 
 TEN_A_MINUTE = Rate(10, 60.0)
@@ -458,22 +459,35 @@ def test_any_server_any_configuration_settles(
 
 def test_learning_searches_briskly_until_the_first_429() -> None:
     limiter, _clock = make(learn=True)
-    for _ in range(Limiter.search_after * 10):
+    for _ in range(Search.every * 10):
         limiter.succeeded(send(limiter))
-    assert limiter.limit_interval == pytest.approx(6.0 / Limiter.search_speedup**10)
+    assert limiter.limit_interval == pytest.approx(6.0 / Search.speedup**10)
     sent = send(limiter)
     limiter.rate_limited_by_server(None, sent)
     after = limiter.limit_interval
-    for _ in range(Limiter.search_after * 10):
+    for _ in range(Search.every * 10):
         limiter.succeeded(send(limiter))
     assert limiter.limit_interval == after  # the limit is found: no more searching
 
 
+def test_a_search_ends_once_and_keeps_the_429_that_ended_it() -> None:
+    search = Search(6.0, learn=True)
+    assert search.accepted(6.0) == pytest.approx(6.0 / Search.speedup)
+    search.end(100.0)
+    search.end(200.0)  # an echo, or a later 429: the search had ended already
+    assert (search.active, search.ended_at) == (False, 100.0)
+    assert search.accepted(5.0) == 5.0  # no faster once ended
+    taught = Search(6.0, learn=True)
+    taught.end()  # another process on the key learned the limit: no 429 of this lane's
+    assert (taught.active, taught.ended_at) == (False, None)
+    assert not Search(6.0, learn=False).active
+
+
 def test_learning_is_capped() -> None:
     limiter, _ = make(learn=True)
-    for _ in range(Limiter.search_after * 100):
+    for _ in range(Search.every * 100):
         limiter.succeeded(send(limiter))
-    assert limiter.limit_interval == pytest.approx(6.0 / Limiter.max_speedup)
+    assert limiter.limit_interval == pytest.approx(6.0 / Search.max_speedup)
 
 
 def test_a_429_never_speeds_up_the_lane() -> None:
@@ -555,7 +569,7 @@ class LimiterMachine(RuleBasedStateMachine):
         self.clock = FakeClock(start=12345.0)
         rate = Rate(count, period)
         self.limiter = Limiter("x", rate, learn=learn, clock=self.clock, sleep=self.clock.sleep)
-        self.floor = rate.interval / (Limiter.max_speedup if learn else 1.0)
+        self.floor = rate.interval / (Search.max_speedup if learn else 1.0)
         self.period = period
 
     @rule()
