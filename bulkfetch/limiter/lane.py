@@ -246,13 +246,11 @@ class Limiter:
         if self.search.active:
             return at
         window = self.configured.period
-        more = self.round_trips.outstanding
-        if self._granted:
-            more = sorted([*more, *self._granted])
         return room_at(
             at,
             self._accepted,
-            more,
+            self.round_trips.outstanding,
+            self._granted,
             window=window,
             # What evenly paced sends at the limit put in a window, rounded up: a belief
             # a hair slower than the server's (6.06 s a request at 10 a minute, a 429's

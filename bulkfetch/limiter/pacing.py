@@ -81,17 +81,15 @@ def allowed_in_window(window: float, interval: float) -> int:
 
 def room_at(
     at: float,
-    sends: Sequence[float],
-    more: Sequence[float],
-    *,
+    *sends: Sequence[float],
     window: float,
     allowed: int,
     jitter: float,
 ) -> float:
     """The earliest time from ``at`` a request may go out and leave no window with more
     than ``allowed`` of them, as a sliding log counts arrivals: once the ``allowed``-th
-    latest of ``sends`` and ``more`` (both ascending: requests accepted, requests on
-    their way) is a window plus the jitter ago.
+    latest of all ``sends`` (each ascending: requests accepted, on their way, about to
+    go) is a window plus the jitter ago.
 
     Evenly paced requests at the limit never wait here. Uneven ones do: after a burst
     (a search, a pace set too high) that followed slower sends, a sliding log makes room
@@ -99,11 +97,9 @@ def room_at(
     refused, and would read the refusal as a slower limit.
     """
     horizon = at - window - jitter
-    count = len(sends) - bisect.bisect_right(sends, horizon)
-    count += len(more) - bisect.bisect_right(more, horizon)
-    if count < allowed:
+    if sum(len(times) - bisect.bisect_right(times, horizon) for times in sends) < allowed:
         return at
-    latest = sorted([*sends[-allowed:], *more[-allowed:]])
+    latest = sorted(t for times in sends for t in times[-allowed:])
     return max(at, latest[-allowed] + window + jitter)
 
 
@@ -207,6 +203,12 @@ def _since_previous(r: Refusal) -> int | None:
     return _count_between(r.accepted, previous, r.sent_at)
 
 
+def _gap_before(r: Refusal) -> float | None:
+    """Seconds from the last accepted request before the refused one, None if none."""
+    i = bisect.bisect_left(r.accepted, r.sent_at)
+    return r.sent_at - r.accepted[i - 1] if i else None
+
+
 def window_count_tells(refusal: Refusal) -> bool:
     """Whether the requests accepted in the window before a 429 may be read as the limit.
 
@@ -222,8 +224,8 @@ def window_count_tells(refusal: Refusal) -> bool:
     since = _since_previous(r)
     hot = since is not None and since < HOT
     if r.strict and not hot and not r.after_search:
-        i = bisect.bisect_left(r.accepted, r.sent_at)
-        spaced = i == 0 or r.sent_at - r.accepted[i - 1] >= r.limit_interval * (1 - 1e-9)
+        gap = _gap_before(r)
+        spaced = gap is None or gap >= r.limit_interval * (1 - 1e-9)
         k = _count_between(r.accepted, r.sent_at - r.window, r.sent_at)
         if spaced and k >= 0.8 * r.window / r.limit_interval:
             return False  # at its believed rate, well spaced: a pair bunched on the way
@@ -391,9 +393,7 @@ def _lesson_of_search(refusal: Refusal, search_speedup: float) -> Lesson:
     # A step back from the pace refused, and at least from the gap actually refused:
     # sends lag a search's grid (a store's slots handed out ahead, a commit before each),
     # and a limiter that spaces requests refused that gap, not the grid's.
-    i = bisect.bisect_left(r.accepted, r.sent_at)
-    gap = r.sent_at - r.accepted[i - 1] if i else 0.0
-    learned = max(r.limit_interval, min(gap, r.pace * MAX_SLOWDOWN)) * search_speedup
+    learned = max(r.limit_interval, _gap_before(r) or 0.0) * search_speedup
     if located is not None:
         strict, learned = False, r.window / located
     return Lesson(max(r.limit_interval, min(learned, r.pace * MAX_SLOWDOWN)), strict)
