@@ -225,6 +225,9 @@ class RunConfig:
     request_timeout: float = 60.0
     #: Let the lanes probe above the configured rates when the server allows it.
     learn_rates: bool = False
+    #: Start each window of creations with its whole allowance, one creation as soon as
+    #: the one before is answered, instead of spacing them evenly (``Limiter``'s burst).
+    burst: bool = True
     #: Check the manifest's colormaps with EOS before the first creation, at this pace.
     colormap_check: bool = True
     colormap_rate: Rate = field(default_factory=lambda: Rate(10, 60.0))

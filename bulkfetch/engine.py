@@ -134,7 +134,10 @@ class Run:
         cfg = self.config
         rate = cfg.create_rate if lane == "create" else cfg.status_rate
         shared = self.rates.lane(lane) if self.rates else None
-        return Limiter(lane, rate, learn=cfg.learn_rates, shared=shared)
+        # Only creations burst: every one is known up front, where a status call made
+        # before its task is likely ready is wasted.
+        burst = cfg.burst and lane == "create"
+        return Limiter(lane, rate, learn=cfg.learn_rates, shared=shared, burst=burst)
 
     # -- setup -------------------------------------------------------------------
 

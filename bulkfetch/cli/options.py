@@ -119,6 +119,14 @@ RUN_OPTIONS = [
         help="Probe above the configured rates (up to 4x) when the server allows it.",
     ),
     click.option(
+        "--burst/--no-burst",
+        default=True,
+        show_default=True,
+        help="Send a window's creations as fast as the server answers them, within the "
+        "create rate, instead of evenly spaced; stops by itself on a server that spaces "
+        "requests.",
+    ),
+    click.option(
         "--save-status-calls",
         is_flag=True,
         help="Poll a task only once it is probably ready (fewer status calls, later finish), "

@@ -25,6 +25,17 @@ Whatever the pace, a slot waits until the window has room at the limit believed
 (``pacing.room_at``): after a burst (a search, a rate set too high) that followed slower
 sends, a sliding log makes room only as fast as those leave it.
 
+With ``burst`` (the create lane, whose work is all known up front), the lane spends its
+window's allowance as fast as the server answers: a slot is handed out at once while
+nothing of the lane is on its way and the window has room at the limit believed, so a run
+starts with a window's worth of requests where even pacing would take a window to send
+them, and a sliding log, a calendar window or a token bucket (burst = its rate) accepts
+them all. One request at a time, so the first 429 stops it: with two or more accepted
+back to back the server counts in a window and its count is the limit
+(``pacing.lesson_of_429``); refused the second of a pair, it spaces requests, and the
+lane paces evenly from then on. Not while searching (``learn``), nor while other
+processes share the key.
+
 The clock is injectable (``clock`` and ``sleep``) so the pacing is tested without time
 passing. ``acquire()`` returns the time the slot was granted: hand it back to
 ``succeeded`` or ``rate_limited_by_server`` as ``sent_at``, so round trips are measured
@@ -66,7 +77,9 @@ class Limiter:
 
     __slots__ = (
         "_accepted",
+        "_answer",
         "_clock",
+        "_early",
         "_first_sent",
         "_granted",
         "_kept_since",
@@ -77,6 +90,7 @@ class Limiter:
         "_paused_until",
         "_refusals",
         "_sleep",
+        "burst",
         "configured",
         "limit_interval",
         "name",
@@ -108,6 +122,7 @@ class Limiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         shared: SharedLane | None = None,
+        burst: bool = False,
     ) -> None:
         #: The lane's name, for logs.
         self.name = name
@@ -128,6 +143,11 @@ class Limiter:
         self.pauses = 0.0
         #: ``--learn-rates``: the search above the configured rate, until the first 429.
         self.search = Search(rate.interval, learn=learn)
+        #: Spend the window's allowance as fast as the server answers, until a 429 shows
+        #: a server that does not count in a window (see the module's docstring).
+        self.burst = burst
+        self._early: set[float] = set()  # slots handed out, then sends, in a burst
+        self._answer: anyio.Event | None = None  # set when a request is answered
         self._accepted: list[float] = []  # send times the server accepted, ascending
         self._kept_since = -math.inf  # ``_accepted`` holds every one sent since
         self._first_sent = math.inf  # when the lane first sent
@@ -182,7 +202,14 @@ class Limiter:
         a 429 showed the server spaces requests (``strict``), or while that is cheap."""
         known = self.round_trips.known >= 4
         cheap = known and self.jitter <= self.cheap_jitter * self.limit_interval
-        return self.strict or cheap
+        return self.strict or (cheap and not self.bursting)
+
+    @property
+    def bursting(self) -> bool:
+        """Whether the lane may hand out a slot before it is due (``burst``), now."""
+        if not self.burst or self.search.active:
+            return False
+        return self.shared is None or self.shared.alone
 
     def _per_window(self) -> float:
         return max(1.0, self.configured.period / self.limit_interval)
@@ -217,7 +244,11 @@ class Limiter:
             return await self._acquire_shared(self.shared)
         while True:
             now = self._clock()
-            at = self._room_at(self.ready_at())
+            if self._burst_open(now):
+                self._next_at = max(self._next_at, now + self.interval)
+                self._grant(now, early=True)
+                return now
+            at = self._room_at(self.ready_at(), extra=self._burst_extra())
             if now >= at:
                 # Count the next slot from when this one was due, not from when the caller
                 # woke: a timer oversleeps by a millisecond or so, and counted from "now"
@@ -228,10 +259,52 @@ class Limiter:
                 self._next_at = base + self.interval
                 self._grant(base)
                 return base
-            await self._sleep(at - now)
+            if self.bursting:
+                room = max(self._paused_until, self._room_at(now, extra=self._burst_extra()))
+                if room > now:
+                    at = min(at, room)
+            await self._wait(at - now)
 
-    def _grant(self, due: float) -> None:
+    def _on_the_way(self, now: float) -> bool:
+        """Whether a slot handed out is not sent yet, or a request sent in the last window
+        is not answered (an older one, whose answer never came, is not waited for)."""
+        outstanding = self.round_trips.outstanding
+        return bool(self._granted) or (
+            bool(outstanding) and outstanding[-1] > now - self.configured.period
+        )
+
+    def _burst_open(self, now: float) -> bool:
+        """Whether a slot may be handed out now, before it is due (``burst``): nothing
+        of the lane on its way, no pause, and room in the window at the limit believed,
+        with the margin and the bunching measured, as a sliding log judges arrivals."""
+        if not self.bursting or now < self._paused_until or self._on_the_way(now):
+            return False
+        return self._room_at(now, extra=self._burst_extra()) <= now
+
+    def _burst_extra(self) -> float:
+        """What a bursting lane keeps beyond a window between a request and the one a
+        window's allowance later: sent back to back, they are judged at the edge of a
+        sliding log's window, so the margin and the bunching measured, as even pacing
+        keeps them over a window."""
+        if not self.bursting:
+            return 0.0
+        return self.bunching + self.margin * self.configured.period
+
+    async def _wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less: while bursting, until the request on its way is
+        answered, when the next may go."""
+        now = self._clock()
+        if not (self.bursting and now >= self._paused_until and self._on_the_way(now)):
+            await self._sleep(seconds)
+            return
+        self._answer = answer = anyio.Event()
+        with anyio.move_on_after(seconds):
+            await answer.wait()
+
+    def _grant(self, due: float, *, early: bool = False) -> None:
         """Note a slot handed out: until ``sending``, it is a request on its way too."""
+        if early:
+            self._early.add(due)
         # A slot handed out and never sent (its job cancelled) ages out of the count by
         # itself; here it is only kept from piling up.
         horizon = due - 2 * self.configured.period
@@ -239,10 +312,11 @@ class Limiter:
             del self._granted[: bisect.bisect_left(self._granted, horizon)]
         bisect.insort(self._granted, due)
 
-    def _room_at(self, at: float) -> float:
+    def _room_at(self, at: float, *, extra: float = 0.0) -> float:
         """``at``, or later where a slot then would put more requests in a window than
         the limit believed (``pacing.room_at``), counting those accepted, on their way,
-        and handed out but not yet sent. Not while searching faster than it."""
+        and handed out but not yet sent, and ``extra`` seconds more than a window apart.
+        Not while searching faster than it."""
         if self.search.active:
             return at
         window = self.configured.period
@@ -256,24 +330,35 @@ class Limiter:
             # a hair slower than the server's (6.06 s a request at 10 a minute, a 429's
             # smallest step past 6 s) must not cost a whole request a window.
             allowed=max(1, math.ceil(window / self.limit_interval - 1e-6)),
-            jitter=self.jitter,
+            jitter=self.jitter + extra,
         )
 
     def _held_until(self) -> float:
         """Until when this lane's own state holds it, before it takes a shared slot: a
         pause, or a window without room."""
         now = self._clock()
-        return max(self._paused_until, self._room_at(now))
+        return max(self._paused_until, self._room_at(now, extra=self._burst_extra()))
 
     async def _acquire_shared(self, shared: SharedLane) -> float:
         """A slot from the store other processes on the key share, after any pause of
         this lane's own (a server failing every request) and once its window has room
         (``_room_at``); adopts what the store was taught by another process's 429: its
-        limit, and that the server spaces requests."""
+        limit, and that the server spaces requests. Alone on the key, a burst takes the
+        store's next slot and uses it now (``SharedLane.take``'s ``early``)."""
+        waited = False
         while True:
             while (wait := self._held_until() - self._clock()) > 0:
-                await self._sleep(wait)
-            due = await self._take_shared(shared)
+                await self._wait(wait)
+            if not waited and self.bursting and self._on_the_way(self._clock()):
+                # The store's next slot is a slot away at most: the answer on its way
+                # (a millisecond or a round trip) may open the burst before it.
+                waited = True
+                await self._wait(self.interval)
+                continue
+            early = self._burst_open(self._clock())
+            due = await self._take_shared(shared, early=early)
+            if early:
+                due = min(due, self._clock())
             if due >= self._paused_until:
                 break
             shared.give_back()  # this lane was paused (its own 429) while it waited
@@ -293,11 +378,12 @@ class Limiter:
                 # Answers to requests sent before now were paced the old way: echoes.
                 self._last_change = self._clock()
             self.strict = self.strict or taught.strict
+            self.burst = self.burst and not self.strict
         self._next_at = due + self.interval
-        self._grant(due)
+        self._grant(due, early=early)
         return due
 
-    async def _take_shared(self, shared: SharedLane) -> float:
+    async def _take_shared(self, shared: SharedLane, *, early: bool) -> float:
         return await shared.take(
             interval=self.interval,
             slack=self._slack(),
@@ -308,13 +394,15 @@ class Limiter:
             history=2 * self.configured.period,
             clock=self._clock,
             sleep=self._sleep,
+            early=early,
         )
 
     def release_unused(self) -> None:
         """Give back the slot just taken when no request was sent with it."""
         self._next_at -= self.interval
         if self._granted:
-            self._granted.pop()
+            self._early.discard(self._granted.pop())
+        self._wake()
         if self.shared is not None:
             self.shared.give_back()
 
@@ -329,6 +417,8 @@ class Limiter:
         of a slot before any: a spacing limiter would refuse the second request of a run
         otherwise, and no window limiter minds a few slots spaced a little wider.
         """
+        if self.bursting and not self.strict:
+            return 0.0
         if self.round_trips.known < 4:
             return self.limit_interval + self.round_trips.slowest(0.1 * self.limit_interval)
         return self.limit_interval + self.jitter if self.spacing else 0.0
@@ -353,6 +443,9 @@ class Limiter:
             i = bisect.bisect_left(self._granted, due)
             if i < len(self._granted) and self._granted[i] == due:
                 del self._granted[i]
+            if due in self._early:
+                self._early.discard(due)
+                self._early.add(now)
         if due is not None and (late := now - due) > self._slack():
             self._sent_late(late)
         self.round_trips.sent(now, due)
@@ -373,14 +466,22 @@ class Limiter:
     def _answered(self, sent_at: float | None) -> tuple[float, float]:
         """The clock now and the send time (now if unknown); learns the round trip."""
         now = self._clock()
+        self._wake()
         if sent_at is None:
             return now, now
         self.round_trips.answered(sent_at, now, interval=self.limit_interval)
         return now, sent_at
 
+    def _wake(self) -> None:
+        """Wake an ``acquire`` waiting for the answer that opens its burst."""
+        if self._answer is not None:
+            self._answer.set()
+            self._answer = None
+
     def succeeded(self, sent_at: float | None = None) -> None:
         """Record a request the server accepted (any answer but 429), sent at ``sent_at``."""
         now, sent = self._answered(sent_at)
+        self._early.discard(sent)
         bisect.insort(self._accepted, sent)
         horizon = now - KEEP_WINDOWS * self.configured.period
         self._kept_since = max(self._kept_since, horizon)
@@ -408,6 +509,8 @@ class Limiter:
         Returns the pause from now, in seconds."""
         now, sent = self._answered(sent_at)
         self.rate_limited += 1
+        burst = sent in self._early
+        self._early.discard(sent)
         # Requests sent before this one and not answered yet reached the server first:
         # counted as accepted (the 429s among them will be echoes).
         earlier = self.round_trips.sent_before(sent)
@@ -428,6 +531,7 @@ class Limiter:
             jitter=self.jitter,
             after_search=self._last_refusal is not None
             and self._last_refusal == self.search.ended_at,
+            burst=burst,
         )
         echo = sent < self._last_change
         if not echo:
@@ -436,6 +540,8 @@ class Limiter:
             )
             if lesson.strict is not None:
                 self.strict = lesson.strict
+            # Only a window's count, read from a burst, leaves the lane bursting.
+            self.burst = self.burst and lesson.strict is False
             self.limit_interval = lesson.limit_interval
             self._last_change = now
             self._refusals.append(sent)

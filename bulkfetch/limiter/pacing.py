@@ -141,6 +141,9 @@ class Refusal:
     #: back from a refused pace, a guess no run of accepted requests has borne out yet,
     #: and the requests let through since are the search's burst leaving the window.
     after_search: bool = False
+    #: The refused request went out in a burst (``Limiter``'s ``burst``): as soon as the
+    #: one before it was answered, however soon after the last accepted that was.
+    burst: bool = False
 
 
 def _count_between(times: Sequence[float], lo: float, hi: float) -> int:
@@ -356,6 +359,8 @@ def lesson_of_429(refusal: Refusal, *, searching: bool, search_speedup: float) -
     so the jitter must fit between every two. A search's first 429 is read apart
     (``_lesson_of_search``): its count is short of its pace whatever the server.
     """
+    if refusal.burst:
+        return _lesson_of_burst(refusal)
     if searching:
         return _lesson_of_search(refusal, search_speedup)
     accepted = refusal.accepted
@@ -397,3 +402,28 @@ def _lesson_of_search(refusal: Refusal, search_speedup: float) -> Lesson:
     if located is not None:
         strict, learned = False, r.window / located
     return Lesson(max(r.limit_interval, min(learned, r.pace * MAX_SLOWDOWN)), strict)
+
+
+def _lesson_of_burst(refusal: Refusal) -> Lesson:
+    """A 429 for a request sent in a burst: the lane sent one request after another, each
+    as soon as the one before was answered, while its window had room at the limit
+    believed.
+
+    Refused the second of a pair (one accepted in the window), the server spaces requests:
+    the lane paces evenly, and pays the jitter between every two, from then on. Two or more
+    accepted back to back, no spacing limiter let them through: the server counts in a
+    window (or a bucket), and the ``k`` it accepted in the window are its limit, exact
+    for a sliding log, and for a calendar window or a bucket whose burst is its rate,
+    whatever ``Retry-After`` says. Unless that is less than half what the lane believed:
+    a bucket with a small burst refuses as soon, whatever its rate, and a rate configured
+    twice too high is the worst this reading is for; there the lane keeps its belief and
+    paces evenly, and the refusals of even pacing tell the rate.
+    """
+    r = refusal
+    k = _count_between(r.accepted, r.sent_at - r.window, r.sent_at)
+    if k <= 1:
+        return Lesson(r.limit_interval, strict=True)
+    if 2 * k < allowed_in_window(r.window, r.limit_interval):
+        return Lesson(r.limit_interval, strict=None)
+    low = r.limit_interval * MIN_SLOWDOWN
+    return Lesson(min(max(r.window / k, low), r.pace * MAX_SLOWDOWN), strict=False)

@@ -84,6 +84,12 @@ class SharedLane:
     def __repr__(self) -> str:
         return f"<SharedLane {self.name} {self.session!r}>"
 
+    @property
+    def alone(self) -> bool:
+        """Whether this process was the only one on the key at its last change of the
+        store (and the store works): its slots may then be used before they are due."""
+        return self.session.failed is None and self.session.processes <= 1
+
     async def take(
         self,
         *,
@@ -93,12 +99,17 @@ class SharedLane:
         history: float,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
+        early: bool = False,
     ) -> float:
-        """Wait for a slot of the shared lane; returns when it was due (``clock``'s time)."""
+        """Wait for a slot of the shared lane; returns when it was due (``clock``'s time).
+
+        ``early``: while this process is alone on the key, the slot is returned without
+        waiting for it, to be used now (``Limiter``'s burst): the store's next free slot
+        moves on all the same, so whoever comes next starts after it."""
         session = self.session
         while session.failed is None:
             if (at := self._from_block(interval, slack, clock)) is not None:
-                if (wait := at - clock()) > 0:  # (a slot already due: no trip to the loop)
+                if not early and (wait := at - clock()) > 0:  # (a slot already due: no trip)
                     await sleep(wait)
                 return at
             try:
@@ -132,10 +143,10 @@ class SharedLane:
                     self._block_offset = offset
                     self._block_next = at + max(interval, ticket.grant.spacing)
                     self._block_held = at
-                    if (wait := at - clock()) > 0:
+                    if not early and (wait := at - clock()) > 0:
                         await sleep(wait)
                     return at
-                if at <= clock():
+                if at <= clock() or (early and ticket.processes == 1):
                     self._held = ticket.grant
                     return at
                 # A 429 elsewhere may have paused the lane while this one slept (alone on

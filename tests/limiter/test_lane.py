@@ -296,6 +296,7 @@ def drive(
     count: int = 10,
     window: float = 60.0,
     seed: int = 0,
+    burst: bool = False,
 ) -> Outcome:
     """``n`` requests, one at a time, through a Limiter configured at ``factor`` times the
     rate of a server of ``kind``; each reaches the server after 1 ms plus up to ``jitter``
@@ -304,7 +305,7 @@ def drive(
     clock = FakeClock(start=5000.0)
     server = make_limit(kind)  # type: ignore[arg-type]
     rate = Rate(count * factor, window)
-    limiter = Limiter("create", rate, learn=learn, clock=clock, sleep=clock.sleep)
+    limiter = Limiter("create", rate, learn=learn, clock=clock, sleep=clock.sleep, burst=burst)
     accepted: list[float] = []
     refused = 0
     while len(accepted) < n:
@@ -365,6 +366,81 @@ def test_a_window_counter_whose_retry_after_locates_its_window_costs_one_429(
     outcome = drive(kind, factor=2.0, form=form, jitter=0.05)
     assert outcome.refused == 1
     assert 0.99 < outcome.pace < 1.05
+
+
+# -- a burst (the create lane) ----------------------------------------------------------------
+
+
+def test_a_burst_sends_the_window_s_allowance_back_to_back_then_waits_a_window() -> None:
+    """Ten requests, each as soon as the one before is answered; the eleventh once the
+    first has left the window, with the margin kept over it as even pacing keeps it."""
+    clock = FakeClock()
+    limiter = Limiter("create", TEN_A_MINUTE, clock=clock, sleep=clock.sleep, burst=True)
+    start = clock.now
+    times = []
+    for _ in range(12):
+        sent = send(limiter)
+        clock.now = sent + 0.002
+        limiter.succeeded(sent)
+        times.append(sent - start)
+    assert times[:10] == pytest.approx([0.002 * i for i in range(10)])
+    assert 60.0 < times[10] < 60.0 * (1 + 2 * Limiter.margin)
+    assert times[11] == pytest.approx(times[10] + 0.002)
+
+
+@pytest.mark.parametrize("kind", ["sliding", "fixed", "bucket"])
+def test_a_burst_is_never_refused_by_a_window_counter_at_the_known_rate(kind: str) -> None:
+    """200 requests at 10/min take 19 windows where even pacing takes 199 slots: the
+    last window's worth goes at its start."""
+    even = drive(kind, factor=1.0, jitter=0.05)
+    burst = drive(kind, factor=1.0, jitter=0.05, burst=True)
+    assert burst.refused == 0
+    assert burst.span < 19.2 * 60.0 < even.span
+
+
+@pytest.mark.parametrize("form", ["float", "int", "window", "date", "off"])
+def test_a_burst_refused_by_a_server_that_spaces_requests_paces_evenly_after(form: str) -> None:
+    outcome = drive("spacing", factor=1.0, form=form, jitter=0.05, burst=True)
+    assert outcome.refused == 1  # the second request: its first and last refusal
+    assert outcome.pace < 1.03
+
+
+@pytest.mark.parametrize("form", ["float", "int", "window", "date", "off"])
+@pytest.mark.parametrize("kind", ["sliding", "fixed", "bucket"])
+def test_a_burst_at_twice_the_rate_learns_a_window_counter_s_limit_in_one_429(
+    kind: str, form: str
+) -> None:
+    """What the server accepted back to back before its 429 is its limit, whatever the
+    Retry-After's form, where even pacing draws one to three (and a token bucket five)."""
+    outcome = drive(kind, factor=2.0, form=form, jitter=0.05, burst=True)
+    assert outcome.refused == 1
+    assert 0.99 < outcome.pace < 1.02
+    assert outcome.span < 19.2 * 60.0
+
+
+def test_a_burst_waits_for_the_answer_not_the_next_slot() -> None:
+    """One request at a time: the next slot comes when the one on its way is answered
+    (50 ms here), long before the pace's next slot (a second)."""
+    limiter = Limiter("create", Rate(10, 10.0), burst=True)
+    answered_at = math.inf
+
+    async def main() -> tuple[float, float]:
+        nonlocal answered_at
+        first = await limiter.sending(await limiter.acquire())
+
+        async def answer() -> None:
+            nonlocal answered_at
+            await anyio.sleep(0.05)
+            answered_at = time.monotonic()
+            limiter.succeeded(first)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(answer)
+            second = await limiter.acquire()
+        return first, second
+
+    first, second = anyio.run(main)
+    assert answered_at <= second < first + 0.5
 
 
 @pytest.mark.parametrize(("resolution", "located"), [(0.0, True), (1.0, False)])

@@ -313,12 +313,65 @@ def test_a_searching_lane_whose_retry_after_locates_the_window_learns_the_limit(
     assert lesson.strict is False
 
 
-@given(st.integers(min_value=0, max_value=30), st.floats(min_value=0.0, max_value=9.9))
-def test_a_lesson_never_speeds_a_lane_up(k: int, first_sent: float) -> None:
-    refusal = _refused_after(k, first_sent=first_sent)
+@given(
+    st.integers(min_value=0, max_value=30),
+    st.floats(min_value=0.0, max_value=9.9),
+    st.booleans(),
+)
+def test_a_lesson_never_speeds_a_lane_up(k: int, first_sent: float, burst: bool) -> None:
+    refusal = replace(_refused_after(k, first_sent=first_sent), burst=burst)
     for searching in (False, True):
         lesson = lesson_of_429(refusal, searching=searching, search_speedup=1.1)
         assert lesson.limit_interval >= refusal.limit_interval
+
+
+# -- a 429 to a burst -------------------------------------------------------------------------
+
+
+def _refused_in_burst(k: int, *, limit_interval: float = 0.1) -> Refusal:
+    """A lane 0.5 s old, believing ``limit_interval`` in a 1 s window, that sent ``k``
+    requests back to back (2 ms apart, each once the one before was answered) and was
+    refused the next."""
+    accepted = sends(9.5, 0.002, k)
+    return Refusal(
+        sent_at=9.5 + 0.002 * k,
+        limit_interval=limit_interval,
+        pace=limit_interval,
+        window=1.0,
+        accepted=accepted,
+        first_sent=9.5,
+        burst=True,
+    )
+
+
+def test_a_burst_refused_at_its_second_request_shows_a_server_that_spaces() -> None:
+    lesson = lesson_of_429(_refused_in_burst(1), searching=False, search_speedup=1.1)
+    assert lesson.strict is True
+    # Nothing about the rate: the refusal is the burst's, not the configured pace's.
+    assert lesson.limit_interval == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("k", [10, 14, 20])
+def test_a_burst_refused_after_a_run_accepted_reads_the_window_s_limit(k: int) -> None:
+    """The lane believed 20 a window (a rate twice too high, or a fixed window straddled):
+    ``k`` accepted back to back, where no spacing limiter lets two through, are the limit
+    of a window counter, however young the lane; at most twice slower than the pace."""
+    lesson = lesson_of_429(
+        _refused_in_burst(k, limit_interval=0.05), searching=False, search_speedup=1.1
+    )
+    assert lesson.strict is False
+    assert lesson.limit_interval == pytest.approx(max(1.0 / k, 0.05 * MIN_SLOWDOWN))
+    assert lesson.limit_interval <= 0.05 * MAX_SLOWDOWN
+
+
+def test_a_burst_refused_well_short_of_half_the_believed_window_keeps_the_rate() -> None:
+    """A bucket with a small burst refuses as soon whatever its rate: 3 of 20 tells the
+    burst, not the rate, and the lane keeps the one configured (paced evenly now)."""
+    lesson = lesson_of_429(
+        _refused_in_burst(3, limit_interval=0.05), searching=False, search_speedup=1.1
+    )
+    assert lesson.strict is None
+    assert lesson.limit_interval == pytest.approx(0.05)
 
 
 # -- what an exact Retry-After locates --------------------------------------------------------

@@ -117,8 +117,9 @@ def test_processes_on_one_host_share_the_key_with_no_flag(tmp_path: Path) -> Non
 
 def test_without_a_store_processes_exceed_the_key_rate(tmp_path: Path) -> None:
     """``--rate-store none`` is each process pacing alone: the case the store is for
-    (and proof that the simulator would show the store failing)."""
-    procs, outputs, counters = _run_together(tmp_path, 2, "--rate-store", "none")
+    (and proof that the simulator would show the store failing). Evenly paced: a burst
+    would learn its share from its first 429 (``test_lane``), and hide the storm."""
+    procs, outputs, counters = _run_together(tmp_path, 2, "--rate-store", "none", "--no-burst")
     _check_all_done(procs, outputs, counters)
     assert counters["create_429"] + counters["status_429"] >= 3, counters
 
@@ -156,7 +157,11 @@ def test_redis_gone_mid_run_falls_back_to_a_share_of_the_rate(tmp_path: Path) ->
         rate = f"{RATE}/s"
         with run_in_thread(_config()) as sim:
             flags = ["--api-url", sim.api_url, "--create-rate", rate, "--status-rate", rate]
-            flags += ["--rate-store", server.url]
+            # Creations evenly paced (no burst): each process takes slots after the other
+            # joined, so it has seen it when Redis goes (a burst may create every job
+            # before the other process comes, and fall back at the whole rate, as the
+            # processes it last saw say).
+            flags += ["--rate-store", server.url, "--no-burst"]
             procs = [
                 spawn_cli("run", manifests[i], "--out", tmp_path / f"out{i}", *flags)
                 for i in range(2)

@@ -12,8 +12,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from bulkfetch.config import ApiKey
+from bulkfetch.config import ApiKey, Rate
 from bulkfetch.errors import RateStoreError, UsageError
+from bulkfetch.limiter.lane import Limiter
 from bulkfetch.limiter.redis_store import RedisStore
 from bulkfetch.limiter.share import LEASE, RateSession
 from bulkfetch.limiter.shared_lane import SharedLane
@@ -442,4 +443,40 @@ async def test_late_sends_reported_before_the_store_is_told_go_to_it_as_one(
         await anyio.wait_all_tasks_blocked()
         tg.cancel_scope.cancel()
     assert store.late_changes == 2
+    await session.release()
+
+
+async def _burst_of(limiter: Limiter, clock: _Clock, n: int) -> list[float]:
+    """``n`` requests through ``limiter``, each answered 2 ms after it went out."""
+    times = []
+    for _ in range(n):
+        sent = await limiter.sending(await limiter.acquire())
+        clock.now = sent + 0.002
+        limiter.succeeded(sent)
+        times.append(sent)
+    return times
+
+
+async def test_alone_on_the_key_a_create_lane_bursts_from_the_store(tmp_path: Path) -> None:
+    """A process alone on the key uses the store's next slots at once, a window's worth
+    (the store's next free slot moves past them, for whoever comes next); with a second
+    process on the key it takes its slots as they come."""
+    session = RateSession(FileStore(tmp_path / "x.json"))
+    clock = _Clock(step=0.0)
+    limiter = Limiter(
+        "create",
+        Rate(10, 1.0),
+        clock=clock,
+        sleep=clock.sleep,
+        shared=session.lane("create"),
+        burst=True,
+    )
+    times = await _burst_of(limiter, clock, 11)
+    assert times[9] - times[0] == pytest.approx(0.018)
+    assert times[10] - times[0] > 1.0
+    other = RateSession(FileStore(tmp_path / "x.json"))
+    assert await other.store.renew(other.owner, LEASE) == 2
+    later = await _burst_of(limiter, clock, 4)
+    assert min(b - a for a, b in itertools.pairwise(later)) >= 0.1
+    await other.release()
     await session.release()
