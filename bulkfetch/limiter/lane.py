@@ -33,8 +33,9 @@ them, and a sliding log, a calendar window or a token bucket (burst = its rate) 
 them all. One request at a time, so the first 429 stops it: with two or more accepted
 back to back the server counts in a window and its count is the limit
 (``pacing.lesson_of_429``); refused the second of a pair, it spaces requests, and the
-lane paces evenly from then on. Not while searching (``learn``), nor while other
-processes share the key.
+lane paces evenly from then on. With ``learn`` the burst goes past the configured rate
+(``search.Search``'s cap) until that first 429; the second of a burst refused, the
+search goes on evenly paced. Not while other processes share the key.
 
 The clock is injectable (``clock`` and ``sleep``) so the pacing is tested without time
 passing. ``acquire()`` returns the time the slot was granted: hand it back to
@@ -207,7 +208,7 @@ class Limiter:
     @property
     def bursting(self) -> bool:
         """Whether the lane may hand out a slot before it is due (``burst``), now."""
-        if not self.burst or self.search.active:
+        if not self.burst:
             return False
         return self.shared is None or self.shared.alone
 
@@ -316,8 +317,9 @@ class Limiter:
         """``at``, or later where a slot then would put more requests in a window than
         the limit believed (``pacing.room_at``), counting those accepted, on their way,
         and handed out but not yet sent, and ``extra`` seconds more than a window apart.
-        Not while searching faster than it."""
-        if self.search.active:
+        Not while searching evenly faster than it (a burst's search stops at its cap).
+        """
+        if self.search.active and not self.bursting:
             return at
         window = self.configured.period
         return room_at(
@@ -545,7 +547,10 @@ class Limiter:
             self.limit_interval = lesson.limit_interval
             self._last_change = now
             self._refusals.append(sent)
-            self.search.end(sent)
+            if not (burst and lesson.strict):
+                # (The second of a burst refused by a server that spaces requests tells
+                # nothing of its rate: the search goes on, evenly paced.)
+                self.search.end(sent)
             self._last_refusal = sent
         pause = bounded_pause(retry_after, interval=self.interval, window=self.configured.period)
         if pause is not None:
@@ -558,8 +563,8 @@ class Limiter:
         self.pauses += max(0.0, until - max(now, self._paused_until))
         self._paused_until = max(self._paused_until, until)
         if self.shared is not None and not echo:
-            # Every process on the key pauses with this one and learns its limit.
-            self.shared.refused(
-                limit_interval=self.limit_interval, strict=self.strict, pause=until - now
-            )
+            # Every process on the key pauses with this one and learns its limit (none
+            # while the search goes on: the store's limit would end it at the next slot).
+            taught = 0.0 if self.search.active else self.limit_interval
+            self.shared.refused(limit_interval=taught, strict=self.strict, pause=until - now)
         return until - now

@@ -418,6 +418,23 @@ def test_a_burst_at_twice_the_rate_learns_a_window_counter_s_limit_in_one_429(
     assert outcome.span < 19.2 * 60.0
 
 
+@pytest.mark.parametrize("form", ["float", "int", "window", "off"])
+@pytest.mark.parametrize("kind", LIMITER_KINDS)
+def test_a_burst_learns_a_rate_set_twice_too_low(kind: str, form: str) -> None:
+    """With ``--learn-rates`` the burst goes past the rate configured (up to 4x) until the
+    server refuses: a window counter's count tells its limit at that first 429. A server
+    that spaces requests refuses the second: the search goes on, evenly paced, and its
+    refusal tells the rate (a second 429)."""
+    outcome = drive(kind, factor=0.5, form=form, jitter=0.05, burst=True, learn=True)
+    if kind == "spacing":
+        assert outcome.refused == 2
+        assert 0.99 < outcome.pace < 1.1
+    else:
+        assert outcome.refused == 1
+        assert 0.99 < outcome.pace < 1.02
+        assert outcome.span < 19.2 * 60.0
+
+
 def test_a_burst_waits_for_the_answer_not_the_next_slot() -> None:
     """One request at a time: the next slot comes when the one on its way is answered
     (50 ms here), long before the pace's next slot (a second)."""

@@ -480,3 +480,35 @@ async def test_alone_on_the_key_a_create_lane_bursts_from_the_store(tmp_path: Pa
     assert min(b - a for a, b in itertools.pairwise(later)) >= 0.1
     await other.release()
     await session.release()
+
+
+async def test_a_search_refused_its_burst_s_second_request_searches_on(tmp_path: Path) -> None:
+    """A server that spaces requests refuses a burst's second: that tells nothing of its
+    rate, so the search goes on (evenly), and the store, told of the 429, must not end it
+    with the limit the lane believed then. (Real time: a second or so.)"""
+    session = RateSession(FileStore(tmp_path / "x.json"))
+    limiter = Limiter(
+        "create", Rate(10, 1.0), learn=True, shared=session.lane("create"), burst=True
+    )
+
+    async def request(refused: bool = False) -> None:
+        sent = await limiter.sending(await limiter.acquire())
+        if refused:
+            limiter.rate_limited_by_server(0.05, sent)
+        else:
+            limiter.succeeded(sent)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(session.serve)
+        await request()
+        await request(refused=True)
+        await anyio.sleep(0.2)  # for serve to tell the store
+        for _ in range(3):
+            await request()
+        tg.cancel_scope.cancel()
+    assert session.lane("create").taught is not None
+    assert limiter.search.active
+    assert limiter.strict
+    assert not limiter.burst
+    assert limiter.limit_interval < 0.1 / 1.1**3
+    await session.release()
