@@ -36,7 +36,7 @@ from bulkfetch.contact import FirstContact
 from bulkfetch.errors import BulkfetchError, first_error
 from bulkfetch.lanes import CreateLane, StatusLane, job_tag
 from bulkfetch.ledger import Ledger
-from bulkfetch.limiter.lane import Limiter
+from bulkfetch.limiter.lane import Limiter, ServerKind
 from bulkfetch.limiter.share import RateSession
 from bulkfetch.manifest.jobs import Job, Manifest
 from bulkfetch.outcomes import Outcomes
@@ -105,6 +105,7 @@ class Run:
         self.jobs: dict[str, Job] = {job.key: job for job in manifest.jobs}
         self.sink = open_sink(config.out)
         self.client = Client(config.api_url, key, timeout=config.request_timeout)
+        self.server_kind = ServerKind()  # how the server counts, as a lane learns it
         self.create_limiter = self._limiter("create")
         self.status_limiter = self._limiter("status")
         self.model = ProcessingModel(
@@ -137,7 +138,9 @@ class Run:
         # Only creations burst: every one is known up front, where a status call made
         # before its task is likely ready is wasted.
         burst = cfg.burst and lane == "create"
-        return Limiter(lane, rate, learn=cfg.learn_rates, shared=shared, burst=burst)
+        return Limiter(
+            lane, rate, learn=cfg.learn_rates, shared=shared, burst=burst, kind=self.server_kind
+        )
 
     # -- setup -------------------------------------------------------------------
 

@@ -70,7 +70,28 @@ from bulkfetch.limiter.shared_pace import late_shift
 if TYPE_CHECKING:
     from bulkfetch.limiter.shared_lane import SharedLane
 
-__all__ = ["Limiter"]
+__all__ = ["Limiter", "ServerKind"]
+
+
+class ServerKind:
+    """How the server counts requests, as far as a burst showed it, shared by the lanes
+    of a run: the endpoints of one API sit behind one gateway, which counts them alike.
+
+    A burst's 429 (``pacing.Refusal.burst``) tells the kind cleanly, where a 429 to an
+    evenly paced lane younger than a window does not (a window's count and a pair bunched
+    on the way look alike then). So the other lanes read their first 429 by the window's
+    count where a burst showed a window counter, and pay the jitter between every two
+    requests from the start where it showed a server that spaces them.
+    """
+
+    __slots__ = ("windowed",)
+
+    def __init__(self) -> None:
+        #: True: counts in a window (or a bucket); False: spaces requests; None: unknown.
+        self.windowed: bool | None = None
+
+    def __repr__(self) -> str:
+        return f"<ServerKind windowed={self.windowed}>"
 
 
 class Limiter:
@@ -93,6 +114,7 @@ class Limiter:
         "_sleep",
         "burst",
         "configured",
+        "kind",
         "limit_interval",
         "name",
         "pauses",
@@ -124,6 +146,7 @@ class Limiter:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         shared: SharedLane | None = None,
         burst: bool = False,
+        kind: ServerKind | None = None,
     ) -> None:
         #: The lane's name, for logs.
         self.name = name
@@ -147,6 +170,8 @@ class Limiter:
         #: Spend the window's allowance as fast as the server answers, until a 429 shows
         #: a server that does not count in a window (see the module's docstring).
         self.burst = burst
+        #: How the server counts, as the run's lanes learned it (shared between them).
+        self.kind = kind if kind is not None else ServerKind()
         self._early: set[float] = set()  # slots handed out, then sends, in a burst
         self._answer: anyio.Event | None = None  # set when a request is answered
         self._accepted: list[float] = []  # send times the server accepted, ascending
@@ -203,7 +228,8 @@ class Limiter:
         a 429 showed the server spaces requests (``strict``), or while that is cheap."""
         known = self.round_trips.known >= 4
         cheap = known and self.jitter <= self.cheap_jitter * self.limit_interval
-        return self.strict or (cheap and not self.bursting)
+        spaces = self.strict or self.kind.windowed is False
+        return spaces or (cheap and not self.bursting)
 
     @property
     def bursting(self) -> bool:
@@ -534,6 +560,7 @@ class Limiter:
             after_search=self._last_refusal is not None
             and self._last_refusal == self.search.ended_at,
             burst=burst,
+            windowed=self.kind.windowed is True,
         )
         echo = sent < self._last_change
         if not echo:
@@ -544,6 +571,8 @@ class Limiter:
                 self.strict = lesson.strict
             # Only a window's count, read from a burst, leaves the lane bursting.
             self.burst = self.burst and lesson.strict is False
+            if burst and lesson.strict is not None:
+                self.kind.windowed = not lesson.strict
             self.limit_interval = lesson.limit_interval
             self._last_change = now
             self._refusals.append(sent)

@@ -144,6 +144,9 @@ class Refusal:
     #: The refused request went out in a burst (``Limiter``'s ``burst``): as soon as the
     #: one before it was answered, however soon after the last accepted that was.
     burst: bool = False
+    #: A burst on another lane of the run showed a server that counts in a window
+    #: (``lane.ServerKind``): the count may be read however young this lane is.
+    windowed: bool = False
 
 
 def _count_between(times: Sequence[float], lo: float, hi: float) -> int:
@@ -233,7 +236,7 @@ def window_count_tells(refusal: Refusal) -> bool:
         if spaced and k >= 0.8 * r.window / r.limit_interval:
             return False  # at its believed rate, well spaced: a pair bunched on the way
     old = r.first_sent <= r.sent_at - r.window
-    return old or hot
+    return old or hot or r.windowed
 
 
 def counted_in_window(refusal: Refusal) -> bool:
@@ -242,7 +245,8 @@ def counted_in_window(refusal: Refusal) -> bool:
     fewer in the window than it believed allowed. Such a server absorbs the jitter over
     its window, so the lane need not pay it between every two requests."""
     r = refusal
-    if r.first_sent > r.sent_at - r.window or not window_count_tells(r):
+    young = r.first_sent > r.sent_at - r.window and not r.windowed
+    if young or not window_count_tells(r):
         return False
     k = _count_between(r.accepted, r.sent_at - r.window, r.sent_at)
     return k <= 0.9 * r.window / r.limit_interval

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from bulkfetch.config import Rate
-from bulkfetch.limiter.lane import Limiter
+from bulkfetch.limiter.lane import Limiter, ServerKind
 from bulkfetch.limiter.retry_after import MAX_WINDOWS
 from bulkfetch.limiter.search import Search
 from bulkfetch.simulator.limits import LIMITER_KINDS, make_limit
@@ -297,6 +297,7 @@ def drive(
     window: float = 60.0,
     seed: int = 0,
     burst: bool = False,
+    windowed: bool | None = None,
 ) -> Outcome:
     """``n`` requests, one at a time, through a Limiter configured at ``factor`` times the
     rate of a server of ``kind``; each reaches the server after 1 ms plus up to ``jitter``
@@ -306,6 +307,7 @@ def drive(
     server = make_limit(kind)  # type: ignore[arg-type]
     rate = Rate(count * factor, window)
     limiter = Limiter("create", rate, learn=learn, clock=clock, sleep=clock.sleep, burst=burst)
+    limiter.kind.windowed = windowed  # what another lane's burst showed, if anything
     accepted: list[float] = []
     refused = 0
     while len(accepted) < n:
@@ -433,6 +435,43 @@ def test_a_burst_learns_a_rate_set_twice_too_low(kind: str, form: str) -> None:
         assert outcome.refused == 1
         assert 0.99 < outcome.pace < 1.02
         assert outcome.span < 19.2 * 60.0
+
+
+@pytest.mark.parametrize("form", ["float", "int", "window", "date", "off"])
+@pytest.mark.parametrize("kind", ["sliding", "fixed"])
+def test_a_lane_told_the_server_counts_in_a_window_reads_its_first_429_by_the_count(
+    kind: str, form: str
+) -> None:
+    """The create lane's burst showed a window counter (``ServerKind``): the status lane,
+    evenly paced at twice the rate, takes its first 429 for the window's count, however
+    young it is, instead of a pair bunched on the way: one 429, not two or three."""
+    outcome = drive(kind, factor=2.0, form=form, jitter=0.05, windowed=True)
+    assert outcome.refused == 1
+    assert 0.99 < outcome.pace < 1.02
+
+
+def test_a_lane_told_the_server_spaces_requests_pays_the_jitter_from_the_start() -> None:
+    """Half a second of jitter in 6 s slots, which the lane would pay only once a 429 asks
+    (``test_a_jitter_costly_to_pay_in_every_slot_is_paid_once_a_429_asks``): told by the
+    create lane's burst that the server spaces requests, it is never refused."""
+    outcome = drive("spacing", factor=1.0, jitter=0.5, windowed=False)
+    assert outcome.refused == 0
+    assert outcome.pace < 1.1
+
+
+def test_a_burst_tells_the_run_s_other_lanes_how_the_server_counts() -> None:
+    kind = ServerKind()
+    clock = FakeClock()
+    create = Limiter("create", TEN_A_MINUTE, clock=clock, sleep=clock.sleep, burst=True, kind=kind)
+    status = Limiter("status", TEN_A_MINUTE, clock=clock, sleep=clock.sleep, kind=kind)
+    first = send(create)
+    clock.now = first + 0.002
+    create.succeeded(first)
+    second = send(create)
+    clock.now = second + 0.002
+    create.rate_limited_by_server(5.0, second)  # the second of a pair: spacing
+    assert kind.windowed is False
+    assert status.spacing
 
 
 def test_a_burst_waits_for_the_answer_not_the_next_slot() -> None:

@@ -364,6 +364,16 @@ def test_a_burst_refused_after_a_run_accepted_reads_the_window_s_limit(k: int) -
     assert lesson.limit_interval <= 0.05 * MAX_SLOWDOWN
 
 
+def test_a_young_lane_told_the_server_counts_in_a_window_reads_the_count() -> None:
+    """``windowed``: another lane's burst showed a window counter, so the count of a lane
+    younger than a window is its limit, not a pair bunched on the way."""
+    young = _refused_after(5, first_sent=9.5)
+    assert lesson_of_429(young, searching=False, search_speedup=1.1).strict is True
+    lesson = lesson_of_429(replace(young, windowed=True), searching=False, search_speedup=1.1)
+    assert lesson.strict is False
+    assert lesson.limit_interval == pytest.approx(0.2)  # 5 per window
+
+
 def test_a_burst_refused_well_short_of_half_the_believed_window_keeps_the_rate() -> None:
     """A bucket with a small burst refuses as soon whatever its rate: 3 of 20 tells the
     burst, not the rate, and the lane keeps the one configured (paced evenly now)."""
