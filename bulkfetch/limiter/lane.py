@@ -135,6 +135,8 @@ class Limiter:
     #: internet at 10/min, 50 ms of jitter is 0.8% of a slot). Beyond it (loopback at
     #: 50 ms slots) the lane pays it only once a 429 shows the server spaces requests.
     cheap_jitter = 0.02
+    #: A round trip, as a share of the interval, beyond which a lane does not burst.
+    burst_trip = 0.25
 
     def __init__(
         self,
@@ -233,8 +235,11 @@ class Limiter:
 
     @property
     def bursting(self) -> bool:
-        """Whether the lane may hand out a slot before it is due (``burst``), now."""
-        if not self.burst:
+        """Whether the lane may hand out a slot before it is due (``burst``), now: not
+        where a request's round trip is more than a share of a slot (thousands a second),
+        and sending one at a time would be no faster than the pace, and cost each request
+        a commit of its own."""
+        if not self.burst or self.round_trips.latency > self.burst_trip * self.limit_interval:
             return False
         return self.shared is None or self.shared.alone
 

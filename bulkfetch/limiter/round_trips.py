@@ -18,7 +18,7 @@ __all__ = ["RoundTrips"]
 class RoundTrips:
     """Send times not yet answered, and the jitter and bunching measured so far."""
 
-    __slots__ = ("_latencies", "_lateness", "bunching", "jitter", "outstanding")
+    __slots__ = ("_latencies", "_lateness", "bunching", "jitter", "latency", "outstanding")
 
     def __init__(self, keep: int) -> None:
         self._latencies: deque[float] = deque(maxlen=keep)  # send to answer, seconds
@@ -29,6 +29,8 @@ class RoundTrips:
         self.jitter = 0.0
         #: ``jitter`` plus the spread of how late requests went out after their slot.
         self.bunching = 0.0
+        #: The median round trip (seconds; 0 before any).
+        self.latency = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -61,6 +63,7 @@ class RoundTrips:
         # Strict spacing pays the jitter between every two requests; a window pays a
         # share of it, and of how late requests went out, once per window.
         self.jitter = jitter_margin(self._latencies, interval=interval)
+        self.latency = sorted(self._latencies)[len(self._latencies) // 2]
         self.bunching = self.jitter + jitter_margin(self._lateness, interval=interval)
 
     def sent_before(self, at: float) -> list[float]:

@@ -474,6 +474,23 @@ def test_a_burst_tells_the_run_s_other_lanes_how_the_server_counts() -> None:
     assert status.spacing
 
 
+@pytest.mark.parametrize(("trip", "bursts"), [(0.002, True), (0.05, False)])
+def test_a_lane_bursts_only_where_a_round_trip_is_a_small_share_of_a_slot(
+    trip: float, bursts: bool
+) -> None:
+    """At ten a second, answers in 50 ms would make one request at a time no faster than
+    the pace (and each creation commit alone): the lane paces evenly instead."""
+    clock = FakeClock()
+    limiter = Limiter("create", Rate(10, 1.0), clock=clock, sleep=clock.sleep, burst=True)
+    times = []
+    for _ in range(5):
+        sent = send(limiter)
+        clock.now = sent + trip
+        limiter.succeeded(sent)
+        times.append(sent)
+    assert (times[-1] - times[0] < 0.1) is bursts
+
+
 def test_a_burst_waits_for_the_answer_not_the_next_slot() -> None:
     """One request at a time: the next slot comes when the one on its way is answered
     (50 ms here), long before the pace's next slot (a second)."""

@@ -16,6 +16,7 @@ from bulkfetch.limiter.pacing import (
     Refusal,
     counted_in_window,
     jitter_margin,
+    kth_latest,
     lesson_of_429,
     limit_after_429,
     located_count,
@@ -550,3 +551,18 @@ def test_after_a_search_what_was_let_through_between_refusals_is_no_refill() -> 
     assert limit_after_429(refusal) == pytest.approx(0.2 / 3)  # a refill, after a refusal
     after_search = replace(refusal, after_search=True)
     assert limit_after_429(after_search) == pytest.approx(0.05 * MIN_SLOWDOWN)
+
+
+@given(
+    st.lists(
+        st.lists(st.floats(min_value=0.0, max_value=100.0), max_size=30).map(sorted),
+        min_size=1,
+        max_size=3,
+    ),
+    st.integers(min_value=1, max_value=40),
+)
+def test_kth_latest_is_the_kth_of_all_sends_merged(sends: list[list[float]], k: int) -> None:
+    merged = sorted(t for times in sends for t in times)
+    if len(merged) < k:
+        return
+    assert kth_latest(sends, k) == merged[-k]
