@@ -566,6 +566,7 @@ class Limiter:
             and self._last_refusal == self.search.ended_at,
             burst=burst,
             windowed=self.kind.windowed is True,
+            spaces=self.kind.windowed is False,
         )
         echo = sent < self._last_change
         if not echo:

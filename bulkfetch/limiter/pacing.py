@@ -175,6 +175,11 @@ class Refusal:
     #: A burst on another lane of the run showed a server that counts in a window
     #: (``lane.ServerKind``): the count may be read however young this lane is.
     windowed: bool = False
+    #: A burst showed a server that spaces requests: a refusal to an evenly paced lane
+    #: is a pair bunched on the way, unless it comes hard on the heels of another (the
+    #: lane is above its rate); neither the window's count nor the rate between refusals
+    #: (the pause after one included) is its limit.
+    spaces: bool = False
 
 
 def _count_between(times: Sequence[float], lo: float, hi: float) -> int:
@@ -257,6 +262,8 @@ def window_count_tells(refusal: Refusal) -> bool:
     r = refusal
     since = _since_previous(r)
     hot = since is not None and since < HOT
+    if r.spaces and not hot:
+        return False
     if r.strict and not hot and not r.after_search:
         gap = _gap_before(r)
         spaced = gap is None or gap >= r.limit_interval * (1 - 1e-9)
@@ -299,7 +306,7 @@ def limit_after_429(refusal: Refusal) -> float:
     # search's refusal: a sliding log lets through what the search sent a window before,
     # and with the lane's pause after that refusal counted in, that reads as a rate
     # slower than the server's, which the lane, never searching again, would keep.
-    if since and not r.after_search:
+    if since and not r.after_search and not r.spaces:
         previous = _previous(r)
         assert previous is not None
         # From the first of a run of refusals: a bucket is empty at each, so what it let

@@ -375,6 +375,32 @@ def test_a_young_lane_told_the_server_counts_in_a_window_reads_the_count() -> No
     assert lesson.limit_interval == pytest.approx(0.2)  # 5 per window
 
 
+def test_a_server_a_burst_showed_spacing_refusing_a_bunched_pair_costs_one_step() -> None:
+    """A burst's second request refused at t=0 (spacing), the lane paused a whole window
+    (Retry-After: 1 s) and then sent 80 at its pace: a refusal at 5 s is a pair bunched on
+    the way. Read from the previous refusal, the rate between them, the pause included,
+    would be 4.7 s / 80, a limit a fifth slower than the server's for the rest of the run.
+    """
+    refusal = Refusal(
+        sent_at=5.05,
+        limit_interval=0.05,
+        pace=0.0503,
+        window=1.0,
+        accepted=[0.0, *sends(1.0, 0.0503, 80)],
+        previous=0.002,
+        first_sent=0.0,
+        strict=True,
+        spaces=True,
+    )
+    assert not window_count_tells(refusal)
+    lesson = lesson_of_429(refusal, searching=False, search_speedup=1.1)
+    assert lesson.limit_interval == pytest.approx(0.05 * MIN_SLOWDOWN)
+    assert lesson.strict is True
+    # Hard on the heels of another (the lane above the server's rate): the count tells.
+    hot = replace(refusal, accepted=[0.0, 0.05], sent_at=0.1, previous=0.002, pace=0.025)
+    assert window_count_tells(hot)
+
+
 def test_a_burst_refused_well_short_of_half_the_believed_window_keeps_the_rate() -> None:
     """A bucket with a small burst refuses as soon whatever its rate: 3 of 20 tells the
     burst, not the rate, and the lane keeps the one configured (paced evenly now)."""
