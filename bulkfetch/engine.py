@@ -36,7 +36,8 @@ from bulkfetch.contact import FirstContact
 from bulkfetch.errors import BulkfetchError, first_error
 from bulkfetch.lanes import CreateLane, StatusLane, job_tag
 from bulkfetch.ledger import Ledger
-from bulkfetch.limiter.lane import Limiter, ServerKind
+from bulkfetch.limiter.burst import ServerKind
+from bulkfetch.limiter.lane import Limiter
 from bulkfetch.limiter.share import RateSession
 from bulkfetch.manifest.jobs import Job, Manifest
 from bulkfetch.outcomes import Outcomes

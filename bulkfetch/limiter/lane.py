@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from bulkfetch.config import Rate
+from bulkfetch.limiter.burst import Burst, ServerKind
 from bulkfetch.limiter.pacing import (
     KEEP_WINDOWS,
     Refusal,
@@ -70,28 +71,7 @@ from bulkfetch.limiter.shared_pace import late_shift
 if TYPE_CHECKING:
     from bulkfetch.limiter.shared_lane import SharedLane
 
-__all__ = ["Limiter", "ServerKind"]
-
-
-class ServerKind:
-    """How the server counts requests, as far as a burst showed it, shared by the lanes
-    of a run: the endpoints of one API sit behind one gateway, which counts them alike.
-
-    A burst's 429 (``pacing.Refusal.burst``) tells the kind cleanly, where a 429 to an
-    evenly paced lane younger than a window does not (a window's count and a pair bunched
-    on the way look alike then). So the other lanes read their first 429 by the window's
-    count where a burst showed a window counter, and pay the jitter between every two
-    requests from the start where it showed a server that spaces them.
-    """
-
-    __slots__ = ("windowed",)
-
-    def __init__(self) -> None:
-        #: True: counts in a window (or a bucket); False: spaces requests; None: unknown.
-        self.windowed: bool | None = None
-
-    def __repr__(self) -> str:
-        return f"<ServerKind windowed={self.windowed}>"
+__all__ = ["Limiter"]
 
 
 class Limiter:
@@ -99,9 +79,8 @@ class Limiter:
 
     __slots__ = (
         "_accepted",
-        "_answer",
+        "_burst",
         "_clock",
-        "_early",
         "_first_sent",
         "_granted",
         "_kept_since",
@@ -112,7 +91,6 @@ class Limiter:
         "_paused_until",
         "_refusals",
         "_sleep",
-        "burst",
         "configured",
         "kind",
         "limit_interval",
@@ -169,13 +147,11 @@ class Limiter:
         self.pauses = 0.0
         #: ``--learn-rates``: the search above the configured rate, until the first 429.
         self.search = Search(rate.interval, learn=learn)
-        #: Spend the window's allowance as fast as the server answers, until a 429 shows
-        #: a server that does not count in a window (see the module's docstring).
-        self.burst = burst
+        # Spend the window's allowance as fast as the server answers, until a 429 shows
+        # a server that does not count in a window (see the module's docstring).
+        self._burst = Burst(burst)
         #: How the server counts, as the run's lanes learned it (shared between them).
         self.kind = kind if kind is not None else ServerKind()
-        self._early: set[float] = set()  # slots handed out, then sends, in a burst
-        self._answer: anyio.Event | None = None  # set when a request is answered
         self._accepted: list[float] = []  # send times the server accepted, ascending
         self._kept_since = -math.inf  # ``_accepted`` holds every one sent since
         self._first_sent = math.inf  # when the lane first sent
@@ -234,12 +210,18 @@ class Limiter:
         return spaces or (cheap and not self.bursting)
 
     @property
+    def burst(self) -> bool:
+        """Whether the lane bursts (see the module's docstring): until a 429 showed a
+        server that does not count in a window."""
+        return self._burst.on
+
+    @property
     def bursting(self) -> bool:
         """Whether the lane may hand out a slot before it is due (``burst``), now: not
         where a request's round trip is more than a share of a slot (thousands a second),
         and sending one at a time would be no faster than the pace, and cost each request
         a commit of its own."""
-        if not self.burst or self.round_trips.latency > self.burst_trip * self.limit_interval:
+        if not self._burst.on or self.round_trips.latency > self.burst_trip * self.limit_interval:
             return False
         return self.shared is None or self.shared.alone
 
@@ -329,14 +311,12 @@ class Limiter:
         if not (self.bursting and now >= self._paused_until and self._on_the_way(now)):
             await self._sleep(seconds)
             return
-        self._answer = answer = anyio.Event()
-        with anyio.move_on_after(seconds):
-            await answer.wait()
+        await self._burst.wait_for_answer(seconds)
 
     def _grant(self, due: float, *, early: bool = False) -> None:
         """Note a slot handed out: until ``sending``, it is a request on its way too."""
         if early:
-            self._early.add(due)
+            self._burst.granted(due, horizon=due - 2 * self.configured.period)
         # A slot handed out and never sent (its job cancelled) ages out of the count by
         # itself; here it is only kept from piling up.
         horizon = due - 2 * self.configured.period
@@ -411,7 +391,7 @@ class Limiter:
                 # Answers to requests sent before now were paced the old way: echoes.
                 self._last_change = self._clock()
             self.strict = self.strict or taught.strict
-            self.burst = self.burst and not self.strict
+            self._burst.on = self._burst.on and not self.strict
         self._next_at = due + self.interval
         self._grant(due, early=early)
         return due
@@ -434,8 +414,8 @@ class Limiter:
         """Give back the slot just taken when no request was sent with it."""
         self._next_at -= self.interval
         if self._granted:
-            self._early.discard(self._granted.pop())
-        self._wake()
+            self._burst.answered(self._granted.pop())
+        self._burst.wake()
         if self.shared is not None:
             self.shared.give_back()
 
@@ -476,9 +456,7 @@ class Limiter:
             i = bisect.bisect_left(self._granted, due)
             if i < len(self._granted) and self._granted[i] == due:
                 del self._granted[i]
-            if due in self._early:
-                self._early.discard(due)
-                self._early.add(now)
+            self._burst.sent(due, now)
         if due is not None and (late := now - due) > self._slack():
             self._sent_late(late)
         self.round_trips.sent(now, due)
@@ -499,22 +477,16 @@ class Limiter:
     def _answered(self, sent_at: float | None) -> tuple[float, float]:
         """The clock now and the send time (now if unknown); learns the round trip."""
         now = self._clock()
-        self._wake()
+        self._burst.wake()
         if sent_at is None:
             return now, now
         self.round_trips.answered(sent_at, now, interval=self.limit_interval)
         return now, sent_at
 
-    def _wake(self) -> None:
-        """Wake an ``acquire`` waiting for the answer that opens its burst."""
-        if self._answer is not None:
-            self._answer.set()
-            self._answer = None
-
     def succeeded(self, sent_at: float | None = None) -> None:
         """Record a request the server accepted (any answer but 429), sent at ``sent_at``."""
         now, sent = self._answered(sent_at)
-        self._early.discard(sent)
+        self._burst.answered(sent)
         bisect.insort(self._accepted, sent)
         horizon = now - KEEP_WINDOWS * self.configured.period
         self._kept_since = max(self._kept_since, horizon)
@@ -542,8 +514,7 @@ class Limiter:
         Returns the pause from now, in seconds."""
         now, sent = self._answered(sent_at)
         self.rate_limited += 1
-        burst = sent in self._early
-        self._early.discard(sent)
+        burst = self._burst.answered(sent)
         # Requests sent before this one and not answered yet reached the server first:
         # counted as accepted (the 429s among them will be echoes).
         earlier = self.round_trips.sent_before(sent)
@@ -576,7 +547,7 @@ class Limiter:
             if lesson.strict is not None:
                 self.strict = lesson.strict
             # Only a window's count, read from a burst, leaves the lane bursting.
-            self.burst = self.burst and lesson.strict is False
+            self._burst.on = self._burst.on and lesson.strict is False
             if burst and lesson.strict is not None:
                 self.kind.windowed = not lesson.strict
             self.limit_interval = lesson.limit_interval

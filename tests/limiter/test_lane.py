@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from bulkfetch.config import Rate
-from bulkfetch.limiter.lane import Limiter, ServerKind
+from bulkfetch.limiter.burst import ServerKind
+from bulkfetch.limiter.lane import Limiter
 from bulkfetch.limiter.retry_after import MAX_WINDOWS
 from bulkfetch.limiter.search import Search
 from bulkfetch.simulator.limits import LIMITER_KINDS, make_limit
