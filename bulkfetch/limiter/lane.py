@@ -258,11 +258,13 @@ class Limiter:
             return await self._acquire_shared(self.shared)
         while True:
             now = self._clock()
-            if self._burst_open(now):
+            bursting, extra = self.bursting, self._burst_extra()
+            room = self._room_at(now, extra=extra) if bursting else math.inf
+            if self._burst_open(now, room):
                 self._next_at = max(self._next_at, now + self.interval)
                 self._grant(now, early=True)
                 return now
-            at = self._room_at(self.ready_at(), extra=self._burst_extra())
+            at = self._room_at(self.ready_at(), extra=extra)
             if now >= at:
                 # Count the next slot from when this one was due, not from when the caller
                 # woke: a timer oversleeps by a millisecond or so, and counted from "now"
@@ -273,10 +275,8 @@ class Limiter:
                 self._next_at = base + self.interval
                 self._grant(base)
                 return base
-            if self.bursting:
-                room = max(self._paused_until, self._room_at(now, extra=self._burst_extra()))
-                if room > now:
-                    at = min(at, room)
+            if bursting and (room := max(self._paused_until, room)) > now:
+                at = min(at, room)
             await self._wait(at - now)
 
     def _on_the_way(self, now: float) -> bool:
@@ -287,13 +287,16 @@ class Limiter:
             bool(outstanding) and outstanding[-1] > now - self.configured.period
         )
 
-    def _burst_open(self, now: float) -> bool:
+    def _burst_open(self, now: float, room: float | None = None) -> bool:
         """Whether a slot may be handed out now, before it is due (``burst``): nothing
         of the lane on its way, no pause, and room in the window at the limit believed,
-        with the margin and the bunching measured, as a sliding log judges arrivals."""
+        with the margin and the bunching measured, as a sliding log judges arrivals
+        (``room``: when it has, if the caller knows)."""
         if not self.bursting or now < self._paused_until or self._on_the_way(now):
             return False
-        return self._room_at(now, extra=self._burst_extra()) <= now
+        if room is None:
+            room = self._room_at(now, extra=self._burst_extra())
+        return room <= now
 
     def _burst_extra(self) -> float:
         """What a bursting lane keeps beyond a window between a request and the one a
@@ -315,11 +318,11 @@ class Limiter:
 
     def _grant(self, due: float, *, early: bool = False) -> None:
         """Note a slot handed out: until ``sending``, it is a request on its way too."""
-        if early:
-            self._burst.granted(due, horizon=due - 2 * self.configured.period)
         # A slot handed out and never sent (its job cancelled) ages out of the count by
         # itself; here it is only kept from piling up.
         horizon = due - 2 * self.configured.period
+        if early:
+            self._burst.granted(due, horizon=horizon)
         if self._granted and self._granted[0] < horizon:
             del self._granted[: bisect.bisect_left(self._granted, horizon)]
         bisect.insort(self._granted, due)
@@ -428,11 +431,11 @@ class Limiter:
         While fewer than 4 round trips are known (the first connections are being set up,
         the slowest of a run), the lane is spaced by the slowest seen so far, or a tenth
         of a slot before any: a spacing limiter would refuse the second request of a run
-        otherwise, and no window limiter minds a few slots spaced a little wider.
+        otherwise, and no window limiter minds a few slots spaced a little wider. Not a
+        bursting lane: its second request is the probe (a 429 that shows spacing ends the
+        burst, and makes the lane ``strict``).
         """
-        if self.bursting and not self.strict:
-            return 0.0
-        if self.round_trips.known < 4:
+        if self.round_trips.known < 4 and not self.bursting:
             return self.limit_interval + self.round_trips.slowest(0.1 * self.limit_interval)
         return self.limit_interval + self.jitter if self.spacing else 0.0
 
@@ -536,8 +539,7 @@ class Limiter:
             after_search=self._last_refusal is not None
             and self._last_refusal == self.search.ended_at,
             burst=burst,
-            windowed=self.kind.windowed is True,
-            spaces=self.kind.windowed is False,
+            windowed=self.kind.windowed,
         )
         echo = sent < self._last_change
         if not echo:

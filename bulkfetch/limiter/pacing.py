@@ -172,14 +172,13 @@ class Refusal:
     #: The refused request went out in a burst (``Limiter``'s ``burst``): as soon as the
     #: one before it was answered, however soon after the last accepted that was.
     burst: bool = False
-    #: A burst on another lane of the run showed a server that counts in a window
-    #: (``lane.ServerKind``): the count may be read however young this lane is.
-    windowed: bool = False
-    #: A burst showed a server that spaces requests: a refusal to an evenly paced lane
-    #: is a pair bunched on the way, unless it comes hard on the heels of another (the
-    #: lane is above its rate); neither the window's count nor the rate between refusals
-    #: (the pause after one included) is its limit.
-    spaces: bool = False
+    #: How a burst showed the server counts (``burst.ServerKind``), None if none did.
+    #: True, a window counter: the count may be read however young this lane is. False,
+    #: strict spacing: a refusal to an evenly paced lane is a pair bunched on the way,
+    #: unless it comes hard on the heels of another (the lane is above its rate); neither
+    #: the window's count nor the rate between refusals (the pause after one included)
+    #: is its limit.
+    windowed: bool | None = None
 
 
 def _count_between(times: Sequence[float], lo: float, hi: float) -> int:
@@ -262,7 +261,7 @@ def window_count_tells(refusal: Refusal) -> bool:
     r = refusal
     since = _since_previous(r)
     hot = since is not None and since < HOT
-    if r.spaces and not hot:
+    if r.windowed is False and not hot:
         return False
     if r.strict and not hot and not r.after_search:
         gap = _gap_before(r)
@@ -271,7 +270,7 @@ def window_count_tells(refusal: Refusal) -> bool:
         if spaced and k >= 0.8 * r.window / r.limit_interval:
             return False  # at its believed rate, well spaced: a pair bunched on the way
     old = r.first_sent <= r.sent_at - r.window
-    return old or hot or r.windowed
+    return old or hot or r.windowed is True
 
 
 def counted_in_window(refusal: Refusal) -> bool:
@@ -280,7 +279,7 @@ def counted_in_window(refusal: Refusal) -> bool:
     fewer in the window than it believed allowed. Such a server absorbs the jitter over
     its window, so the lane need not pay it between every two requests."""
     r = refusal
-    young = r.first_sent > r.sent_at - r.window and not r.windowed
+    young = r.first_sent > r.sent_at - r.window and r.windowed is not True
     if young or not window_count_tells(r):
         return False
     k = _count_between(r.accepted, r.sent_at - r.window, r.sent_at)
@@ -306,7 +305,7 @@ def limit_after_429(refusal: Refusal) -> float:
     # search's refusal: a sliding log lets through what the search sent a window before,
     # and with the lane's pause after that refusal counted in, that reads as a rate
     # slower than the server's, which the lane, never searching again, would keep.
-    if since and not r.after_search and not r.spaces:
+    if since and not r.after_search and r.windowed is not False:
         previous = _previous(r)
         assert previous is not None
         # From the first of a run of refusals: a bucket is empty at each, so what it let

@@ -62,8 +62,9 @@ class RoundTrips:
         self._latencies.append(max(0.0, now - sent_at))
         # Strict spacing pays the jitter between every two requests; a window pays a
         # share of it, and of how late requests went out, once per window.
-        self.jitter = jitter_margin(self._latencies, interval=interval)
-        self.latency = sorted(self._latencies)[len(self._latencies) // 2]
+        ordered = sorted(self._latencies)
+        self.jitter = jitter_margin(ordered, interval=interval)
+        self.latency = ordered[len(ordered) // 2]
         self.bunching = self.jitter + jitter_margin(self._lateness, interval=interval)
 
     def sent_before(self, at: float) -> list[float]:

@@ -390,7 +390,7 @@ def test_a_server_a_burst_showed_spacing_refusing_a_bunched_pair_costs_one_step(
         previous=0.002,
         first_sent=0.0,
         strict=True,
-        spaces=True,
+        windowed=False,
     )
     assert not window_count_tells(refusal)
     lesson = lesson_of_429(refusal, searching=False, search_speedup=1.1)
