@@ -540,6 +540,7 @@ class Limiter:
             and self._last_refusal == self.search.ended_at,
             burst=burst,
             windowed=self.kind.windowed,
+            refusals=tuple(self._refusals),
         )
         echo = sent < self._last_change
         if not echo:

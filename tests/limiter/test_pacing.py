@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -14,6 +15,7 @@ from bulkfetch.limiter.pacing import (
     MAX_SLOWDOWN,
     MIN_SLOWDOWN,
     Refusal,
+    calendar_limit,
     counted_in_window,
     jitter_margin,
     kth_latest,
@@ -24,6 +26,7 @@ from bulkfetch.limiter.pacing import (
     room_at,
     window_count_tells,
 )
+from bulkfetch.simulator.limits import LimiterKind, make_limit
 
 W = 60.0  # 10/min
 T = 6.0
@@ -592,3 +595,100 @@ def test_kth_latest_is_the_kth_of_all_sends_merged(sends: list[list[float]], k: 
     if len(merged) < k:
         return
     assert kth_latest(sends, k) == merged[-k]
+
+
+# -- a calendar window's boundaries, found from the lane's history ---------------------------
+
+
+def _history(
+    kind: LimiterKind, *, limit: int, pace: float, pause: str, refusals: int, start: float
+) -> tuple[list[float], list[float]]:
+    """A lane at ``pace`` (a little uneven) against the simulator's limiter of ``kind``
+    allowing ``limit`` a minute, pausing after each 429 for ``pause``: "window" (a whole
+    window, whatever the wait) or "wait" (what the server said). Send times accepted and
+    refused, until ``refusals`` 429s."""
+    server = make_limit(kind)
+    t, accepted, refused = start, list[float](), list[float]()
+    while len(refused) < refusals:
+        wait = server.admit("key", t, limit, W)
+        if wait is None:
+            accepted.append(t)
+            t += pace * (1 + 0.02 * math.sin(len(accepted)))
+        else:
+            refused.append(t)
+            t += W if pause == "window" else wait
+    return accepted, refused
+
+
+def _last_refusal(accepted: list[float], refused: list[float], **fields: Any) -> Refusal:
+    last = refused[-1]
+    return Refusal(
+        sent_at=last,
+        limit_interval=fields.pop("limit_interval", 3.0),
+        pace=3.0,
+        window=W,
+        accepted=[t for t in accepted if t < last],
+        previous=refused[-2] if len(refused) > 1 else None,
+        first_sent=accepted[0],
+        first_refusal=refused[0],
+        refusals=tuple(refused[:-1]),
+        **fields,
+    )
+
+
+def test_a_calendar_window_straddled_is_read_where_its_boundaries_fit() -> None:
+    """10 a minute in calendar minutes, a lane at twice that pausing a whole window after
+    each 429: the minute before the third holds 19 (a boundary in it), and the rate
+    between refusals holds the pauses; where the boundaries can lie tells 10."""
+    accepted, refused = _history(
+        "fixed", limit=10, pace=3.0, pause="window", refusals=3, start=5051.0
+    )
+    refusal = _last_refusal(accepted, refused, retry_after=W)
+    in_window = sum(1 for t in refusal.accepted if t > refusal.sent_at - W)
+    assert in_window > 10
+    assert calendar_limit(refusal) == 10
+    assert limit_after_429(refusal) == pytest.approx(T)
+    assert lesson_of_429(refusal, searching=False, search_speedup=1.25).strict is False
+    # One refusal places no boundary; a server that spaces requests has none.
+    assert calendar_limit(_last_refusal(accepted, refused[:1])) is None
+    assert calendar_limit(replace(refusal, windowed=False)) is None
+
+
+#: A lane 1.1 to 2 times too fast for a limit of 3 to 30 a minute, starting anywhere in it.
+LANE_RUNS = {
+    "limit": st.integers(3, 30),
+    "speedup": st.floats(1.1, 2.0),
+    "pause": st.sampled_from(["window", "wait"]),
+    "start": st.floats(0.0, 60.0),
+}
+
+
+@given(**LANE_RUNS)
+def test_a_sliding_log_is_never_taken_for_a_calendar_window(
+    limit: int, speedup: float, pause: str, start: float
+) -> None:
+    """A sliding log never lets through more in a window than the window before a 429
+    held: the history rules no sliding log out, and the count is read as it is."""
+    accepted, refused = _history(
+        "sliding", limit=limit, pace=W / limit / speedup, pause=pause, refusals=3, start=start
+    )
+    assert calendar_limit(_last_refusal(accepted, refused)) is None
+
+
+@given(**LANE_RUNS)
+def test_a_calendar_window_s_limit_is_read_from_its_history(
+    limit: int, speedup: float, pause: str, start: float
+) -> None:
+    """Paused until its window ends, a lane's runs tell the boundaries, and the limit
+    exactly. Paused a whole window each time at one pace, its runs are alike and fit
+    several limits: the guess is never below two thirds of it (the count, up to twice
+    it, is the upper bound), and a lane that sped past it learns better at its next 429
+    (``test_lane``: a calendar window at twice the rate)."""
+    accepted, refused = _history(
+        "fixed", limit=limit, pace=W / limit / speedup, pause=pause, refusals=3, start=start
+    )
+    found = calendar_limit(_last_refusal(accepted, refused))
+    if pause == "wait":
+        assert found in (None, limit)
+    else:
+        assert found is None or limit * 0.66 <= found <= 2 * limit
