@@ -16,7 +16,7 @@ from bulkfetch.config import ApiKey, Rate
 from bulkfetch.errors import RateStoreError, UsageError
 from bulkfetch.limiter.lane import Limiter
 from bulkfetch.limiter.redis_store import RedisStore
-from bulkfetch.limiter.share import LEASE, RateSession
+from bulkfetch.limiter.share import LATE_EVERY, LEASE, RateSession
 from bulkfetch.limiter.shared_lane import SharedLane
 from bulkfetch.limiter.shared_pace import BLOCK_SPAN, Grant, block_size
 from bulkfetch.limiter.store import (
@@ -443,6 +443,26 @@ async def test_late_sends_reported_before_the_store_is_told_go_to_it_as_one(
         await anyio.wait_all_tasks_blocked()
         tg.cancel_scope.cancel()
     assert store.late_changes == 2
+    await session.release()
+
+
+async def test_late_sends_reported_while_serving_are_told_at_most_every_few_slots(
+    tmp_path: Path,
+) -> None:
+    """At thousands of slots a second most sends are late, each reported as it goes: the
+    store is told their sum at once, then at most every ``LATE_EVERY``, not once each."""
+    store = _LateCountingStore(tmp_path / "x.json")
+    session = RateSession(store)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(session.serve)
+        started = anyio.current_time()
+        for _ in range(100):
+            session.report_late("create", 0.001, INTERVAL)
+            await anyio.sleep(0.002)
+        elapsed = anyio.current_time() - started
+        await anyio.sleep(2 * LATE_EVERY)
+        tg.cancel_scope.cancel()
+    assert 1 < store.late_changes <= elapsed / LATE_EVERY + 2
     await session.release()
 
 
