@@ -44,6 +44,7 @@ __all__ = [
     "located_count",
     "pause_without_retry_after",
     "room_at",
+    "spaced_interval",
     "window_count_tells",
 ]
 
@@ -252,6 +253,40 @@ def _gap_before(r: Refusal) -> float | None:
     return r.sent_at - r.accepted[i - 1] if i else None
 
 
+#: How finely a ``Retry-After`` must be said, as a share of the interval it shows, for
+#: ``spaced_interval`` to read it: a wait rounded up is read as said, at most this much
+#: slow (read lower, a lane a hair too fast for a spacing limiter is refused at once).
+SAID_FINELY = 0.05
+#: The least wait, as a share of the interval it shows, that ``spaced_interval`` reads: a
+#: request that early was sent too soon, not bunched on the way. (A quarter was too
+#: little: an event loop held up 20 ms bunched two requests 50 ms apart that much, read as
+#: an interval 45% too slow. A lane twice too fast is refused half an interval early.)
+EARLY = 0.4
+
+
+def spaced_interval(refusal: Refusal, *, early: float = EARLY) -> float | None:
+    """The interval a server that spaces requests shows in its ``Retry-After``: from the
+    request it let through last until the refused one would have passed (a GCRA's
+    interval; a bucket of one, a token's refill). None without a request before it, for a
+    wait of a whole window or more, one said too coarsely to read (whole seconds at
+    twenty a second, or ten a minute), or one short of ``early`` times the interval
+    (``EARLY``; the caller asks for none where the lane is known to be above the rate).
+    """
+    r = refusal
+    gap, ra = _gap_before(r), r.retry_after
+    # A whole window (or more) is what some servers say whatever the wait: not a rate.
+    if gap is None or ra is None or not 0.0 < ra < r.window:
+        return None
+    interval = gap + ra
+    if r.retry_after_resolution > SAID_FINELY * interval:
+        return None
+    if ra < early * interval:
+        # Sent about an interval after the last one and refused: a pair bunched on the
+        # way (the wait is the bunching, and would read the interval that much too slow).
+        return None
+    return min(interval, r.window)
+
+
 def _sliding_refuted(r: Refusal, refusals: Sequence[float]) -> bool:
     """Whether the lane's history rules a sliding log out: once, more requests were
     accepted within a window than the window before some refusal held. Counted so that
@@ -416,7 +451,15 @@ def limit_after_429(refusal: Refusal) -> float:
     estimate = between if between > r.pace * SLOWER else 0.0
     located = located_count(r)
     calendar = calendar_limit(r) if located is None else None
-    if located is not None:
+    spaced = None
+    if r.windowed is False:
+        # Refused hard on the heels of another, the lane is above the rate however little
+        # it was early (and the window's count, which the lane would read otherwise, says
+        # nothing of a server that spaces requests).
+        spaced = spaced_interval(r, early=0.0 if since is not None and since < HOT else EARLY)
+    if spaced is not None:
+        estimate = spaced
+    elif located is not None:
         estimate = r.window / located
     elif calendar is not None:
         estimate = r.window / calendar
@@ -563,7 +606,10 @@ def _lesson_of_burst(refusal: Refusal) -> Lesson:
     r = refusal
     k = _count_between(r.accepted, r.sent_at - r.window, r.sent_at)
     if k <= 1:
-        return Lesson(r.limit_interval, strict=True)
+        # Its wait, said finely, tells the rate too (``spaced_interval``); no slower than
+        # the pace refused twice over, as any refusal.
+        spaced = spaced_interval(r) or 0.0
+        return Lesson(max(r.limit_interval, min(spaced, r.pace * MAX_SLOWDOWN)), strict=True)
     if 2 * k < allowed_in_window(r.window, r.limit_interval):
         return Lesson(r.limit_interval, strict=None)
     low = r.limit_interval * MIN_SLOWDOWN

@@ -24,6 +24,7 @@ from bulkfetch.limiter.pacing import (
     located_count,
     pause_without_retry_after,
     room_at,
+    spaced_interval,
     window_count_tells,
 )
 from bulkfetch.simulator.limits import LimiterKind, make_limit
@@ -692,3 +693,47 @@ def test_a_calendar_window_s_limit_is_read_from_its_history(
         assert found in (None, limit)
     else:
         assert found is None or limit * 0.66 <= found <= 2 * limit
+
+
+# -- a spacing limiter's wait ---------------------------------------------------------------
+
+
+def _spaced_refusal(gap: float, wait: float | None, **fields: Any) -> Refusal:
+    """20 a second believed (twice too fast for a GCRA of 20 a second, interval 50 ms):
+    one request accepted at 10 s, the next refused ``gap`` later, told ``wait``."""
+    fields = {"limit_interval": 0.025, "pace": 0.0255, **fields}
+    return Refusal(
+        sent_at=10.0 + gap, window=1.0, accepted=[10.0], first_sent=9.0, retry_after=wait, **fields
+    )
+
+
+def test_a_burst_refused_by_a_spacing_limiter_reads_its_interval_from_an_exact_wait() -> None:
+    """The second of a burst, 3 ms after the first, told to wait 47 ms: the server lets a
+    request through every 50 ms. The wait of a whole window, or in whole seconds at twenty
+    a second, says nothing of it: the lane keeps its belief and paces evenly."""
+    exact = lesson_of_429(
+        _spaced_refusal(0.003, 0.047, burst=True), searching=False, search_speedup=1.25
+    )
+    assert exact.limit_interval == pytest.approx(0.05)
+    assert exact.strict is True
+    for wait, resolution in ((1.0, 0.0), (1.0, 1.0), (0.047, 1.0)):
+        refusal = _spaced_refusal(0.003, wait, burst=True, retry_after_resolution=resolution)
+        lesson = lesson_of_429(refusal, searching=False, search_speedup=1.25)
+        assert lesson.limit_interval == pytest.approx(0.025)
+
+
+def test_a_lane_known_to_face_spacing_reads_its_interval_from_a_wait_that_early() -> None:
+    """Told by a burst that the server spaces requests, a lane sent 27.6 ms after the last
+    and told 22.4 ms: twice too fast, read at once (it stepped 1% a 429 before). Told 5 ms
+    after 52 ms, a pair bunched on the way: a small step, unless the refusal came hard on
+    the heels of another, when the lane is above the rate however little."""
+    assert limit_after_429(_spaced_refusal(0.0276, 0.0224, windowed=False)) == pytest.approx(0.05)
+    bunched = _spaced_refusal(0.052, 0.005, windowed=False, limit_interval=0.05, pace=0.0505)
+    assert spaced_interval(bunched) is None
+    assert limit_after_429(bunched) == pytest.approx(0.05 * MIN_SLOWDOWN)
+    hot = replace(bunched, previous=9.99, kept_since=0.0)
+    assert limit_after_429(hot) == pytest.approx(0.057)
+    # Not known to space requests, the wait is not read so: a window counter's says when
+    # its window has room, not a rate.
+    unknown = replace(_spaced_refusal(0.0276, 0.0224), first_sent=9.5)  # younger than a window
+    assert limit_after_429(unknown) == pytest.approx(0.025 * MIN_SLOWDOWN)
