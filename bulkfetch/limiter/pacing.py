@@ -17,7 +17,10 @@ of them:
   too fast) a single request: so the count is trusted only where it explains the refusal,
   and each 429 at most halves the pace. When the count cannot explain it (the lane sent
   no more than the limit believed), the refusals themselves tell the rate: between two of
-  them the server let through what it refilled;
+  them the server let through what it refilled. A history no sliding log explains is a
+  calendar window's, whose limit where its boundaries can lie tells (``calendar_limit``);
+  a server known to space requests tells its interval in an exact ``Retry-After``
+  (``spaced_interval``);
 * **the pause without Retry-After** (``pause_without_retry_after``): until the oldest
   request the new limit leaves no room for has left the window, or one slot when the
   count did not tell the limit. Never more than a window: no exponential back-off into a
@@ -305,6 +308,13 @@ def _sliding_refuted(r: Refusal, refusals: Sequence[float]) -> bool:
     return bool(held) and most > min(held)
 
 
+#: The most gaps between sends (modulo the window) ``calendar_limit`` tries a boundary in.
+MAX_GAPS = 512
+#: A limit this likely (its range of boundaries over the widest) is taken over a smaller
+#: likelier one: a limit too low is never refused again to learn better.
+LIKELY = 0.75
+
+
 def calendar_limit(refusal: Refusal) -> int | None:
     """The limit of a calendar window that explains the lane's history, or None.
 
@@ -369,13 +379,6 @@ def _likeliest(room: dict[int, float]) -> int | None:
         return None
     widest = max(room.values())
     return max(limit for limit, width in room.items() if width >= LIKELY * widest)
-
-
-#: The most gaps between sends (modulo the window) ``calendar_limit`` tries a boundary in.
-MAX_GAPS = 512
-#: A limit this likely (its range of boundaries over the widest) is taken over a smaller
-#: likelier one: a limit too low is never refused again to learn better.
-LIKELY = 0.75
 
 
 def window_count_tells(refusal: Refusal) -> bool:
