@@ -250,6 +250,13 @@ def _since_previous(r: Refusal) -> int | None:
     return _count_between(r.accepted, previous, r.sent_at)
 
 
+def _hot(r: Refusal) -> bool:
+    """Whether the refusal came hard on the heels of another (fewer than ``HOT`` let
+    through between): the lane is above the rate, not a stray pair bunched on the way."""
+    since = _since_previous(r)
+    return since is not None and since < HOT
+
+
 def _gap_before(r: Refusal) -> float | None:
     """Seconds from the last accepted request before the refused one, None if none."""
     i = bisect.bisect_left(r.accepted, r.sent_at)
@@ -347,7 +354,7 @@ def calendar_limit(refusal: Refusal) -> int | None:
     # A boundary closer than this to a send may fall on either side of its arrival.
     tol = r.jitter + 1e-3 * w
     phases = sorted({t % w for t in acc} | {t % w for t in refusals})
-    gaps = [(lo, hi) for lo, hi in zip(phases, [*phases[1:], phases[0] + w], strict=True)]
+    gaps = list(zip(phases, [*phases[1:], phases[0] + w], strict=True))
     if len(gaps) > MAX_GAPS:
         # Thousands of requests a window: the widest gaps hold all the measure that
         # matters, and a 429 must not stall the event loop trying every one.
@@ -393,8 +400,7 @@ def window_count_tells(refusal: Refusal) -> bool:
     last refusal is not recent: that is a pair bunched on the way, not the limit.
     """
     r = refusal
-    since = _since_previous(r)
-    hot = since is not None and since < HOT
+    hot = _hot(r)
     if r.windowed is False and not hot:
         return False
     if r.strict and not hot and not r.after_search:
@@ -459,7 +465,7 @@ def limit_after_429(refusal: Refusal) -> float:
         # Refused hard on the heels of another, the lane is above the rate however little
         # it was early (and the window's count, which the lane would read otherwise, says
         # nothing of a server that spaces requests).
-        spaced = spaced_interval(r, early=0.0 if since is not None and since < HOT else EARLY)
+        spaced = spaced_interval(r, early=0.0 if _hot(r) else EARLY)
     if spaced is not None:
         estimate = spaced
     elif located is not None:

@@ -98,7 +98,9 @@ class RateSession:
         change = partial(
             self.store.refused, lane, limit_interval=limit_interval, strict=strict, pause=pause
         )
-        self._report(change)
+        # A full queue is a store slow or gone, and a storm of 429s: this one is dropped.
+        with contextlib.suppress(anyio.WouldBlock):
+            self._outbox.send_nowait(change)
 
     def report_late(self, lane: str, late: float, spacing: float) -> None:
         """Note a request sent ``late`` seconds after its slot (``serve`` tells the store).
@@ -128,15 +130,6 @@ class RateSession:
                     self.lost(exc)
                     return
             await anyio.sleep(LATE_EVERY)
-
-    def _report(self, change: _Change) -> bool:
-        """Queue ``change`` for ``serve``; False if the queue is full (the store is slow
-        or gone), and the change is dropped."""
-        try:
-            self._outbox.send_nowait(change)
-        except anyio.WouldBlock:
-            return False
-        return True
 
     async def serve(self) -> None:
         """Renew the lease, send reported 429s and late sends, until cancelled (with the
